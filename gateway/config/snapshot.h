@@ -1,0 +1,40 @@
+/* snapshot: an immutable, reference-counted view of the configuration.
+ *
+ * A snapshot owns a validated config, its compiled router and the per-worker
+ * balancer state. The control thread builds a new snapshot off the request
+ * path and hands it to each worker (worker_publish); each request retains the
+ * snapshot it started with, so a reload never changes a request in flight.
+ * The refcount is atomic: requests on several workers share one snapshot.
+ * The last snapshot_release() frees everything. */
+#ifndef WEIR_SNAPSHOT_H
+#define WEIR_SNAPSHOT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/errlist.h"
+#include "router/router.h"
+
+struct snapshot {
+    atomic_int refs;
+    uint64_t version;
+    struct config *config;
+    struct router *router;
+    int n_workers;
+    /* balancer_current[u][worker * n_targets + t]: smooth WRR state of
+     * upstream u, one row per worker so workers never share a cache line
+     * they write in the common case of few targets. */
+    int **balancer_current;
+};
+
+/* Takes ownership of cfg (freed on failure too). Returns a snapshot holding
+ * one reference, or NULL with problems in errs. */
+struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t version,
+                                struct errlist *errs);
+void snapshot_retain(struct snapshot *s);
+void snapshot_release(struct snapshot *s);
+/* Row of smooth-WRR weights for upstream `u` on worker `worker`. */
+int *snapshot_balancer_state(struct snapshot *s, const struct upstream *u, int worker);
+
+#endif

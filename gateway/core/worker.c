@@ -1,0 +1,252 @@
+#include "core/worker.h"
+
+#include <errno.h>
+#include <event2/thread.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/listener.h"
+#include "core/log.h"
+#include "http/client_conn.h"
+#include "upstream/pool.h"
+
+atomic_int weir_connections;
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *peer,
+                      int peerlen, void *arg) {
+    (void)peerlen;
+    struct worker *w = arg;
+    int port = 0;
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i] == l) port = w->listen_ports[i];
+    const struct config *cfg = w->snapshot->config;
+    /* Over the limit the connection is closed at once: cheaper for everyone
+     * than queueing work the process has promised not to take. */
+    if (atomic_fetch_add(&weir_connections, 1) >= cfg->weir.limits.max_connections) {
+        atomic_fetch_sub(&weir_connections, 1);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    client_conn_new(w, fd, peer, port);
+}
+
+static void close_listeners(struct worker *w) {
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i]) evconnlistener_free(w->listeners[i]);
+        w->listeners[i] = NULL;
+    }
+}
+
+static void maybe_finish_stop(struct worker *w) {
+    if (w->stopping && w->n_conns == 0) event_base_loopexit(w->base, NULL);
+}
+
+static void shutdown_timeout_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (w->n_conns) log_warn("worker %d: shutdown_timeout reached with %zu connections open", w->id,
+                             w->n_conns);
+    event_base_loopbreak(w->base);
+}
+
+/* Runs on the worker thread when control has put something in the mailbox. */
+static void wake_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    uint64_t ticks;
+    ssize_t r = read(w->wake_fd, &ticks, sizeof ticks);
+    (void)r;
+    pthread_mutex_lock(&w->mailbox_lock);
+    struct snapshot *next = w->mailbox;
+    w->mailbox = NULL;
+    bool stop = w->stop_requested, fast = w->fast_stop;
+    pthread_mutex_unlock(&w->mailbox_lock);
+
+    if (next) {
+        snapshot_release(w->snapshot);
+        w->snapshot = next;
+    }
+    if (fast) {
+        event_base_loopbreak(w->base);
+        return;
+    }
+    if (stop && !w->stopping) {
+        w->stopping = true;
+        close_listeners(w);
+        pool_close_all(w->pool);
+        for (struct client_conn *c = w->conns; c; c = c->next) client_conn_shutdown(c);
+        int ms = w->snapshot->config->weir.limits.shutdown_timeout_ms;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        w->shutdown_timer = evtimer_new(w->base, shutdown_timeout_cb, w);
+        evtimer_add(w->shutdown_timer, &tv);
+        maybe_finish_stop(w);
+    }
+}
+
+struct worker *worker_new(int id, struct snapshot *snap, struct access_log *alog, char *err,
+                          size_t errlen) {
+    const struct weir_settings *ws = &snap->config->weir;
+    struct worker *w = calloc(1, sizeof *w);
+    if (!w) abort();
+    w->id = id;
+    struct event_config *ec = event_config_new();
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (!w->base) {
+        snprintf(err, errlen, "cannot create event loop");
+        free(w);
+        return NULL;
+    }
+    pthread_mutex_init(&w->mailbox_lock, NULL);
+    /* An eventfd, not event_active(): the worker's base runs without locks,
+     * so other threads must not touch it. */
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wake_fd < 0) abort();
+    w->wake = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, wake_cb, w);
+    event_add(w->wake, NULL);
+    w->snapshot = snap;
+    snapshot_retain(snap);
+    w->access_log = alog;
+    w->pool = pool_new(w->base, ws->limits.upstream_keepalive_pool,
+                       ws->limits.upstream_keepalive_timeout_ms);
+    if (RAND_bytes((unsigned char *)w->rng, sizeof w->rng) != 1) abort();
+    w->rng[0] |= 1;
+
+    w->n_listeners = ws->n_proxy_listen;
+    w->listeners = calloc(w->n_listeners, sizeof *w->listeners);
+    w->listen_ports = calloc(w->n_listeners, sizeof *w->listen_ports);
+    for (size_t i = 0; i < ws->n_proxy_listen; i++) {
+        int fd = listener_open(&ws->proxy_listen[i], err, errlen);
+        if (fd < 0) {
+            worker_join_and_free(w);
+            return NULL;
+        }
+        w->listen_ports[i] = ws->proxy_listen[i].port;
+        w->listeners[i] = evconnlistener_new(w->base, accept_cb, w,
+                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+        if (!w->listeners[i]) {
+            snprintf(err, errlen, "cannot listen on %s:%d", ws->proxy_listen[i].host,
+                     ws->proxy_listen[i].port);
+            close(fd);
+            worker_join_and_free(w);
+            return NULL;
+        }
+    }
+    return w;
+}
+
+static void *worker_main(void *arg) {
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int worker_start(struct worker *w) {
+    return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+static void wake(struct worker *w) {
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_fd, &one, sizeof one);
+    (void)r;
+}
+
+void worker_publish(struct worker *w, struct snapshot *snap) {
+    snapshot_retain(snap);
+    pthread_mutex_lock(&w->mailbox_lock);
+    struct snapshot *old = w->mailbox;
+    w->mailbox = snap;
+    pthread_mutex_unlock(&w->mailbox_lock);
+    snapshot_release(old);
+    wake(w);
+}
+
+void worker_stop(struct worker *w, bool fast) {
+    pthread_mutex_lock(&w->mailbox_lock);
+    w->stop_requested = true;
+    w->fast_stop = w->fast_stop || fast;
+    pthread_mutex_unlock(&w->mailbox_lock);
+    wake(w);
+}
+
+void worker_join_and_free(struct worker *w) {
+    if (w->thread) pthread_join(w->thread, NULL);
+    /* Connections still open after a fast stop or the shutdown timeout. */
+    while (w->conns) {
+        struct client_conn *c = w->conns;
+        client_conn_close(c);
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
+        if (w->conns == c) break; /* cannot happen: close is immediate once run */
+    }
+    close_listeners(w);
+    free(w->listeners);
+    free(w->listen_ports);
+    pool_free(w->pool);
+    if (w->wake) event_free(w->wake);
+    if (w->wake_fd > 0) close(w->wake_fd);
+    if (w->shutdown_timer) event_free(w->shutdown_timer);
+    snapshot_release(w->mailbox);
+    snapshot_release(w->snapshot);
+    event_base_free(w->base);
+    pthread_mutex_destroy(&w->mailbox_lock);
+    free(w);
+}
+
+struct snapshot *worker_acquire_snapshot(struct worker *w) {
+    snapshot_retain(w->snapshot);
+    return w->snapshot;
+}
+
+void worker_conn_added(struct worker *w, struct client_conn *c) {
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns) w->conns->prev = c;
+    w->conns = c;
+    w->n_conns++;
+}
+
+void worker_conn_removed(struct worker *w, struct client_conn *c) {
+    if (c->prev) c->prev->next = c->next;
+    else w->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    w->n_conns--;
+    atomic_fetch_sub(&weir_connections, 1);
+    maybe_finish_stop(w);
+}
+
+static uint64_t xorshift128plus(uint64_t s[2]) {
+    uint64_t x = s[0];
+    uint64_t const y = s[1];
+    s[0] = y;
+    x ^= x << 23;
+    s[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+    return s[1] + y;
+}
+
+void worker_request_id(struct worker *w, char out[37]) {
+    uint64_t a = xorshift128plus(w->rng), b = xorshift128plus(w->rng);
+    unsigned char r[16];
+    memcpy(r, &a, 8);
+    memcpy(r + 8, &b, 8);
+    r[6] = (r[6] & 0x0f) | 0x40;
+    r[8] = (r[8] & 0x3f) | 0x80;
+    static const char hex[] = "0123456789abcdef";
+    int o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+        out[o++] = hex[r[i] >> 4];
+        out[o++] = hex[r[i] & 15];
+    }
+    out[o] = '\0';
+}

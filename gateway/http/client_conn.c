@@ -1,0 +1,874 @@
+#include "http/client_conn.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/access_log.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/error_response.h"
+#include "http/path.h"
+#include "upstream/proxy.h"
+
+/* How long a closing connection keeps reading (and discarding) after the
+ * last response, so that unread request bytes do not make the kernel reset
+ * the connection before the client read the response (nginx's lingering
+ * close). */
+#define LINGER_MS 2000
+
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void process_head(struct client_conn *c);
+static void feed_body(struct client_conn *c);
+
+/* ---- byte buffers ------------------------------------------------------ */
+
+void bytebuf_reserve(struct bytebuf *b, size_t extra) {
+    if (b->len + extra <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + extra) cap *= 2;
+    b->data = realloc(b->data, cap);
+    if (!b->data) abort();
+    b->cap = cap;
+}
+
+void bytebuf_append(struct bytebuf *b, const void *p, size_t n) {
+    bytebuf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+/* ---- timers and lifetime ------------------------------------------------ */
+
+static const struct weir_limits *limits_of(struct client_conn *c) {
+    return &c->worker->snapshot->config->weir.limits;
+}
+
+static void timer_set(struct client_conn *c, int ms) {
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+static void schedule(struct client_conn *c) {
+    event_active(c->deferred, 0, 0);
+}
+
+void client_conn_close(struct client_conn *c) {
+    c->want_close = true;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    schedule(c);
+}
+
+static void release_request(struct client_conn *c) {
+    snapshot_release(c->req.snap);
+    c->req.snap = NULL;
+}
+
+static void conn_free(struct client_conn *c) {
+    proxy_abort(c);
+    release_request(c);
+    bufferevent_free(c->bev);
+    event_free(c->timer);
+    event_free(c->deferred);
+    free(c->head.data);
+    free(c->path.data);
+    free(c->uphead.data);
+    free(c->resp_head.data);
+    free(c->headers);
+    free(c->up.headers);
+    struct worker *w = c->worker;
+    worker_conn_removed(w, c);
+    free(c);
+}
+
+/* Half-closes our side once everything is flushed, then discards what the
+ * client still sends until it closes or LINGER_MS pass. */
+static void start_lingering(struct client_conn *c) {
+    c->state = CLIENT_LINGERING;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    if (c->eof) {
+        client_conn_close(c);
+        return;
+    }
+    bufferevent_enable(c->bev, EV_READ);
+    timer_set(c, LINGER_MS);
+}
+
+static void deferred_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct client_conn *c = arg;
+    if (c->want_close) {
+        conn_free(c);
+        return;
+    }
+    if (c->want_next) {
+        c->want_next = false;
+        if (c->state == CLIENT_READING_HEAD) process_head(c);
+    }
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct client_conn *c = arg;
+    if (c->state == CLIENT_LINGERING || c->state == CLIENT_DRAINING) {
+        client_conn_close(c);
+        return;
+    }
+    if (c->state != CLIENT_READING_HEAD) return;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 && c->head_scanned == 0 &&
+        !c->req.start.tv_sec) {
+        /* An idle keep-alive connection: close quietly. */
+        client_conn_close(c);
+        return;
+    }
+    client_send_error(c, 408, "request timeout: head not received in time", true);
+}
+
+void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int listen_port) {
+    struct client_conn *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->worker = w;
+    c->listen_port = listen_port;
+    if (peer->sa_family == AF_INET6) {
+        memcpy(&c->peer, peer, sizeof(struct sockaddr_in6));
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->peer_ip,
+                  sizeof c->peer_ip);
+    } else {
+        memcpy(&c->peer, peer, sizeof(struct sockaddr_in));
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->peer_ip,
+                  sizeof c->peer_ip);
+    }
+    c->peer_trusted = config_ip_trusted(&w->snapshot->config->weir, peer);
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        close(fd);
+        free(c);
+        atomic_fetch_sub(&weir_connections, 1);
+        return;
+    }
+    c->timer = evtimer_new(w->base, timer_cb, c);
+    c->deferred = event_new(w->base, -1, 0, deferred_cb, c);
+    c->state = CLIENT_READING_HEAD;
+    c->up.state = UP_IDLE;
+    worker_conn_added(w, c);
+    const struct weir_limits *lim = limits_of(c);
+    /* Bound what a client can queue (pipelined requests, body bytes the
+     * upstream is not taking yet): reading stops above this. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, lim->max_header_bytes + PROXY_HIGH_WATERMARK);
+    bufferevent_setwatermark(c->bev, EV_WRITE, PROXY_LOW_WATERMARK, 0);
+    bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+    bufferevent_enable(c->bev, EV_READ);
+    timer_set(c, lim->header_timeout_ms);
+}
+
+void client_conn_shutdown(struct client_conn *c) {
+    if (c->state == CLIENT_READING_HEAD && c->head_scanned == 0 &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        client_conn_close(c);
+        return;
+    }
+    c->close_after = true;
+}
+
+/* ---- access log ---------------------------------------------------------- */
+
+static double ms_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Appends s as JSON string contents (escaping quotes, backslashes, controls
+ * and bytes >= 0x80, which a request path may not be valid UTF-8 for). */
+static void json_escape(struct bytebuf *b, const char *s, size_t n) {
+    bytebuf_reserve(b, n * 6 + 2);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') {
+            b->data[b->len++] = '\\';
+            b->data[b->len++] = (char)ch;
+        } else if (ch < 0x20 || ch >= 0x7f) {
+            b->len += (size_t)snprintf(b->data + b->len, 7, "\\u%04x", ch);
+        } else {
+            b->data[b->len++] = (char)ch;
+        }
+    }
+}
+
+static void json_field_str(struct bytebuf *b, const char *key, const char *v, size_t n, bool comma) {
+    if (comma) bytebuf_append(b, ",", 1);
+    bytebuf_append(b, "\"", 1);
+    bytebuf_append(b, key, strlen(key));
+    bytebuf_append(b, "\":", 2);
+    if (!v) {
+        bytebuf_append(b, "null", 4);
+        return;
+    }
+    bytebuf_append(b, "\"", 1);
+    json_escape(b, v, n);
+    bytebuf_append(b, "\"", 1);
+}
+
+static void log_request(struct client_conn *c) {
+    struct access_log *alog = c->worker->access_log;
+    if (!alog) return;
+    struct request *r = &c->req;
+    struct bytebuf b = {0};
+    char tbuf[64];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    size_t tl = strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
+    tl += (size_t)snprintf(tbuf + tl, sizeof tbuf - tl, ".%03ldZ", now.tv_nsec / 1000000);
+    bytebuf_append(&b, "{", 1);
+    json_field_str(&b, "time", tbuf, tl, false);
+    json_field_str(&b, "request_id", r->request_id, r->request_id_len, true);
+    json_field_str(&b, "client_ip", c->peer_ip, strlen(c->peer_ip), true);
+    json_field_str(&b, "method", r->method, r->method_len, true);
+    const char *path = r->target;
+    size_t path_len = r->target_len;
+    if (path) {
+        const char *q = memchr(path, '?', path_len);
+        if (q) path_len = (size_t)(q - path);
+    }
+    json_field_str(&b, "path", path, path_len, true);
+    char num[128];
+    int n = snprintf(num, sizeof num, ",\"status\":%d,\"bytes_sent\":%llu", r->status,
+                     (unsigned long long)r->bytes_sent);
+    bytebuf_append(&b, num, (size_t)n);
+    const struct route *route = r->routed ? r->match.route : NULL;
+    const char *rname = route ? (route->name ? route->name : route->id) : NULL;
+    json_field_str(&b, "route", rname, rname ? strlen(rname) : 0, true);
+    const struct service *svc = route ? route->service : NULL;
+    const char *sname = svc ? (svc->name ? svc->name : svc->id) : NULL;
+    json_field_str(&b, "service", sname, sname ? strlen(sname) : 0, true);
+    bool upstream_used = c->up.addr_text[0] != '\0';
+    json_field_str(&b, "upstream_addr", upstream_used ? c->up.addr_text : NULL,
+                   strlen(c->up.addr_text), true);
+    if (c->up.status)
+        n = snprintf(num, sizeof num, ",\"upstream_status\":%d", c->up.status);
+    else
+        n = snprintf(num, sizeof num, ",\"upstream_status\":null");
+    bytebuf_append(&b, num, (size_t)n);
+    n = snprintf(num, sizeof num, ",\"latency_ms\":%.3f", ms_since(&r->start));
+    bytebuf_append(&b, num, (size_t)n);
+    if (c->up.status)
+        n = snprintf(num, sizeof num, ",\"upstream_latency_ms\":%.3f}", c->up.latency_ms);
+    else
+        n = snprintf(num, sizeof num, ",\"upstream_latency_ms\":null}");
+    bytebuf_append(&b, num, (size_t)n);
+    access_log_write(alog, c->worker->id, b.data, b.len);
+    free(b.data);
+}
+
+/* ---- responses made by the gateway -------------------------------------- */
+
+static void ensure_request_id(struct client_conn *c) {
+    if (c->req.request_id_len) return;
+    worker_request_id(c->worker, c->req.request_id);
+    c->req.request_id_len = 36;
+}
+
+void client_send_error(struct client_conn *c, int status, const char *message, bool close) {
+    WEIR_BUG_ON(c->req.response_started);
+    ensure_request_id(c);
+    if (!c->req.start.tv_sec) clock_gettime(CLOCK_MONOTONIC, &c->req.start);
+    proxy_abort(c);
+    char body[768];
+    size_t body_len = error_body_json(body, sizeof body, message, c->req.request_id);
+    if (body_len >= sizeof body) body_len = sizeof body - 1;
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\nX-Request-ID: %s\r\nServer: weir\r\n%s\r\n",
+                     status, http_reason_phrase(status), body_len, c->req.request_id,
+                     close ? "Connection: close\r\n" : "");
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, head, (size_t)n);
+    if (!c->req.is_head) evbuffer_add(out, body, body_len);
+    c->req.status = status;
+    c->req.response_started = true;
+    c->req.bytes_sent += (size_t)n + (c->req.is_head ? 0 : body_len);
+    if (close) c->close_after = true;
+    if (c->state == CLIENT_READING_HEAD) c->state = CLIENT_PROXYING;
+    client_response_done(c);
+}
+
+/* ---- request head parsing (http-parser callbacks) ------------------------ */
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+    struct client_conn *c = p->data;
+    if (!c->req.target) c->req.target = at;
+    c->req.target_len = (size_t)(at + len - c->req.target);
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+    struct client_conn *c = p->data;
+    struct request *r = &c->req;
+    if (r->headers_done) return 0; /* trailer fields are not forwarded */
+    struct http_header *last = r->n_headers ? &c->headers[r->n_headers - 1] : NULL;
+    if (last && last->value == NULL && last->name + last->name_len == at) {
+        last->name_len += len;
+        return 0;
+    }
+    if (r->n_headers >= c->cap_headers) return -1; /* counted by head_check: cannot happen */
+    struct http_header *h = &c->headers[r->n_headers++];
+    memset(h, 0, sizeof *h);
+    h->name = at;
+    h->name_len = len;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+    struct client_conn *c = p->data;
+    struct request *r = &c->req;
+    if (r->headers_done || r->n_headers == 0) return 0;
+    struct http_header *h = &c->headers[r->n_headers - 1];
+    if (!h->value) h->value = at;
+    h->value_len = (size_t)(at + len - h->value);
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+    struct client_conn *c = p->data;
+    c->req.headers_done = true;
+    c->req.upgrade = p->upgrade;
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+    struct client_conn *c = p->data;
+    struct request *r = &c->req;
+    r->body_received += len;
+    uint64_t max = limits_of(c)->max_body_bytes;
+    if (max && r->body_received > max) return -1; /* reported as 413 by feed_body */
+    r->body_started = true;
+    proxy_forward_body(c, at, len);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+    struct client_conn *c = p->data;
+    c->req.body_done = true;
+    http_parser_pause(p, 1); /* the next pipelined request waits for this response */
+    return 0;
+}
+
+static const http_parser_settings request_settings = {
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static bool is_host_char(unsigned char ch) {
+    return isalnum(ch) || strchr("-._~!$&'()*+,;=%", ch) != NULL;
+}
+
+/* Validates a Host value (reg-name or IP literal, optional :port) and sets
+ * the host without port. */
+static bool parse_host(struct request *r, const char *v, size_t len) {
+    if (len == 0) return false;
+    size_t i = 0, host_end;
+    if (v[0] == '[') {
+        const char *close = memchr(v, ']', len);
+        if (!close) return false;
+        for (const char *q = v + 1; q < close; q++)
+            if (!isxdigit((unsigned char)*q) && *q != ':' && *q != '.') return false;
+        i = (size_t)(close - v) + 1;
+        host_end = i;
+    } else {
+        while (i < len && v[i] != ':') {
+            if (!is_host_char((unsigned char)v[i])) return false;
+            i++;
+        }
+        host_end = i;
+        if (host_end == 0) return false;
+    }
+    if (i < len) {
+        if (v[i] != ':') return false;
+        size_t digits = 0;
+        for (i++; i < len; i++, digits++)
+            if (!isdigit((unsigned char)v[i])) return false;
+        if (digits > 5) return false;
+    }
+    r->host = v;
+    r->host_len = host_end;
+    r->host_full = v;
+    r->host_full_len = len;
+    return true;
+}
+
+static bool is_token_list(const char *v, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (!(isalnum(ch) || strchr("!#$%&'*+-.^_`|~, \t", ch))) return false;
+    }
+    return true;
+}
+
+/* Applies the framing and header rules http-parser does not (or not in a
+ * way that gives the right status). Returns 0 or an HTTP status, with the
+ * reason in *why. */
+static int check_request_headers(struct client_conn *c, const char **why) {
+    struct request *r = &c->req;
+    int n_host = 0, n_cl = 0, n_te = 0;
+    const struct http_header *te = NULL;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        struct http_header *h = &c->headers[i];
+        if (!h->value) h->value = h->name + h->name_len; /* empty value */
+        while (h->value_len && (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
+            h->value_len--;
+        h->kind = header_kind_of(h->name, h->name_len);
+        switch (h->kind) {
+        case HDR_HOST:
+            n_host++;
+            if (n_host == 1 && !parse_host(r, h->value, h->value_len)) {
+                *why = "invalid Host header";
+                return 400;
+            }
+            break;
+        case HDR_CONTENT_LENGTH:
+            n_cl++;
+            if (!head_parse_content_length(h->value, h->value_len, &r->content_length)) {
+                *why = "invalid Content-Length header";
+                return 400;
+            }
+            r->has_content_length = true;
+            break;
+        case HDR_TRANSFER_ENCODING:
+            n_te++;
+            te = h;
+            break;
+        case HDR_EXPECT:
+            if (h->value_len == 12 && strncasecmp(h->value, "100-continue", 12) == 0)
+                r->expect_continue = true;
+            break;
+        case HDR_X_REQUEST_ID:
+            if (!r->request_id_len && header_request_id_valid(h->value, h->value_len)) {
+                memcpy(r->request_id, h->value, h->value_len);
+                r->request_id[h->value_len] = '\0';
+                r->request_id_len = h->value_len;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    if (n_host > 1) {
+        *why = "more than one Host header";
+        return 400;
+    }
+    if (n_host == 0 && r->http_minor == 1) {
+        *why = "missing Host header";
+        return 400;
+    }
+    if (n_cl > 1) {
+        *why = "more than one Content-Length header";
+        return 400;
+    }
+    if (n_te) {
+        if (r->http_minor == 0) {
+            *why = "Transfer-Encoding is not allowed in HTTP/1.0";
+            return 400;
+        }
+        if (n_cl) {
+            *why = "both Content-Length and Transfer-Encoding";
+            return 400;
+        }
+        if (n_te > 1) {
+            *why = "more than one Transfer-Encoding header";
+            return 400;
+        }
+        if (!(te->value_len == 7 && strncasecmp(te->value, "chunked", 7) == 0)) {
+            if (!is_token_list(te->value, te->value_len) || te->value_len == 0) {
+                *why = "invalid Transfer-Encoding header";
+                return 400;
+            }
+            *why = "unsupported transfer coding";
+            return 501;
+        }
+        r->chunked = true;
+    }
+    headers_mark_connection_named(c->headers, r->n_headers);
+    return 0;
+}
+
+/* Splits the request target into path and query, accepting origin-form
+ * ("/p?q") and absolute-form ("http://host/p?q", whose authority replaces
+ * Host as RFC 9112 3.2.2 requires). Writes the normalised path. */
+static int parse_target(struct client_conn *c, const char **why) {
+    struct request *r = &c->req;
+    const char *t = r->target;
+    size_t len = r->target_len;
+    if (!t || len == 0) {
+        *why = "malformed request target";
+        return 400;
+    }
+    if (t[0] != '/') {
+        struct http_parser_url u;
+        http_parser_url_init(&u);
+        if (http_parser_parse_url(t, len, 0, &u) != 0 || !(u.field_set & (1 << UF_HOST)) ||
+            !(u.field_set & (1 << UF_SCHEMA))) {
+            *why = "malformed request target";
+            return 400;
+        }
+        const char *schema = t + u.field_data[UF_SCHEMA].off;
+        size_t schema_len = u.field_data[UF_SCHEMA].len;
+        if (!((schema_len == 4 && strncasecmp(schema, "http", 4) == 0) ||
+              (schema_len == 5 && strncasecmp(schema, "https", 5) == 0))) {
+            *why = "malformed request target";
+            return 400;
+        }
+        /* The authority runs from the host to the end of the port, if any. */
+        const char *auth = t + u.field_data[UF_HOST].off;
+        size_t auth_len = u.field_data[UF_HOST].len;
+        if (auth > t && auth[-1] == '[') auth--, auth_len += 2;
+        if (u.field_set & (1 << UF_PORT))
+            auth_len = (size_t)(t + u.field_data[UF_PORT].off + u.field_data[UF_PORT].len - auth);
+        if (!parse_host(r, auth, auth_len)) {
+            *why = "malformed request target";
+            return 400;
+        }
+        if (u.field_set & (1 << UF_PATH)) {
+            t += u.field_data[UF_PATH].off;
+            len = (size_t)(r->target + r->target_len - t);
+        } else {
+            t = "/";
+            len = 1;
+        }
+    }
+    const char *q = memchr(t, '?', len);
+    size_t path_len = q ? (size_t)(q - t) : len;
+    if (memchr(t, '#', len)) {
+        *why = "malformed request target";
+        return 400;
+    }
+    if (q) {
+        r->query = q + 1;
+        r->query_len = len - path_len - 1;
+    }
+    c->path.len = 0;
+    bytebuf_reserve(&c->path, path_len + 1);
+    size_t out_len;
+    if (path_normalize(t, path_len, c->path.data, &out_len) != 0) {
+        *why = "invalid request path";
+        return 400;
+    }
+    c->path.len = out_len;
+    return 0;
+}
+
+static const char *route_header_lookup(void *ctx, const char *name, size_t index, size_t *len) {
+    struct client_conn *c = ctx;
+    const struct http_header *h = headers_find(c->headers, c->req.n_headers, name, strlen(name), index);
+    if (!h) return NULL;
+    *len = h->value_len;
+    return h->value;
+}
+
+static void handle_request(struct client_conn *c) {
+    struct request *r = &c->req;
+    const char *why = NULL;
+    int status = check_request_headers(c, &why);
+    if (!status) {
+        enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            why = http_errno_description(err);
+            status = 400;
+        }
+    }
+    if (!status) status = parse_target(c, &why);
+    ensure_request_id(c);
+    if (status) {
+        client_send_error(c, status, why, true);
+        return;
+    }
+    r->method = http_method_str(c->parser.method);
+    r->method_len = strlen(r->method);
+    r->is_head = c->parser.method == HTTP_HEAD;
+    r->idempotent = c->parser.method == HTTP_GET || c->parser.method == HTTP_HEAD ||
+                    c->parser.method == HTTP_PUT || c->parser.method == HTTP_DELETE ||
+                    c->parser.method == HTTP_OPTIONS || c->parser.method == HTTP_TRACE;
+    r->keep_alive = http_should_keep_alive(&c->parser);
+    if (!r->keep_alive) c->close_after = true;
+
+    r->snap = worker_acquire_snapshot(c->worker);
+    struct route_request rr = {
+        .method = r->method,
+        .method_len = r->method_len,
+        .host = r->host,
+        .host_len = r->host_len,
+        .path = c->path.data,
+        .path_len = c->path.len,
+        .get_header = route_header_lookup,
+        .ctx = c,
+    };
+    if (!router_match(r->snap->router, &rr, &r->match)) {
+        client_send_error(c, 404, "no Route matched with those values", !r->body_done);
+        return;
+    }
+    r->routed = true;
+    const struct route *route = r->match.route;
+    if (!(route->protocols & ROUTE_PROTO_HTTP)) {
+        client_send_error(c, 426, "Please use HTTPS protocol", !r->body_done);
+        return;
+    }
+    uint64_t max = limits_of(c)->max_body_bytes;
+    if (max && r->has_content_length && r->content_length > max) {
+        client_send_error(c, 413, "request body too large", true);
+        return;
+    }
+    if (!route->service->enabled) {
+        client_send_error(c, 503, "service is disabled", !r->body_done);
+        return;
+    }
+    proxy_start(c);
+}
+
+static void process_head(struct client_conn *c) {
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t avail = evbuffer_get_length(in);
+    if (avail == 0) return;
+    const struct weir_limits *lim = limits_of(c);
+    if (!c->req.start.tv_sec) {
+        /* First byte of a request: the head timeout starts now, once (a
+         * slow client must not push it back byte by byte). */
+        clock_gettime(CLOCK_MONOTONIC, &c->req.start);
+        timer_set(c, lim->header_timeout_ms);
+    }
+    size_t scan_len = avail < lim->max_header_bytes + 4 ? avail : lim->max_header_bytes + 4;
+    const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)scan_len);
+    size_t head_len = 0;
+    int n_fields = 0;
+    const char *reason = NULL;
+    enum head_status hs =
+        head_check(buf, scan_len, true, &c->head_scanned, &head_len, &n_fields, &reason);
+    if (hs == HEAD_INCOMPLETE) {
+        if (scan_len >= lim->max_header_bytes) {
+            c->state = CLIENT_PROXYING;
+            client_send_error(c, 431, "request header fields too large", true);
+        }
+        return;
+    }
+    c->state = CLIENT_PROXYING;
+    if (hs == HEAD_BAD) {
+        client_send_error(c, 400, reason, true);
+        return;
+    }
+    if (head_len > lim->max_header_bytes || n_fields > lim->max_headers) {
+        client_send_error(c, 431, "request header fields too large", true);
+        return;
+    }
+    evtimer_del(c->timer);
+    c->head.len = 0;
+    bytebuf_append(&c->head, buf, head_len);
+    evbuffer_drain(in, head_len);
+    c->head_scanned = 0;
+    if ((size_t)n_fields + 1 > c->cap_headers) {
+        c->cap_headers = (size_t)n_fields + 16;
+        free(c->headers);
+        c->headers = malloc(c->cap_headers * sizeof *c->headers);
+        if (!c->headers) abort();
+    }
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    http_parser_execute(&c->parser, &request_settings, c->head.data, c->head.len);
+    c->req.http_minor = c->parser.http_major == 1 ? c->parser.http_minor : 1;
+    if (c->parser.http_minor > 1) c->req.http_minor = 1;
+    handle_request(c);
+}
+
+/* ---- request body ----------------------------------------------------------- */
+
+/* Feeds buffered body bytes through the chunk checker and http-parser, which
+ * hands the payload to the upstream side. Stops at the end of the message,
+ * on an error, or when the upstream output is full (back-pressure). */
+static void feed_body(struct client_conn *c) {
+    struct request *r = &c->req;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (!r->body_done && c->state == CLIENT_PROXYING && c->up.state != UP_IDLE &&
+           c->up.state != UP_CONNECTING && evbuffer_get_length(in) > 0) {
+        if (proxy_upstream_output_full(c)) {
+            c->client_read_paused = true;
+            bufferevent_disable(c->bev, EV_READ);
+            return;
+        }
+        struct evbuffer_iovec vec;
+        if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1) return;
+        size_t len = vec.iov_len;
+        if (len > PROXY_HIGH_WATERMARK) len = PROXY_HIGH_WATERMARK;
+        const char *data = vec.iov_base;
+        if (r->chunked) {
+            const char *why = NULL;
+            size_t ok = chunk_check_feed(&r->chunk, data, len, &why);
+            if (ok == (size_t)-1) {
+                if (!r->response_started)
+                    client_send_error(c, 400, why, true);
+                else
+                    client_conn_close(c);
+                return;
+            }
+            len = ok;
+        }
+        if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED) http_parser_pause(&c->parser, 0);
+        size_t parsed = http_parser_execute(&c->parser, &request_settings, data, len);
+        enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+        evbuffer_drain(in, parsed);
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            bool too_large = err == HPE_CB_body;
+            if (!r->response_started)
+                client_send_error(c, too_large ? 413 : 400,
+                                  too_large ? "request body too large" : http_errno_description(err),
+                                  true);
+            else
+                client_conn_close(c);
+            return;
+        }
+        if (r->body_done) {
+            proxy_body_done(c);
+            return;
+        }
+        if (parsed < len) return; /* cannot happen without an error or pause */
+    }
+}
+
+void client_start_body(struct client_conn *c) {
+    struct request *r = &c->req;
+    if (r->body_done) return;
+    if (r->expect_continue && r->http_minor == 1 &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+    feed_body(c);
+}
+
+void client_resume_read(struct client_conn *c) {
+    if (!c->client_read_paused) return;
+    c->client_read_paused = false;
+    bufferevent_enable(c->bev, EV_READ);
+    feed_body(c);
+}
+
+/* ---- response bookkeeping ------------------------------------------------- */
+
+void client_response_head_sent(struct client_conn *c) {
+    c->req.response_started = true;
+}
+
+void client_response_done(struct client_conn *c) {
+    log_request(c);
+    release_request(c);
+    struct request *r = &c->req;
+    /* A body the client is still sending cannot be skipped reliably: close. */
+    if (!r->body_done || c->eof || c->worker->stopping) c->close_after = true;
+    proxy_abort(c);
+    if (c->close_after) {
+        c->state = CLIENT_DRAINING;
+        bufferevent_disable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) start_lingering(c);
+        else timer_set(c, limits_of(c)->keepalive_timeout_ms ? limits_of(c)->keepalive_timeout_ms : LINGER_MS);
+        return;
+    }
+    memset(r, 0, sizeof *r);
+    struct http_header *up_headers = c->up.headers;
+    size_t up_cap = c->up.cap_headers;
+    memset(&c->up, 0, sizeof c->up);
+    c->up.headers = up_headers;
+    c->up.cap_headers = up_cap;
+    c->state = CLIENT_READING_HEAD;
+    c->head_scanned = 0;
+    if (c->client_read_paused) {
+        c->client_read_paused = false;
+    }
+    bufferevent_enable(c->bev, EV_READ);
+    int ka = limits_of(c)->keepalive_timeout_ms;
+    if (ka > 0) timer_set(c, ka);
+    else c->close_after = true;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        c->want_next = true;
+        schedule(c);
+    }
+}
+
+void client_start_tunnel(struct client_conn *c) {
+    c->state = CLIENT_TUNNEL;
+    evtimer_del(c->timer);
+    proxy_tunnel_from_client(c);
+}
+
+/* ---- bufferevent callbacks ------------------------------------------------ */
+
+static void client_read_cb(struct bufferevent *bev, void *arg) {
+    (void)bev;
+    struct client_conn *c = arg;
+    switch (c->state) {
+    case CLIENT_READING_HEAD:
+        process_head(c);
+        break;
+    case CLIENT_PROXYING:
+        if (c->req.headers_done && !c->req.body_done) feed_body(c);
+        break;
+    case CLIENT_TUNNEL:
+        proxy_tunnel_from_client(c);
+        break;
+    case CLIENT_LINGERING: {
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg) {
+    struct client_conn *c = arg;
+    proxy_client_drained(c);
+    if (c->state == CLIENT_DRAINING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        start_lingering(c);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg) {
+    (void)bev;
+    struct client_conn *c = arg;
+    if (what & BEV_EVENT_ERROR) {
+        client_conn_close(c);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        c->eof = true;
+        switch (c->state) {
+        case CLIENT_READING_HEAD:
+        case CLIENT_LINGERING:
+            client_conn_close(c);
+            break;
+        case CLIENT_PROXYING:
+            /* A client that half-closes after a complete request still gets
+             * its response; one that leaves mid-request is gone. */
+            if (!c->req.body_done) client_conn_close(c);
+            else c->close_after = true;
+            break;
+        case CLIENT_TUNNEL:
+            proxy_tunnel_client_eof(c);
+            break;
+        default:
+            break;
+        }
+    }
+}

@@ -1,0 +1,222 @@
+/* main: command line, start-up, signals.
+ *
+ * The main thread is Weir's control thread: it loads and validates the
+ * configuration, opens the listeners (through the workers, so start-up
+ * errors surface before anything runs), starts `workers` threads and then
+ * waits for signals: SIGHUP re-reads the config file into a new snapshot,
+ * SIGTERM/SIGQUIT stop gracefully, SIGINT stops at once. */
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "config/snapshot.h"
+#include "core/access_log.h"
+#include "core/log.h"
+#include "core/worker.h"
+
+struct control {
+    const char *config_path;        /* NULL: the embedded default */
+    struct snapshot *snapshot;
+    struct worker **workers;
+    int n_workers;
+    uint64_t version;
+    struct event_base *base;
+    bool fast;
+};
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "Usage: weir [-c FILE] [-t] [-v] [-h]\n"
+            "  -c FILE  run with this declarative JSON config (default: the embedded demo config)\n"
+            "  -t       validate the configuration and exit (0: valid; 1: every problem listed)\n"
+            "  -v       print the version and exit\n"
+            "  -h       print this help and exit\n"
+            "Signals: HUP reloads the config file, TERM/QUIT stop gracefully, INT stops at once.\n");
+}
+
+static struct config *load(const char *path, struct errlist *errs) {
+    if (path) return config_load_file(path, errs);
+    return config_load_string(config_default_json, strlen(config_default_json), NULL, errs);
+}
+
+static bool same_listeners(const struct weir_settings *a, const struct weir_settings *b) {
+    if (a->n_proxy_listen != b->n_proxy_listen) return false;
+    for (size_t i = 0; i < a->n_proxy_listen; i++)
+        if (strcmp(a->proxy_listen[i].host, b->proxy_listen[i].host) != 0 ||
+            a->proxy_listen[i].port != b->proxy_listen[i].port)
+            return false;
+    return true;
+}
+
+static void reload(struct control *ctl) {
+    struct errlist errs;
+    errlist_init(&errs);
+    struct config *cfg = load(ctl->config_path, &errs);
+    struct snapshot *snap = cfg ? snapshot_build(cfg, ctl->n_workers, ctl->version + 1, &errs) : NULL;
+    if (!snap) {
+        log_err("reload failed, keeping the running configuration (%zu problem%s):", errs.n,
+                errs.n == 1 ? "" : "s");
+        for (size_t i = 0; i < errs.n; i++) log_err("  %s", errs.items[i]);
+        errlist_free(&errs);
+        return;
+    }
+    errlist_free(&errs);
+    const struct weir_settings *old = &ctl->snapshot->config->weir, *neu = &snap->config->weir;
+    if (!same_listeners(old, neu) || old->workers != neu->workers ||
+        (old->access_log && neu->access_log ? strcmp(old->access_log, neu->access_log) != 0
+                                            : old->access_log != neu->access_log))
+        log_warn("reload: proxy_listen, workers and access_log changes need a restart; "
+                 "the rest is applied");
+    log_configure(neu->error_log, neu->log_level);
+    ctl->version++;
+    for (int i = 0; i < ctl->n_workers; i++) worker_publish(ctl->workers[i], snap);
+    snapshot_release(ctl->snapshot);
+    ctl->snapshot = snap;
+    log_notice("configuration reloaded (version %llu, hash %.12s)",
+               (unsigned long long)ctl->version, snap->config->hash ? snap->config->hash : "");
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg) {
+    (void)what;
+    struct control *ctl = arg;
+    switch (sig) {
+    case SIGHUP:
+        log_notice("SIGHUP: reloading %s", ctl->config_path ? ctl->config_path : "(embedded)");
+        reload(ctl);
+        break;
+    case SIGINT:
+        log_notice("SIGINT: stopping now");
+        ctl->fast = true;
+        event_base_loopbreak(ctl->base);
+        break;
+    default:
+        log_notice("signal %d: stopping gracefully", (int)sig);
+        event_base_loopbreak(ctl->base);
+        break;
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *config_path = NULL;
+    bool test_only = false;
+    int opt;
+    while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 't':
+            test_only = true;
+            break;
+        case 'v':
+            printf("weir %s\n", WEIR_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "weir: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    struct errlist errs;
+    errlist_init(&errs);
+    struct config *cfg = load(config_path, &errs);
+    struct snapshot *snap = NULL;
+    if (cfg) snap = snapshot_build(cfg, cfg->weir.workers, 1, &errs);
+    if (!snap) {
+        fprintf(stderr, "weir: invalid configuration %s (%zu problem%s):\n",
+                config_path ? config_path : "(embedded)", errs.n, errs.n == 1 ? "" : "s");
+        for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "%s\n", errs.items[i]);
+        errlist_free(&errs);
+        return 1;
+    }
+    errlist_free(&errs);
+    const struct weir_settings *ws = &snap->config->weir;
+    if (test_only) {
+        printf("weir: configuration %s is valid\n", config_path ? config_path : "(embedded)");
+        snapshot_release(snap);
+        return 0;
+    }
+    if (log_configure(ws->error_log, ws->log_level) != 0) {
+        fprintf(stderr, "weir: cannot open error_log %s: %s\n", ws->error_log, strerror(errno));
+        snapshot_release(snap);
+        return 1;
+    }
+    struct access_log *alog = NULL;
+    if (ws->access_log) {
+        alog = access_log_open(ws->access_log, ws->workers);
+        if (!alog) {
+            fprintf(stderr, "weir: cannot open access_log %s: %s\n", ws->access_log,
+                    strerror(errno));
+            snapshot_release(snap);
+            return 1;
+        }
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    /* Workers inherit a mask without the control signals, so only the main
+     * thread (and its event loop) ever sees them. */
+    sigset_t control_signals, old_mask;
+    sigemptyset(&control_signals);
+    sigaddset(&control_signals, SIGHUP);
+    sigaddset(&control_signals, SIGTERM);
+    sigaddset(&control_signals, SIGQUIT);
+    sigaddset(&control_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &control_signals, &old_mask);
+
+    struct control ctl = {.config_path = config_path, .snapshot = snap, .version = 1};
+    ctl.n_workers = ws->workers;
+    ctl.workers = calloc((size_t)ctl.n_workers, sizeof *ctl.workers);
+    int status = 0;
+    for (int i = 0; i < ctl.n_workers; i++) {
+        char err[256];
+        ctl.workers[i] = worker_new(i, snap, alog, err, sizeof err);
+        if (!ctl.workers[i]) {
+            fprintf(stderr, "weir: %s\n", err);
+            for (int j = 0; j < i; j++) worker_join_and_free(ctl.workers[j]);
+            free(ctl.workers);
+            access_log_close(alog);
+            snapshot_release(snap);
+            return 1;
+        }
+    }
+    for (int i = 0; i < ctl.n_workers; i++)
+        if (worker_start(ctl.workers[i]) != 0) abort();
+
+    ctl.base = event_base_new();
+    int sigs[] = {SIGHUP, SIGTERM, SIGQUIT, SIGINT};
+    struct event *sev[4];
+    for (int i = 0; i < 4; i++) {
+        sev[i] = evsignal_new(ctl.base, sigs[i], signal_cb, &ctl);
+        evsignal_add(sev[i], NULL);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    for (size_t i = 0; i < ws->n_proxy_listen; i++)
+        log_notice("weir %s: proxy listening on %s:%d (%d worker%s)", WEIR_VERSION,
+                   ws->proxy_listen[i].host, ws->proxy_listen[i].port, ctl.n_workers,
+                   ctl.n_workers == 1 ? "" : "s");
+
+    event_base_dispatch(ctl.base);
+
+    for (int i = 0; i < ctl.n_workers; i++) worker_stop(ctl.workers[i], ctl.fast);
+    for (int i = 0; i < ctl.n_workers; i++) worker_join_and_free(ctl.workers[i]);
+    free(ctl.workers);
+    for (int i = 0; i < 4; i++) event_free(sev[i]);
+    event_base_free(ctl.base);
+    access_log_close(alog);
+    snapshot_release(ctl.snapshot);
+    log_notice("stopped");
+    return status;
+}

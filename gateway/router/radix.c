@@ -1,0 +1,284 @@
+/* radix: compressed radix tree over bytes (see radix.h for the contract).
+ *
+ * A lookup reads one node per edge, and on a large tree almost every one of
+ * those reads is a cache miss; the layout is chosen to keep that to about one
+ * per edge. Each node carries its edge label inline and an array of its
+ * children's first bytes, so choosing the next edge never touches the other
+ * children. radix_freeze() then copies the nodes into one block, each node
+ * followed by its first bytes and child pointers. */
+#include "router/radix.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct radix_node {
+    struct radix_node *parent;
+    void *value;
+    /* first[i] is the first byte of children[i]'s label (siblings never share
+     * one); children are in no particular order. */
+    unsigned char *first;
+    struct radix_node **children;
+    size_t key_len;                    /* bytes from the root to the end of this label */
+    uint32_t label_len;                /* 0 only for the root */
+    uint16_t n_children, cap_children; /* at most 256: one per byte value */
+    char label[];                      /* the edge from the parent */
+};
+
+struct radix_tree {
+    struct radix_node *root; /* the empty key */
+    char *arena;             /* after radix_freeze(): every node, in one block */
+};
+
+static void radix_fail(int line, const char *what) {
+    fprintf(stderr, "%s:%d: %s\n", __FILE__, line, what);
+    abort();
+}
+
+static struct radix_node *radix_node_new(const char *label, size_t label_len, size_t key_len) {
+    if (label_len > UINT32_MAX) radix_fail(__LINE__, "key too long");
+    struct radix_node *n = calloc(1, sizeof *n + label_len);
+    if (!n) radix_fail(__LINE__, "out of memory");
+    if (label_len) memcpy(n->label, label, label_len);
+    n->label_len = (uint32_t)label_len;
+    n->key_len = key_len;
+    return n;
+}
+
+struct radix_tree *radix_create(void) {
+    struct radix_tree *t = malloc(sizeof *t);
+    if (!t) radix_fail(__LINE__, "out of memory");
+    t->root = radix_node_new(NULL, 0, 0);
+    t->arena = NULL;
+    return t;
+}
+
+/* The child whose label starts with byte c, or NULL. A plain loop: the array
+ * is short and already in cache once the node is. */
+static struct radix_node *radix_child(const struct radix_node *n, unsigned char c, size_t *index) {
+    for (size_t i = 0; i < n->n_children; i++) {
+        if (n->first[i] == c) {
+            *index = i;
+            return n->children[i];
+        }
+    }
+    return NULL;
+}
+
+static void radix_add_child(struct radix_node *parent, struct radix_node *child) {
+    if (parent->n_children == parent->cap_children) {
+        /* One block: cap child pointers, then cap first bytes. */
+        size_t cap = parent->cap_children ? parent->cap_children * 2u : 2u;
+        if (cap > 256) cap = 256;
+        struct radix_node **children = malloc(cap * (sizeof *children + 1));
+        if (!children) radix_fail(__LINE__, "out of memory");
+        unsigned char *first = (unsigned char *)(children + cap);
+        if (parent->n_children) {
+            memcpy(children, parent->children, parent->n_children * sizeof *children);
+            memcpy(first, parent->first, parent->n_children);
+        }
+        free(parent->children);
+        parent->children = children;
+        parent->first = first;
+        parent->cap_children = (uint16_t)cap;
+    }
+    parent->children[parent->n_children] = child;
+    parent->first[parent->n_children] = (unsigned char)child->label[0];
+    parent->n_children++;
+    child->parent = parent;
+}
+
+void **radix_insert(struct radix_tree *t, const char *key, size_t len) {
+    if (t->arena) radix_fail(__LINE__, "radix_insert() after radix_freeze()");
+    struct radix_node *node = t->root;
+    size_t pos = 0;
+    while (pos < len) {
+        size_t at;
+        struct radix_node *child = radix_child(node, (unsigned char)key[pos], &at);
+        if (!child) {
+            struct radix_node *leaf = radix_node_new(key + pos, len - pos, len);
+            radix_add_child(node, leaf);
+            return &leaf->value;
+        }
+        size_t max = child->label_len < len - pos ? child->label_len : len - pos;
+        size_t common = 1; /* the first byte matched when choosing the child */
+        while (common < max && child->label[common] == key[pos + common])
+            common++;
+        if (common < child->label_len) {
+            /* The key leaves (or ends inside) this edge: split it so that the
+             * shared part becomes a node of its own. The new node takes the
+             * child's place in the parent, as its first byte is the same. */
+            struct radix_node *mid = radix_node_new(child->label, common, node->key_len + common);
+            mid->parent = node;
+            node->children[at] = mid;
+            child->label_len -= (uint32_t)common;
+            memmove(child->label, child->label + common, child->label_len);
+            radix_add_child(mid, child);
+            child = mid;
+        }
+        node = child;
+        pos += common;
+    }
+    return &node->value;
+}
+
+/* Depth-first over every node with an explicit stack: key lengths come from
+ * the config, so recursion depth would not be bounded by anything we control.
+ * A node is visited before its children, and fn runs once the children are on
+ * the stack, so it may free the node or rewrite the children's parents. */
+static void radix_visit(struct radix_tree *t, void (*fn)(struct radix_node *n, void *ctx),
+                        void *ctx) {
+    size_t cap = 64, top = 0;
+    struct radix_node **stack = malloc(cap * sizeof *stack);
+    if (!stack) radix_fail(__LINE__, "out of memory");
+    stack[top++] = t->root;
+    while (top > 0) {
+        struct radix_node *n = stack[--top];
+        if (top + n->n_children > cap) {
+            while (top + n->n_children > cap)
+                cap *= 2;
+            struct radix_node **s = realloc(stack, cap * sizeof *s);
+            if (!s) radix_fail(__LINE__, "out of memory");
+            stack = s;
+        }
+        for (size_t i = 0; i < n->n_children; i++)
+            stack[top++] = n->children[i];
+        fn(n, ctx);
+    }
+    free(stack);
+}
+
+struct radix_foreach_ctx {
+    void (*fn)(void *value, void *ctx);
+    void *ctx;
+};
+
+static void radix_foreach_node(struct radix_node *n, void *ctx) {
+    struct radix_foreach_ctx *f = ctx;
+    if (n->value) f->fn(n->value, f->ctx);
+}
+
+void radix_foreach(struct radix_tree *t, void (*fn)(void *value, void *ctx), void *ctx) {
+    struct radix_foreach_ctx f = {fn, ctx};
+    radix_visit(t, radix_foreach_node, &f);
+}
+
+/* ---- freezing ----------------------------------------------------------- */
+
+static size_t radix_align8(size_t n) {
+    return (n + 7) & ~(size_t)7;
+}
+
+/* Frozen layout of one node: the node with its label, then its first bytes,
+ * then its child pointers, each part 8-byte aligned. */
+static size_t radix_frozen_size(const struct radix_node *n) {
+    return radix_align8(sizeof *n + n->label_len) + radix_align8(n->n_children) +
+           n->n_children * sizeof(struct radix_node *);
+}
+
+static void radix_add_frozen_size(struct radix_node *n, void *ctx) {
+    *(size_t *)ctx += radix_frozen_size(n);
+}
+
+struct radix_freeze_ctx {
+    struct radix_tree *tree;
+    size_t used;
+};
+
+/* Moves one node into the arena. Parents are moved before their children:
+ * the node's parent pointer already names the moved parent (rewritten below
+ * when the parent moved), and the node fills in its own slot there. */
+static void radix_freeze_node(struct radix_node *old, void *ctx) {
+    struct radix_freeze_ctx *f = ctx;
+    struct radix_node *n = (struct radix_node *)(f->tree->arena + f->used);
+    f->used += radix_frozen_size(old);
+    memcpy(n, old, sizeof *n + old->label_len);
+    n->first = (unsigned char *)n + radix_align8(sizeof *n + old->label_len);
+    n->children = (struct radix_node **)(n->first + radix_align8(old->n_children));
+    n->cap_children = n->n_children;
+    if (n->n_children) memcpy(n->first, old->first, n->n_children);
+    for (size_t i = 0; i < old->n_children; i++)
+        old->children[i]->parent = n;
+    if (n->parent) {
+        /* Not radix_child(): the slot being filled is still unset. */
+        struct radix_node *p = n->parent;
+        size_t at = 0;
+        while (at < p->n_children && p->first[at] != (unsigned char)n->label[0])
+            at++;
+        if (at == p->n_children) radix_fail(__LINE__, "frozen child missing from its parent");
+        p->children[at] = n;
+    } else {
+        f->tree->root = n;
+    }
+    free(old->children);
+    free(old);
+}
+
+void radix_freeze(struct radix_tree *t) {
+    if (t->arena) return;
+    size_t total = 0;
+    radix_visit(t, radix_add_frozen_size, &total);
+    t->arena = malloc(total);
+    if (!t->arena) radix_fail(__LINE__, "out of memory");
+    struct radix_freeze_ctx f = {t, 0};
+    radix_visit(t, radix_freeze_node, &f);
+}
+
+/* ---- freeing ------------------------------------------------------------ */
+
+struct radix_free_ctx {
+    void (*free_value)(void *value);
+    int frozen;
+};
+
+static void radix_free_node(struct radix_node *n, void *ctx) {
+    struct radix_free_ctx *f = ctx;
+    if (n->value && f->free_value) f->free_value(n->value);
+    if (!f->frozen) {
+        free(n->children);
+        free(n);
+    }
+}
+
+void radix_free(struct radix_tree *t, void (*free_value)(void *value)) {
+    if (!t) return;
+    struct radix_free_ctx f = {free_value, t->arena != NULL};
+    radix_visit(t, radix_free_node, &f);
+    free(t->arena);
+    free(t);
+}
+
+/* ---- lookups ------------------------------------------------------------ */
+
+const struct radix_node *radix_longest_prefix(const struct radix_tree *t, const char *s,
+                                              size_t len) {
+    const struct radix_node *node = t->root;
+    const struct radix_node *best = node->value ? node : NULL;
+    size_t pos = 0;
+    while (pos < len) {
+        size_t at;
+        const struct radix_node *child = radix_child(node, (unsigned char)s[pos], &at);
+        if (!child || child->label_len > len - pos ||
+            memcmp(child->label, s + pos, child->label_len) != 0)
+            break;
+        pos += child->label_len;
+        node = child;
+        if (node->value) best = node;
+    }
+    return best;
+}
+
+const struct radix_node *radix_shorter(const struct radix_node *n) {
+    for (n = n->parent; n; n = n->parent)
+        if (n->value) return n;
+    return NULL;
+}
+
+void *radix_value(const struct radix_node *n) {
+    return n->value;
+}
+
+size_t radix_key_len(const struct radix_node *n) {
+    return n->key_len;
+}

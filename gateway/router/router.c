@@ -1,0 +1,513 @@
+/* router: compiles routes into per-host radix trees plus an ordered regex list,
+ * and matches requests against them (contract and rules in router.h).
+ *
+ * Layout of a compiled router:
+ *  - regexes: every "~" path of every route, sorted by (regex_priority desc,
+ *    order asc); tried first, in that order, each checking its own hosts.
+ *  - hostless: a radix tree of the prefix paths of routes without hosts.
+ *  - exact / wildcard: hash tables from a host ("api.example.com") or a
+ *    wildcard suffix (".example.com" for "*.example.com") to a radix tree of
+ *    the prefix paths of the routes listing that host.
+ * Each radix node holds a bucket of the entries whose path is exactly that
+ * node's key, pre-sorted best first, so a lookup stops at the first entry
+ * whose methods and headers the request satisfies.
+ *
+ * Everything is built once by router_build() and only read afterwards, so
+ * router_match() needs no locks; the only per-call allocation is the PCRE2
+ * match data, and only when a regex is actually run. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+
+#include "router/router.h"
+
+#include <pcre2.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "router/radix.h"
+
+/* Ranked so that a larger value wins a tie at equal prefix and conditions. */
+enum router_host_kind { ROUTER_HOST_NONE, ROUTER_HOST_WILDCARD, ROUTER_HOST_EXACT };
+
+struct router_entry {
+    const struct route *route;
+    size_t path_index;
+    size_t conditions; /* hosts (1 if any) + methods (1 if any) + one per header */
+    bool filtered;     /* has methods or headers: saves reading the route otherwise */
+};
+
+/* The entries whose prefix is exactly one radix key, sorted best first; one
+ * allocation, because a lookup's cost is mostly its cache misses. */
+struct router_bucket {
+    size_t n, cap;
+    struct router_entry entries[];
+};
+
+struct router_host_slot {
+    const char *host; /* points into the config; NULL marks a free slot */
+    size_t host_len;
+    uint64_t hash;
+    struct radix_tree *tree;
+};
+
+/* Open addressing with linear probing; cap is 0 or a power of two, at most
+ * half full so that a miss ends quickly. */
+struct router_host_table {
+    struct router_host_slot *slots;
+    size_t n, cap;
+};
+
+struct router_regex {
+    const struct route *route;
+    size_t path_index;
+    pcre2_code *code;
+    int n_groups; /* capture groups + group 0 */
+};
+
+struct router {
+    struct router_regex *regexes;
+    size_t n_regexes, cap_regexes;
+    uint32_t ovector_pairs; /* enough for the regex with the most groups */
+    struct radix_tree *hostless;
+    struct router_host_table exact;
+    struct router_host_table wildcard;
+};
+
+/* A possible answer while comparing trees. */
+struct router_candidate {
+    const struct router_entry *entry; /* NULL: nothing found yet */
+    size_t prefix_len;
+    enum router_host_kind kind;
+};
+
+static void router_oom(const char *file, int line) {
+    fprintf(stderr, "%s:%d: out of memory\n", file, line);
+    abort();
+}
+
+#define ROUTER_CHECK_ALLOC(p)                                                                      \
+    do {                                                                                           \
+        if (!(p)) router_oom(__FILE__, __LINE__);                                                  \
+    } while (0)
+
+/* ---- bytes and hosts ---------------------------------------------------- */
+
+/* ASCII only: host names and header values are compared byte-wise, whatever
+ * the process locale says. */
+static unsigned char router_lower(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c - 'A' + 'a') : c;
+}
+
+static bool router_equal_nocase(const char *a, size_t a_len, const char *b, size_t b_len) {
+    if (a_len != b_len) return false;
+    for (size_t i = 0; i < a_len; i++)
+        if (router_lower((unsigned char)a[i]) != router_lower((unsigned char)b[i])) return false;
+    return true;
+}
+
+/* FNV-1a over lower-cased bytes, so that lookups need no lower-cased copy. */
+static uint64_t router_hash_nocase(const char *s, size_t len) {
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= router_lower((unsigned char)s[i]);
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* Length of host without a trailing ":port". The caller should already have
+ * removed it, but a Host header passed through unchanged must still match.
+ * "[::1]:8080" loses its port; a bare IPv6 address ("::1") has no port. */
+static size_t router_host_len_without_port(const char *host, size_t len) {
+    size_t i = len;
+    while (i > 0 && host[i - 1] >= '0' && host[i - 1] <= '9')
+        i--;
+    if (i == 0 || host[i - 1] != ':') return len;
+    size_t colon = i - 1;
+    if (host[0] == '[') return (colon > 0 && host[colon - 1] == ']') ? colon : len;
+    if (memchr(host, ':', colon)) return len;
+    return colon;
+}
+
+static bool router_is_wildcard(const char *host, size_t len) {
+    return len >= 2 && host[0] == '*' && host[1] == '.';
+}
+
+/* ---- host tables -------------------------------------------------------- */
+
+static struct radix_tree *router_host_table_find(const struct router_host_table *t,
+                                                 const char *host, size_t len) {
+    if (t->n == 0) return NULL;
+    uint64_t hash = router_hash_nocase(host, len);
+    size_t mask = t->cap - 1;
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+        const struct router_host_slot *s = &t->slots[i];
+        if (!s->host) return NULL;
+        if (s->hash == hash && router_equal_nocase(s->host, s->host_len, host, len)) return s->tree;
+    }
+}
+
+static void router_host_table_place(struct router_host_slot *slots, size_t cap,
+                                    const struct router_host_slot *slot) {
+    size_t mask = cap - 1;
+    size_t i = (size_t)slot->hash & mask;
+    while (slots[i].host)
+        i = (i + 1) & mask;
+    slots[i] = *slot;
+}
+
+/* The tree for host (creating it); host must outlive the table. */
+static struct radix_tree *router_host_table_tree(struct router_host_table *t, const char *host,
+                                                 size_t len) {
+    struct radix_tree *tree = router_host_table_find(t, host, len);
+    if (tree) return tree;
+    if ((t->n + 1) * 2 > t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        struct router_host_slot *slots = calloc(cap, sizeof *slots);
+        ROUTER_CHECK_ALLOC(slots);
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->slots[i].host) router_host_table_place(slots, cap, &t->slots[i]);
+        free(t->slots);
+        t->slots = slots;
+        t->cap = cap;
+    }
+    struct router_host_slot slot = {host, len, router_hash_nocase(host, len), radix_create()};
+    router_host_table_place(t->slots, t->cap, &slot);
+    t->n++;
+    return slot.tree;
+}
+
+static void router_bucket_free(void *value) {
+    free(value);
+}
+
+static void router_host_table_free(struct router_host_table *t) {
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i].host) radix_free(t->slots[i].tree, router_bucket_free);
+    free(t->slots);
+}
+
+/* ---- building ----------------------------------------------------------- */
+
+static size_t router_conditions(const struct route *r) {
+    return (size_t)(r->n_hosts > 0) + (size_t)(r->n_methods > 0) + r->n_headers;
+}
+
+static void router_tree_add(struct radix_tree *t, const char *path, size_t len,
+                            const struct router_entry *e) {
+    void **slot = radix_insert(t, path, len);
+    struct router_bucket *b = *slot;
+    if (!b || b->n == b->cap) {
+        size_t n = b ? b->n : 0, cap = b ? b->cap * 2 : 1;
+        b = realloc(b, sizeof *b + cap * sizeof b->entries[0]);
+        ROUTER_CHECK_ALLOC(b);
+        b->n = n;
+        b->cap = cap;
+        *slot = b;
+    }
+    b->entries[b->n++] = *e;
+}
+
+/* Last tie-breakers, so that the result never depends on the order of the
+ * routes array even if two routes were (wrongly) given the same `order`. */
+static int router_cmp_order(const struct route *a, size_t a_path, const struct route *b,
+                            size_t b_path) {
+    if (a->order != b->order) return a->order < b->order ? -1 : 1;
+    int c = strcmp(a->id, b->id);
+    if (c) return c;
+    return a_path < b_path ? -1 : a_path > b_path;
+}
+
+/* Best first: more conditions, then lower order. */
+static int router_cmp_entry(const void *pa, const void *pb) {
+    const struct router_entry *a = pa, *b = pb;
+    if (a->conditions != b->conditions) return a->conditions > b->conditions ? -1 : 1;
+    return router_cmp_order(a->route, a->path_index, b->route, b->path_index);
+}
+
+static void router_bucket_sort(void *value, void *ctx) {
+    (void)ctx;
+    struct router_bucket *b = value;
+    qsort(b->entries, b->n, sizeof *b->entries, router_cmp_entry);
+}
+
+/* Try order: higher regex_priority, then lower order. */
+static int router_cmp_regex(const void *pa, const void *pb) {
+    const struct router_regex *a = pa, *b = pb;
+    if (a->route->regex_priority != b->route->regex_priority)
+        return a->route->regex_priority > b->route->regex_priority ? -1 : 1;
+    return router_cmp_order(a->route, a->path_index, b->route, b->path_index);
+}
+
+/* Sorts every bucket of a tree, then packs it for lookups. */
+static void router_finish_tree(struct radix_tree *t) {
+    radix_foreach(t, router_bucket_sort, NULL);
+    radix_freeze(t);
+}
+
+static void router_finish_trees(struct router *r) {
+    router_finish_tree(r->hostless);
+    for (size_t i = 0; i < r->exact.cap; i++)
+        if (r->exact.slots[i].host) router_finish_tree(r->exact.slots[i].tree);
+    for (size_t i = 0; i < r->wildcard.cap; i++)
+        if (r->wildcard.slots[i].host) router_finish_tree(r->wildcard.slots[i].tree);
+}
+
+/* Compiles routes[route_i].paths[path_i] (which starts with "~"); on a bad
+ * pattern reports it and returns false. */
+static bool router_add_regex(struct router *r, const struct route *route, size_t route_i,
+                             size_t path_i, struct errlist *errs) {
+    const char *pattern = route->paths[path_i] + 1;
+    int errcode;
+    PCRE2_SIZE erroffset;
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED,
+                                     &errcode, &erroffset, NULL);
+    if (!code) {
+        if (errs) {
+            PCRE2_UCHAR msg[256];
+            char field[96];
+            pcre2_get_error_message(errcode, msg, sizeof msg);
+            snprintf(field, sizeof field, "routes[%zu].paths[%zu]", route_i, path_i);
+            errlist_addf(errs, field, "invalid regex: %s at offset %zu", (const char *)msg,
+                         (size_t)erroffset);
+        }
+        return false;
+    }
+    /* Without JIT the interpreter gives the same answers, only slower. */
+    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+
+    uint32_t captures = 0;
+    pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &captures);
+    if (captures + 1 > r->ovector_pairs) r->ovector_pairs = captures + 1;
+
+    if (r->n_regexes == r->cap_regexes) {
+        r->cap_regexes = r->cap_regexes ? r->cap_regexes * 2 : 8;
+        r->regexes = realloc(r->regexes, r->cap_regexes * sizeof *r->regexes);
+        ROUTER_CHECK_ALLOC(r->regexes);
+    }
+    int groups = captures + 1 < ROUTER_MAX_CAPTURES ? (int)captures + 1 : ROUTER_MAX_CAPTURES;
+    r->regexes[r->n_regexes++] = (struct router_regex){route, path_i, code, groups};
+    return true;
+}
+
+/* Inserts one prefix path of a route into the tree of every host it lists,
+ * or into the host-less tree when it lists none. */
+static void router_add_prefix(struct router *r, const struct route *route, size_t path_i,
+                              const char *path) {
+    struct router_entry e = {route, path_i, router_conditions(route),
+                             route->n_methods > 0 || route->n_headers > 0};
+    size_t len = strlen(path);
+    if (route->n_hosts == 0) {
+        router_tree_add(r->hostless, path, len, &e);
+        return;
+    }
+    for (size_t h = 0; h < route->n_hosts; h++) {
+        const char *host = route->hosts[h];
+        size_t host_len = router_host_len_without_port(host, strlen(host));
+        struct radix_tree *t;
+        if (router_is_wildcard(host, host_len)) /* "*.example.com" is keyed ".example.com" */
+            t = router_host_table_tree(&r->wildcard, host + 1, host_len - 1);
+        else
+            t = router_host_table_tree(&r->exact, host, host_len);
+        router_tree_add(t, path, len, &e);
+    }
+}
+
+struct router *router_build(const struct route *routes, size_t n, struct errlist *errs) {
+    struct router *r = calloc(1, sizeof *r);
+    ROUTER_CHECK_ALLOC(r);
+    r->hostless = radix_create();
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        const struct route *route = &routes[i];
+        if (route->n_paths == 0) {
+            router_add_prefix(r, route, 0, "");
+            continue;
+        }
+        for (size_t j = 0; j < route->n_paths; j++) {
+            const char *path = route->paths[j];
+            if (path[0] == '~')
+                ok = router_add_regex(r, route, i, j, errs) && ok; /* report every bad regex */
+            else
+                router_add_prefix(r, route, j, path);
+        }
+    }
+    if (!ok) {
+        router_free(r);
+        return NULL;
+    }
+    if (r->n_regexes) qsort(r->regexes, r->n_regexes, sizeof *r->regexes, router_cmp_regex);
+    router_finish_trees(r);
+    return r;
+}
+
+void router_free(struct router *r) {
+    if (!r) return;
+    for (size_t i = 0; i < r->n_regexes; i++)
+        pcre2_code_free(r->regexes[i].code);
+    free(r->regexes);
+    radix_free(r->hostless, router_bucket_free);
+    router_host_table_free(&r->exact);
+    router_host_table_free(&r->wildcard);
+    free(r);
+}
+
+/* ---- conditions --------------------------------------------------------- */
+
+static bool router_methods_ok(const struct route *route, const struct route_request *req) {
+    if (route->n_methods == 0) return true;
+    for (size_t i = 0; i < route->n_methods; i++) {
+        const char *m = route->methods[i];
+        if (strlen(m) == req->method_len && memcmp(m, req->method, req->method_len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* One header condition: any occurrence of the header equal to any listed
+ * value. A condition listing no values asks only for the header's presence. */
+static bool router_header_ok(const struct route_header *h, const struct route_request *req) {
+    const char *value;
+    size_t value_len;
+    for (size_t idx = 0; (value = req->get_header(req->ctx, h->name, idx, &value_len)); idx++) {
+        if (h->n_values == 0) return true;
+        for (size_t v = 0; v < h->n_values; v++)
+            if (router_equal_nocase(value, value_len, h->values[v], strlen(h->values[v])))
+                return true;
+    }
+    return false;
+}
+
+static bool router_headers_ok(const struct route *route, const struct route_request *req) {
+    if (route->n_headers == 0) return true;
+    if (!req->get_header) return false;
+    for (size_t i = 0; i < route->n_headers; i++)
+        if (!router_header_ok(&route->headers[i], req)) return false;
+    return true;
+}
+
+/* Regex routes are not stored per host, so they check their hosts here, with
+ * the same rules as the tables: a wildcard needs at least one byte before its
+ * ".suffix". `host` is already without its port. */
+static bool router_hosts_ok(const struct route *route, const char *host, size_t len) {
+    if (route->n_hosts == 0) return true;
+    for (size_t i = 0; i < route->n_hosts; i++) {
+        const char *h = route->hosts[i];
+        size_t h_len = router_host_len_without_port(h, strlen(h));
+        if (router_is_wildcard(h, h_len)) {
+            size_t suffix_len = h_len - 1;
+            if (len > suffix_len &&
+                router_equal_nocase(host + len - suffix_len, suffix_len, h + 1, suffix_len))
+                return true;
+        } else if (router_equal_nocase(host, len, h, h_len)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- matching ----------------------------------------------------------- */
+
+static bool router_match_regex(const struct router *r, const struct route_request *req,
+                               const char *path, const char *host, size_t host_len,
+                               struct route_match *out) {
+    pcre2_match_data *md = NULL; /* created on first use: most requests never run a regex */
+    bool found = false;
+    for (size_t i = 0; i < r->n_regexes && !found; i++) {
+        const struct router_regex *re = &r->regexes[i];
+        if (!router_methods_ok(re->route, req) || !router_hosts_ok(re->route, host, host_len))
+            continue;
+        if (!md) {
+            md = pcre2_match_data_create(r->ovector_pairs, NULL);
+            ROUTER_CHECK_ALLOC(md);
+        }
+        /* Errors (match or depth limits) count as no match. */
+        if (pcre2_match(re->code, (PCRE2_SPTR)path, req->path_len, 0, 0, md, NULL) <= 0) continue;
+        if (!router_headers_ok(re->route, req)) continue;
+
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        out->route = re->route;
+        out->path_index = re->path_index;
+        out->matched_len = ov[1];
+        out->is_regex = true;
+        out->n_captures = re->n_groups;
+        for (int g = 0; g < ROUTER_MAX_CAPTURES; g++) {
+            bool set = g < re->n_groups && ov[2 * g] != PCRE2_UNSET;
+            out->captures[g][0] = set ? ov[2 * g] : SIZE_MAX;
+            out->captures[g][1] = set ? ov[2 * g + 1] : SIZE_MAX;
+        }
+        found = true;
+    }
+    pcre2_match_data_free(md);
+    return found;
+}
+
+static bool router_candidate_better(const struct router_candidate *a,
+                                    const struct router_candidate *b) {
+    if (!b->entry) return true;
+    if (a->prefix_len != b->prefix_len) return a->prefix_len > b->prefix_len;
+    if (a->entry->conditions != b->entry->conditions)
+        return a->entry->conditions > b->entry->conditions;
+    if (a->kind != b->kind) return a->kind > b->kind;
+    return router_cmp_order(a->entry->route, a->entry->path_index, b->entry->route,
+                            b->entry->path_index) < 0;
+}
+
+/* Replaces *best with this tree's best entry if that one is better. Within a
+ * tree the host kind is fixed and buckets are sorted, so the first entry that
+ * passes its conditions, walking from the longest prefix down, is the tree's
+ * best, and the walk stops as soon as nothing left can beat *best. */
+static void router_match_tree(const struct radix_tree *t, enum router_host_kind kind,
+                              const struct route_request *req, const char *path,
+                              struct router_candidate *best) {
+    if (!t) return;
+    for (const struct radix_node *n = radix_longest_prefix(t, path, req->path_len); n;
+         n = radix_shorter(n)) {
+        struct router_candidate c = {NULL, radix_key_len(n), kind};
+        if (best->entry && c.prefix_len < best->prefix_len) return;
+        const struct router_bucket *b = radix_value(n);
+        for (size_t i = 0; i < b->n; i++) {
+            c.entry = &b->entries[i];
+            if (!router_candidate_better(&c, best)) break;
+            if (!c.entry->filtered || (router_methods_ok(c.entry->route, req) &&
+                                       router_headers_ok(c.entry->route, req))) {
+                *best = c;
+                return;
+            }
+        }
+    }
+}
+
+bool router_match(const struct router *r, const struct route_request *req,
+                  struct route_match *out) {
+    const char *path = req->path ? req->path : ""; /* PCRE2 rejects NULL even at length 0 */
+    const char *host = req->host ? req->host : "";
+    size_t host_len = req->host ? router_host_len_without_port(host, req->host_len) : 0;
+
+    if (r->n_regexes && router_match_regex(r, req, path, host, host_len, out)) return true;
+
+    struct router_candidate best = {NULL, 0, ROUTER_HOST_NONE};
+    if (host_len) {
+        router_match_tree(router_host_table_find(&r->exact, host, host_len), ROUTER_HOST_EXACT, req,
+                          path, &best);
+        /* "*.example.com" is keyed ".example.com": try every suffix starting
+         * at a dot, keeping at least one byte in front of it. */
+        if (r->wildcard.n)
+            for (size_t i = 1; i < host_len; i++)
+                if (host[i] == '.')
+                    router_match_tree(router_host_table_find(&r->wildcard, host + i, host_len - i),
+                                      ROUTER_HOST_WILDCARD, req, path, &best);
+    }
+    router_match_tree(r->hostless, ROUTER_HOST_NONE, req, path, &best);
+    if (!best.entry) return false;
+
+    out->route = best.entry->route;
+    out->path_index = best.entry->path_index;
+    out->matched_len = best.prefix_len;
+    out->is_regex = false;
+    out->n_captures = 0;
+    for (int g = 0; g < ROUTER_MAX_CAPTURES; g++)
+        out->captures[g][0] = out->captures[g][1] = SIZE_MAX;
+    return true;
+}

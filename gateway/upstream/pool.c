@@ -1,0 +1,145 @@
+#include "upstream/pool.h"
+
+#include <event2/buffer.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+struct pool_conn {
+    struct pool_conn *prev, *next; /* within its key's list, newest first */
+    struct pool_key *key;
+    struct bufferevent *bev;
+};
+
+struct pool_key {
+    struct pool_key *next_key;
+    struct sockaddr_storage addr;
+    socklen_t len;
+    struct pool_conn *head, *tail;
+    int count;
+};
+
+#define POOL_BUCKETS 256
+
+struct pool {
+    struct event_base *base;
+    int max_idle;
+    int idle_timeout_ms;
+    struct pool_key *buckets[POOL_BUCKETS];
+};
+
+static unsigned addr_hash(const struct sockaddr *a, socklen_t len) {
+    const unsigned char *b = (const unsigned char *)a;
+    unsigned h = 2166136261u;
+    for (socklen_t i = 0; i < len; i++) h = (h ^ b[i]) * 16777619u;
+    return h % POOL_BUCKETS;
+}
+
+static struct pool_key *key_find(struct pool *p, const struct sockaddr *a, socklen_t len,
+                                 int create) {
+    unsigned h = addr_hash(a, len);
+    for (struct pool_key *k = p->buckets[h]; k; k = k->next_key)
+        if (k->len == len && memcmp(&k->addr, a, len) == 0) return k;
+    if (!create) return NULL;
+    struct pool_key *k = calloc(1, sizeof *k);
+    if (!k) abort();
+    memcpy(&k->addr, a, len);
+    k->len = len;
+    k->next_key = p->buckets[h];
+    p->buckets[h] = k;
+    return k;
+}
+
+static void unlink_conn(struct pool_conn *c) {
+    struct pool_key *k = c->key;
+    if (c->prev) c->prev->next = c->next;
+    else k->head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    else k->tail = c->prev;
+    k->count--;
+}
+
+static void close_conn(struct pool_conn *c) {
+    unlink_conn(c);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+/* Anything happening on an idle connection ends it: the server closed it, sent
+ * bytes nobody asked for, or the idle timeout fired. */
+static void idle_read_cb(struct bufferevent *bev, void *arg) {
+    (void)bev;
+    close_conn(arg);
+}
+
+static void idle_event_cb(struct bufferevent *bev, short what, void *arg) {
+    (void)bev;
+    (void)what;
+    close_conn(arg);
+}
+
+struct pool *pool_new(struct event_base *base, int max_idle, int idle_timeout_ms) {
+    struct pool *p = calloc(1, sizeof *p);
+    if (!p) abort();
+    p->base = base;
+    p->max_idle = max_idle;
+    p->idle_timeout_ms = idle_timeout_ms;
+    return p;
+}
+
+struct bufferevent *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len) {
+    struct pool_key *k = key_find(p, addr, len, 0);
+    if (!k || !k->head) return NULL;
+    struct pool_conn *c = k->head;
+    struct bufferevent *bev = c->bev;
+    unlink_conn(c);
+    free(c);
+    bufferevent_disable(bev, EV_READ);
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    return bev;
+}
+
+void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
+                  struct bufferevent *bev) {
+    if (p->max_idle <= 0 || evbuffer_get_length(bufferevent_get_input(bev)) != 0) {
+        bufferevent_free(bev);
+        return;
+    }
+    struct pool_key *k = key_find(p, addr, len, 1);
+    if (k->count >= p->max_idle) close_conn(k->tail);
+    struct pool_conn *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->key = k;
+    c->bev = bev;
+    c->next = k->head;
+    if (k->head) k->head->prev = c;
+    k->head = c;
+    if (!k->tail) k->tail = c;
+    k->count++;
+    struct timeval tv = {p->idle_timeout_ms / 1000, (p->idle_timeout_ms % 1000) * 1000};
+    bufferevent_setcb(bev, idle_read_cb, NULL, idle_event_cb, c);
+    bufferevent_set_timeouts(bev, &tv, NULL);
+    bufferevent_enable(bev, EV_READ);
+}
+
+void pool_close_all(struct pool *p) {
+    for (int i = 0; i < POOL_BUCKETS; i++)
+        for (struct pool_key *k = p->buckets[i]; k; k = k->next_key)
+            while (k->head) close_conn(k->head);
+}
+
+void pool_free(struct pool *p) {
+    if (!p) return;
+    pool_close_all(p);
+    for (int i = 0; i < POOL_BUCKETS; i++) {
+        struct pool_key *k = p->buckets[i];
+        while (k) {
+            struct pool_key *next = k->next_key;
+            free(k);
+            k = next;
+        }
+    }
+    free(p);
+}

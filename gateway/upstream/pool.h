@@ -1,0 +1,30 @@
+/* pool: a worker's idle keep-alive connections to upstream targets.
+ *
+ * Keyed by target address. Bounded: at most `max_idle` connections per
+ * address (the oldest is closed to make room) and each closes after
+ * `idle_timeout_ms` idle; an idle connection the server closes (or that
+ * receives unexpected bytes) is dropped at once. Most recently released is
+ * reused first (its socket is the least likely to have been closed by the
+ * server). One pool per worker thread; not thread-safe. */
+#ifndef WEIR_POOL_H
+#define WEIR_POOL_H
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <sys/socket.h>
+
+struct pool;
+
+struct pool *pool_new(struct event_base *base, int max_idle, int idle_timeout_ms);
+/* Returns an idle connection to addr (callbacks cleared, reading disabled),
+ * or NULL. The caller owns it. */
+struct bufferevent *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len);
+/* Takes ownership of a connection with no request in flight and nothing
+ * buffered; it is closed instead when the pool is full or disabled. */
+void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
+                  struct bufferevent *bev);
+/* Closes every idle connection (used at shutdown). */
+void pool_close_all(struct pool *p);
+void pool_free(struct pool *p);
+
+#endif

@@ -1,0 +1,783 @@
+#include "upstream/proxy.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/client_conn.h"
+#include "http/path.h"
+#include "upstream/balancer.h"
+#include "upstream/pool.h"
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void connect_attempt(struct client_conn *c, bool allow_pool);
+static void finish_response(struct client_conn *c);
+static const http_parser_settings response_settings;
+
+#define MSG_BAD_RESPONSE "An invalid response was received from the upstream server"
+#define MSG_TIMEOUT "The upstream server is timing out"
+#define MSG_CONNECT "failed to connect to the upstream server"
+
+/* ---- the upstream request head ----------------------------------------- */
+
+static void add(struct bytebuf *b, const char *s, size_t n) {
+    bytebuf_append(b, s, n);
+}
+
+static void adds(struct bytebuf *b, const char *s) {
+    bytebuf_append(b, s, strlen(s));
+}
+
+static void add_header(struct bytebuf *b, const char *name, const char *v, size_t n) {
+    adds(b, name);
+    add(b, ": ", 2);
+    add(b, v, n);
+    add(b, "\r\n", 2);
+}
+
+/* Joins every occurrence of a header the client sent into one
+ * comma-separated value (X-Forwarded-For may arrive as several lines). */
+static void add_joined(struct bytebuf *b, struct client_conn *c, enum header_kind kind,
+                       bool *found) {
+    *found = false;
+    for (size_t i = 0; i < c->req.n_headers; i++) {
+        const struct http_header *h = &c->headers[i];
+        if (h->kind != kind) continue;
+        if (*found) add(b, ", ", 2);
+        add(b, h->value, h->value_len);
+        *found = true;
+    }
+}
+
+static const struct http_header *first_of(struct client_conn *c, enum header_kind kind) {
+    for (size_t i = 0; i < c->req.n_headers; i++)
+        if (c->headers[i].kind == kind) return &c->headers[i];
+    return NULL;
+}
+
+static void build_upstream_head(struct client_conn *c) {
+    struct request *r = &c->req;
+    const struct route *route = r->match.route;
+    const struct service *svc = route->service;
+    struct bytebuf *b = &c->uphead;
+    b->len = 0;
+
+    add(b, r->method, r->method_len);
+    add(b, " ", 1);
+    const char *path = c->path.data;
+    size_t path_len = c->path.len;
+    size_t stripped = 0;
+    if (route->strip_path) {
+        stripped = r->match.matched_len;
+        if (stripped > path_len) stripped = path_len;
+    }
+    size_t cap = path_len - stripped + (svc->path ? strlen(svc->path) : 0) + 3;
+    bytebuf_reserve(b, cap);
+    int joined = path_join(svc->path, path + stripped, path_len - stripped, b->data + b->len, cap);
+    WEIR_BUG_ON(joined < 0);
+    b->len += (size_t)joined;
+    if (r->query) {
+        add(b, "?", 1);
+        add(b, r->query, r->query_len);
+    }
+    add(b, " HTTP/1.1\r\n", 11);
+
+    if (route->preserve_host && r->host_full)
+        add_header(b, "Host", r->host_full, r->host_full_len);
+    else
+        add_header(b, "Host", svc->host_header, strlen(svc->host_header));
+
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const struct http_header *h = &c->headers[i];
+        if (h->drop || h->kind != HDR_OTHER) continue;
+        add(b, h->name, h->name_len);
+        add(b, ": ", 2);
+        add(b, h->value, h->value_len);
+        add(b, "\r\n", 2);
+    }
+
+    bool trusted = c->peer_trusted, found;
+    /* X-Forwarded-For: a trusted proxy's list is extended, anyone else's is
+     * replaced by what we saw. */
+    adds(b, "X-Forwarded-For: ");
+    if (trusted) {
+        add_joined(b, c, HDR_X_FORWARDED_FOR, &found);
+        if (found) add(b, ", ", 2);
+    }
+    adds(b, c->peer_ip);
+    add(b, "\r\n", 2);
+
+    const struct http_header *h;
+    if (trusted && (h = first_of(c, HDR_X_FORWARDED_PROTO)))
+        add_header(b, "X-Forwarded-Proto", h->value, h->value_len);
+    else
+        adds(b, "X-Forwarded-Proto: http\r\n");
+    if (trusted && (h = first_of(c, HDR_X_FORWARDED_HOST)))
+        add_header(b, "X-Forwarded-Host", h->value, h->value_len);
+    else if (r->host)
+        add_header(b, "X-Forwarded-Host", r->host, r->host_len);
+    if (trusted && (h = first_of(c, HDR_X_FORWARDED_PORT))) {
+        add_header(b, "X-Forwarded-Port", h->value, h->value_len);
+    } else {
+        char port[16];
+        int n = snprintf(port, sizeof port, "%d", c->listen_port);
+        add_header(b, "X-Forwarded-Port", port, (size_t)n);
+    }
+    if (trusted && (h = first_of(c, HDR_X_FORWARDED_PREFIX)))
+        add_header(b, "X-Forwarded-Prefix", h->value, h->value_len);
+    else if (stripped > 0)
+        add_header(b, "X-Forwarded-Prefix", path, stripped);
+
+    char real_ip[INET6_ADDRSTRLEN] = "";
+    if (trusted && (h = first_of(c, HDR_X_FORWARDED_FOR)) &&
+        header_real_ip_from_xff(&r->snap->config->weir, h->value, h->value_len, real_ip,
+                                sizeof real_ip)) {
+        /* The rightmost untrusted hop is the client. Only the first XFF line
+         * is consulted when a client split the list over several lines. */
+    } else {
+        snprintf(real_ip, sizeof real_ip, "%s", c->peer_ip);
+    }
+    add_header(b, "X-Real-IP", real_ip, strlen(real_ip));
+    add_header(b, "X-Request-ID", r->request_id, r->request_id_len);
+    adds(b, "Via: ");
+    add_joined(b, c, HDR_VIA, &found);
+    adds(b, found ? ", 1.1 weir\r\n" : "1.1 weir\r\n");
+
+    if (r->chunked) {
+        adds(b, "Transfer-Encoding: chunked\r\n");
+    } else if (r->has_content_length) {
+        char cl[48];
+        int n = snprintf(cl, sizeof cl, "Content-Length: %llu\r\n",
+                         (unsigned long long)r->content_length);
+        add(b, cl, (size_t)n);
+    }
+    if (r->upgrade && (h = first_of(c, HDR_UPGRADE))) {
+        add_header(b, "Upgrade", h->value, h->value_len);
+        adds(b, "Connection: upgrade\r\n");
+    }
+    add(b, "\r\n", 2);
+}
+
+/* ---- connection management ------------------------------------------------ */
+
+static void free_upstream_bev(struct client_conn *c) {
+    if (c->up.bev) {
+        bufferevent_free(c->up.bev);
+        c->up.bev = NULL;
+    }
+}
+
+void proxy_abort(struct client_conn *c) {
+    free_upstream_bev(c);
+    if (c->up.state != UP_IDLE) c->up.state = UP_DONE;
+}
+
+static void fail(struct client_conn *c, int status, const char *msg) {
+    free_upstream_bev(c);
+    c->up.state = UP_DONE;
+    if (c->req.response_started) {
+        /* Part of the response is already with the client: the only honest
+         * thing left is to cut the connection so it cannot look complete. */
+        c->close_after = true;
+        client_response_done(c);
+        return;
+    }
+    client_send_error(c, status, msg, !c->req.body_done);
+}
+
+void proxy_start(struct client_conn *c) {
+    build_upstream_head(c);
+    c->up.attempts = 0;
+    c->up.n_tried = 0;
+    connect_attempt(c, true);
+}
+
+static void on_connected(struct client_conn *c) {
+    const struct service *svc = c->req.match.route->service;
+    c->up.state = UP_WAITING_HEAD;
+    struct timeval rt = {svc->read_timeout_ms / 1000, (svc->read_timeout_ms % 1000) * 1000};
+    struct timeval wt = {svc->write_timeout_ms / 1000, (svc->write_timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(c->up.bev, &rt, &wt);
+    bufferevent_enable(c->up.bev, EV_READ | EV_WRITE);
+    if (!c->req.body_done) client_start_body(c);
+}
+
+static void connect_attempt(struct client_conn *c, bool allow_pool) {
+    struct request *r = &c->req;
+    const struct service *svc = r->match.route->service;
+    struct upstream_side *up = &c->up;
+    up->attempts++;
+    if (svc->upstream) {
+        const struct upstream *u = svc->upstream;
+        int *state = snapshot_balancer_state(r->snap, u, c->worker->id);
+        int t = balancer_pick(u, state, up->tried, up->n_tried);
+        if (t < 0) {
+            if (up->n_tried > 0)
+                fail(c, 502, MSG_CONNECT); /* every target failed */
+            else
+                fail(c, 503, "failure to get a peer from the ring-balancer");
+            return;
+        }
+        up->target = t;
+        up->addr = (const struct sockaddr *)&u->targets[t].addr;
+        up->addrlen = u->targets[t].addrlen;
+    } else {
+        up->target = -1;
+        up->addr = (const struct sockaddr *)&svc->addr;
+        up->addrlen = svc->addrlen;
+    }
+    char ip[INET6_ADDRSTRLEN];
+    int port;
+    if (up->addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)up->addr;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+        port = ntohs(s6->sin6_port);
+        snprintf(up->addr_text, sizeof up->addr_text, "[%s]:%d", ip, port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)up->addr;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+        port = ntohs(s4->sin_port);
+        snprintf(up->addr_text, sizeof up->addr_text, "%s:%d", ip, port);
+    }
+
+    http_parser_init(&up->parser, HTTP_RESPONSE);
+    up->parser.data = c;
+    up->head_scanned = 0;
+    up->got_bytes = false;
+    up->n_headers = 0;
+    clock_gettime(CLOCK_MONOTONIC, &up->start);
+
+    up->bev = allow_pool ? pool_acquire(c->worker->pool, up->addr, up->addrlen) : NULL;
+    up->reused = up->bev != NULL;
+    if (!up->bev) {
+        up->bev = bufferevent_socket_new(c->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
+        if (!up->bev) abort();
+    }
+    bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, c);
+    bufferevent_setwatermark(up->bev, EV_WRITE, PROXY_LOW_WATERMARK, 0);
+    bufferevent_setwatermark(up->bev, EV_READ, 0, PROXY_HIGH_WATERMARK);
+    evbuffer_add(bufferevent_get_output(up->bev), c->uphead.data, c->uphead.len);
+    if (up->reused) {
+        on_connected(c);
+        return;
+    }
+    up->state = UP_CONNECTING;
+    /* libevent applies the write timeout to the connect attempt. */
+    struct timeval ct = {svc->connect_timeout_ms / 1000, (svc->connect_timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(up->bev, NULL, &ct);
+    if (bufferevent_socket_connect(up->bev, up->addr, (int)up->addrlen) != 0) {
+        /* Immediate failure (e.g. no route): treated like a refusal. The
+         * bufferevent may already be freed by an error callback: it was not,
+         * because we handle it here. */
+        up_event_cb(up->bev, BEV_EVENT_ERROR, c);
+    }
+}
+
+/* Whether a failed attempt may be repeated: nothing reached the upstream
+ * (connect failed), or an idempotent request without a body met a reused
+ * keep-alive connection the server had closed (RFC 9110 9.2.2). */
+static bool may_retry(struct client_conn *c, bool connect_failed) {
+    struct upstream_side *up = &c->up;
+    const struct service *svc = c->req.match.route->service;
+    if (up->attempts > svc->retries) return false;
+    if (connect_failed) return true;
+    return up->reused && !up->got_bytes && c->req.idempotent && !c->req.body_started &&
+           c->req.body_done;
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg) {
+    (void)bev;
+    struct client_conn *c = arg;
+    struct upstream_side *up = &c->up;
+    if (what & BEV_EVENT_CONNECTED) {
+        on_connected(c);
+        return;
+    }
+    if (up->state == UP_CONNECTING) {
+        bool timeout = what & BEV_EVENT_TIMEOUT;
+        log_warn("upstream %s: %s", up->addr_text, timeout ? "connect timed out" : "connect failed");
+        free_upstream_bev(c);
+        if (up->target >= 0 && up->n_tried < sizeof up->tried / sizeof up->tried[0])
+            up->tried[up->n_tried++] = up->target;
+        bool other_target = up->target >= 0;
+        if (other_target && may_retry(c, true)) {
+            connect_attempt(c, true);
+            return;
+        }
+        fail(c, timeout ? 504 : 502, timeout ? MSG_TIMEOUT : MSG_CONNECT);
+        return;
+    }
+    if (up->state == UP_WAITING_HEAD) {
+        if (what & BEV_EVENT_TIMEOUT) {
+            log_warn("upstream %s: timed out", up->addr_text);
+            fail(c, 504, MSG_TIMEOUT);
+            return;
+        }
+        if (may_retry(c, false)) {
+            /* A stale pooled connection: try once more on a fresh one. */
+            free_upstream_bev(c);
+            connect_attempt(c, false);
+            return;
+        }
+        log_warn("upstream %s: closed the connection before the response head", up->addr_text);
+        fail(c, 502, MSG_BAD_RESPONSE);
+        return;
+    }
+    if (c->state == CLIENT_TUNNEL) {
+        /* The upstream ended the tunnel: flush what it sent, then close. */
+        free_upstream_bev(c);
+        up->state = UP_DONE;
+        c->close_after = true;
+        client_response_done(c);
+        return;
+    }
+    if (up->state == UP_BODY) {
+        if (what & BEV_EVENT_EOF) {
+            /* The end of a close-delimited body is the server closing. */
+            if (HTTP_PARSER_ERRNO(&up->parser) == HPE_PAUSED) http_parser_pause(&up->parser, 0);
+            http_parser_execute(&up->parser, &response_settings, NULL, 0);
+            if (up->message_done) {
+                finish_response(c);
+                return;
+            }
+        }
+        log_warn("upstream %s: response cut short", up->addr_text);
+        fail(c, 502, MSG_BAD_RESPONSE);
+    }
+}
+
+/* ---- response parsing ---------------------------------------------------- */
+
+static int on_status(http_parser *p, const char *at, size_t len) {
+    struct client_conn *c = p->data;
+    if (!c->up.reason) c->up.reason = at;
+    c->up.reason_len = (size_t)(at + len - c->up.reason);
+    return 0;
+}
+
+static int on_resp_header_field(http_parser *p, const char *at, size_t len) {
+    struct client_conn *c = p->data;
+    struct upstream_side *up = &c->up;
+    if (up->resp_headers_done) return 0;
+    struct http_header *last = up->n_headers ? &up->headers[up->n_headers - 1] : NULL;
+    if (last && last->value == NULL && last->name + last->name_len == at) {
+        last->name_len += len;
+        return 0;
+    }
+    if (up->n_headers >= up->cap_headers) return -1;
+    struct http_header *h = &up->headers[up->n_headers++];
+    memset(h, 0, sizeof *h);
+    h->name = at;
+    h->name_len = len;
+    return 0;
+}
+
+static int on_resp_header_value(http_parser *p, const char *at, size_t len) {
+    struct client_conn *c = p->data;
+    struct upstream_side *up = &c->up;
+    if (up->resp_headers_done || up->n_headers == 0) return 0;
+    struct http_header *h = &up->headers[up->n_headers - 1];
+    if (!h->value) h->value = at;
+    h->value_len = (size_t)(at + len - h->value);
+    return 0;
+}
+
+static int on_resp_headers_complete(http_parser *p) {
+    struct client_conn *c = p->data;
+    c->up.resp_headers_done = true;
+    /* Tell http-parser a HEAD response has no body whatever it declares;
+     * informational responses have none either. */
+    if (c->req.is_head || (p->status_code >= 100 && p->status_code < 200)) return 1;
+    return 0;
+}
+
+static int on_resp_body(http_parser *p, const char *at, size_t len) {
+    struct client_conn *c = p->data;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->req.response_chunked) {
+        char size[24];
+        int n = snprintf(size, sizeof size, "%zx\r\n", len);
+        evbuffer_add(out, size, (size_t)n);
+        evbuffer_add(out, at, len);
+        evbuffer_add(out, "\r\n", 2);
+        c->req.bytes_sent += (size_t)n + len + 2;
+    } else {
+        evbuffer_add(out, at, len);
+        c->req.bytes_sent += len;
+    }
+    return 0;
+}
+
+static int on_resp_message_complete(http_parser *p) {
+    struct client_conn *c = p->data;
+    c->up.message_done = true;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings response_settings = {
+    .on_status = on_status,
+    .on_header_field = on_resp_header_field,
+    .on_header_value = on_resp_header_value,
+    .on_headers_complete = on_resp_headers_complete,
+    .on_body = on_resp_body,
+    .on_message_complete = on_resp_message_complete,
+};
+
+/* Checks the response's framing fields; returns false for a response a
+ * strict proxy must refuse (502). */
+static bool check_response_headers(struct client_conn *c) {
+    struct upstream_side *up = &c->up;
+    int n_cl = 0, n_te = 0;
+    const struct http_header *te = NULL;
+    for (size_t i = 0; i < up->n_headers; i++) {
+        struct http_header *h = &up->headers[i];
+        if (!h->value) h->value = h->name + h->name_len;
+        while (h->value_len &&
+               (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
+            h->value_len--;
+        h->kind = header_kind_of(h->name, h->name_len);
+        if (h->kind == HDR_CONTENT_LENGTH) {
+            n_cl++;
+            if (!head_parse_content_length(h->value, h->value_len, &up->resp_content_length))
+                return false;
+            up->resp_has_content_length = true;
+        } else if (h->kind == HDR_TRANSFER_ENCODING) {
+            n_te++;
+            te = h;
+        }
+    }
+    if (n_cl > 1 || n_te > 1 || (n_cl && n_te)) return false;
+    if (te) {
+        if (!(te->value_len == 7 && strncasecmp(te->value, "chunked", 7) == 0)) return false;
+        up->chunked = true;
+    }
+    headers_mark_connection_named(up->headers, up->n_headers);
+    return true;
+}
+
+static void write_response_head(struct client_conn *c, int status, bool final) {
+    struct request *r = &c->req;
+    struct upstream_side *up = &c->up;
+    struct bytebuf b = {0};
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+    bytebuf_append(&b, line, (size_t)n);
+    bytebuf_append(&b, up->reason ? up->reason : "", up->reason ? up->reason_len : 0);
+    bytebuf_append(&b, "\r\n", 2);
+    bool via_found = false;
+    for (size_t i = 0; i < up->n_headers; i++) {
+        const struct http_header *h = &up->headers[i];
+        if (h->drop) continue;
+        if (h->kind == HDR_VIA) {
+            bytebuf_append(&b, h->name, h->name_len);
+            bytebuf_append(&b, ": ", 2);
+            bytebuf_append(&b, h->value, h->value_len);
+            bytebuf_append(&b, ", 1.1 weir\r\n", 12);
+            via_found = true;
+            continue;
+        }
+        if (status == 101 && (h->kind == HDR_UPGRADE || h->kind == HDR_CONNECTION)) {
+            /* the tunnel needs them */
+        } else if (header_is_hop_by_hop(h->kind) || h->kind == HDR_CONTENT_LENGTH ||
+                   h->kind == HDR_X_REQUEST_ID) {
+            continue;
+        }
+        bytebuf_append(&b, h->name, h->name_len);
+        bytebuf_append(&b, ": ", 2);
+        bytebuf_append(&b, h->value, h->value_len);
+        bytebuf_append(&b, "\r\n", 2);
+    }
+    if (final) {
+        bool no_body = r->is_head || status == 204 || status == 304 || status < 200;
+        if (no_body) {
+            if (up->resp_has_content_length && status != 204) {
+                n = snprintf(line, sizeof line, "Content-Length: %llu\r\n",
+                             (unsigned long long)up->resp_content_length);
+                bytebuf_append(&b, line, (size_t)n);
+            }
+        } else if (up->resp_has_content_length) {
+            n = snprintf(line, sizeof line, "Content-Length: %llu\r\n",
+                         (unsigned long long)up->resp_content_length);
+            bytebuf_append(&b, line, (size_t)n);
+        } else if (r->http_minor == 1) {
+            r->response_chunked = true;
+            bytebuf_append(&b, "Transfer-Encoding: chunked\r\n", 28);
+        } else {
+            r->response_close_delimited = true;
+            c->close_after = true;
+        }
+        bytebuf_append(&b, "X-Request-ID: ", 14);
+        bytebuf_append(&b, r->request_id, r->request_id_len);
+        bytebuf_append(&b, "\r\n", 2);
+        if (!via_found) bytebuf_append(&b, "Via: 1.1 weir\r\n", 15);
+        if (status != 101) {
+            if (c->close_after || c->eof || c->worker->stopping)
+                bytebuf_append(&b, "Connection: close\r\n", 19);
+            else if (r->http_minor == 0)
+                bytebuf_append(&b, "Connection: keep-alive\r\n", 24);
+        }
+    }
+    bytebuf_append(&b, "\r\n", 2);
+    evbuffer_add(bufferevent_get_output(c->bev), b.data, b.len);
+    r->bytes_sent += b.len;
+    free(b.data);
+}
+
+static void finish_response(struct client_conn *c) {
+    struct request *r = &c->req;
+    struct upstream_side *up = &c->up;
+    if (r->response_chunked) {
+        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        r->bytes_sent += 5;
+    }
+    bool reusable = http_should_keep_alive(&up->parser) && r->body_done && !r->upgrade &&
+                    evbuffer_get_length(bufferevent_get_input(up->bev)) == 0 &&
+                    evbuffer_get_length(bufferevent_get_output(up->bev)) == 0 &&
+                    !c->worker->stopping;
+    if (reusable) {
+        pool_release(c->worker->pool, up->addr, up->addrlen, up->bev);
+        up->bev = NULL;
+    }
+    free_upstream_bev(c);
+    up->state = UP_DONE;
+    client_response_done(c);
+}
+
+/* Feeds response body bytes to http-parser (and the chunk checker), with
+ * back-pressure from the client's output buffer. */
+static void feed_response_body(struct client_conn *c) {
+    struct upstream_side *up = &c->up;
+    struct evbuffer *in = bufferevent_get_input(up->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    while (!up->message_done && evbuffer_get_length(in) > 0) {
+        if (evbuffer_get_length(out) >= PROXY_HIGH_WATERMARK) {
+            up->read_paused = true;
+            bufferevent_disable(up->bev, EV_READ);
+            return;
+        }
+        struct evbuffer_iovec vec;
+        if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1) return;
+        size_t len = vec.iov_len;
+        if (len > PROXY_HIGH_WATERMARK) len = PROXY_HIGH_WATERMARK;
+        if (up->chunked) {
+            const char *why = NULL;
+            size_t ok = chunk_check_feed(&up->chunk, vec.iov_base, len, &why);
+            if (ok == (size_t)-1) {
+                log_warn("upstream %s: bad chunked body: %s", up->addr_text, why);
+                fail(c, 502, MSG_BAD_RESPONSE);
+                return;
+            }
+            len = ok;
+        }
+        size_t parsed = http_parser_execute(&up->parser, &response_settings, vec.iov_base, len);
+        enum http_errno err = HTTP_PARSER_ERRNO(&up->parser);
+        evbuffer_drain(in, parsed);
+        if (err != HPE_OK && err != HPE_PAUSED) {
+            log_warn("upstream %s: bad response body: %s", up->addr_text,
+                     http_errno_description(err));
+            fail(c, 502, MSG_BAD_RESPONSE);
+            return;
+        }
+    }
+    if (up->message_done) finish_response(c);
+}
+
+static double ms_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Reads and handles response heads until a final one arrives (1xx heads are
+ * forwarded to HTTP/1.1 clients as they come). */
+static void read_response_head(struct client_conn *c) {
+    struct upstream_side *up = &c->up;
+    struct request *r = &c->req;
+    const struct weir_limits *lim = &r->snap->config->weir.limits;
+    struct evbuffer *in = bufferevent_get_input(up->bev);
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0) return;
+        up->got_bytes = true;
+        size_t scan_len = avail < lim->max_header_bytes + 4 ? avail : lim->max_header_bytes + 4;
+        const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)scan_len);
+        size_t head_len = 0;
+        int n_fields = 0;
+        const char *reason = NULL;
+        enum head_status hs =
+            head_check(buf, scan_len, false, &up->head_scanned, &head_len, &n_fields, &reason);
+        if (hs == HEAD_INCOMPLETE) {
+            if (scan_len >= lim->max_header_bytes) {
+                log_warn("upstream %s: response head too large", up->addr_text);
+                fail(c, 502, MSG_BAD_RESPONSE);
+            }
+            return;
+        }
+        if (hs == HEAD_BAD || head_len > lim->max_header_bytes) {
+            log_warn("upstream %s: malformed response head: %s", up->addr_text,
+                     reason ? reason : "too large");
+            fail(c, 502, MSG_BAD_RESPONSE);
+            return;
+        }
+        c->resp_head.len = 0;
+        bytebuf_append(&c->resp_head, buf, head_len);
+        evbuffer_drain(in, head_len);
+        up->head_scanned = 0;
+        if ((size_t)n_fields + 1 > up->cap_headers) {
+            up->cap_headers = (size_t)n_fields + 16;
+            free(up->headers);
+            up->headers = malloc(up->cap_headers * sizeof *up->headers);
+            if (!up->headers) abort();
+        }
+        up->n_headers = 0;
+        up->reason = NULL;
+        up->reason_len = 0;
+        up->resp_headers_done = false;
+        up->message_done = false;
+        up->chunked = false;
+        up->resp_has_content_length = false;
+        if (HTTP_PARSER_ERRNO(&up->parser) == HPE_PAUSED) http_parser_pause(&up->parser, 0);
+        http_parser_execute(&up->parser, &response_settings, c->resp_head.data, c->resp_head.len);
+        enum http_errno err = HTTP_PARSER_ERRNO(&up->parser);
+        if ((err != HPE_OK && err != HPE_PAUSED) || !check_response_headers(c)) {
+            log_warn("upstream %s: malformed response head: %s", up->addr_text,
+                     err != HPE_OK && err != HPE_PAUSED ? http_errno_description(err)
+                                                        : "bad framing headers");
+            fail(c, 502, MSG_BAD_RESPONSE);
+            return;
+        }
+        int status = (int)up->parser.status_code;
+        if (status >= 100 && status < 200 && status != 101) {
+            /* Interim response: pass it on, then wait for the next head. */
+            if (r->http_minor == 1) write_response_head(c, status, false);
+            http_parser_init(&up->parser, HTTP_RESPONSE);
+            up->parser.data = c;
+            continue;
+        }
+        up->status = status;
+        up->latency_ms = ms_since(&up->start);
+        r->status = status;
+        if (status == 101) {
+            if (!r->upgrade) {
+                log_warn("upstream %s: 101 to a request that did not ask to upgrade",
+                         up->addr_text);
+                fail(c, 502, MSG_BAD_RESPONSE);
+                return;
+            }
+            write_response_head(c, status, true);
+            client_response_head_sent(c);
+            up->state = UP_BODY;
+            c->close_after = true;
+            client_start_tunnel(c);
+            return;
+        }
+        write_response_head(c, status, true);
+        client_response_head_sent(c);
+        up->state = UP_BODY;
+        if (up->chunked) chunk_check_init(&up->chunk);
+        if (up->message_done) {
+            finish_response(c);
+            return;
+        }
+        feed_response_body(c);
+        return;
+    }
+}
+
+static void tunnel_relay(struct bufferevent *from, struct bufferevent *to) {
+    evbuffer_add_buffer(bufferevent_get_output(to), bufferevent_get_input(from));
+    if (evbuffer_get_length(bufferevent_get_output(to)) >= PROXY_HIGH_WATERMARK)
+        bufferevent_disable(from, EV_READ);
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg) {
+    (void)bev;
+    struct client_conn *c = arg;
+    if (c->state == CLIENT_TUNNEL) {
+        tunnel_relay(c->up.bev, c->bev);
+        return;
+    }
+    switch (c->up.state) {
+    case UP_WAITING_HEAD:
+        read_response_head(c);
+        break;
+    case UP_BODY:
+        feed_response_body(c);
+        break;
+    default:
+        break;
+    }
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg) {
+    (void)bev;
+    struct client_conn *c = arg;
+    if (c->state == CLIENT_TUNNEL) {
+        bufferevent_enable(c->bev, EV_READ);
+        if (c->eof && evbuffer_get_length(bufferevent_get_output(c->up.bev)) == 0)
+            shutdown(bufferevent_getfd(c->up.bev), SHUT_WR);
+        return;
+    }
+    client_resume_read(c);
+}
+
+bool proxy_upstream_output_full(const struct client_conn *c) {
+    return c->up.bev &&
+           evbuffer_get_length(bufferevent_get_output(c->up.bev)) >= PROXY_HIGH_WATERMARK;
+}
+
+void proxy_forward_body(struct client_conn *c, const char *data, size_t len) {
+    struct evbuffer *out = bufferevent_get_output(c->up.bev);
+    if (c->req.chunked) {
+        char size[24];
+        int n = snprintf(size, sizeof size, "%zx\r\n", len);
+        evbuffer_add(out, size, (size_t)n);
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, data, len);
+    }
+}
+
+void proxy_body_done(struct client_conn *c) {
+    if (c->req.chunked && c->up.bev)
+        evbuffer_add(bufferevent_get_output(c->up.bev), "0\r\n\r\n", 5);
+}
+
+void proxy_client_drained(struct client_conn *c) {
+    if (c->state == CLIENT_TUNNEL) {
+        if (c->up.bev) bufferevent_enable(c->up.bev, EV_READ);
+        return;
+    }
+    if (c->up.read_paused && c->up.bev) {
+        c->up.read_paused = false;
+        bufferevent_enable(c->up.bev, EV_READ);
+        feed_response_body(c);
+    }
+}
+
+void proxy_tunnel_from_client(struct client_conn *c) {
+    if (!c->up.bev) return;
+    /* Anything the upstream sent right after its 101 goes to the client. */
+    if (evbuffer_get_length(bufferevent_get_input(c->up.bev)))
+        tunnel_relay(c->up.bev, c->bev);
+    tunnel_relay(c->bev, c->up.bev);
+    bufferevent_enable(c->up.bev, EV_READ);
+}
+
+void proxy_tunnel_client_eof(struct client_conn *c) {
+    if (!c->up.bev) {
+        client_conn_close(c);
+        return;
+    }
+    if (evbuffer_get_length(bufferevent_get_output(c->up.bev)) == 0)
+        shutdown(bufferevent_getfd(c->up.bev), SHUT_WR);
+}

@@ -1,0 +1,660 @@
+/* Unit tests for gateway/router: which route a request selects, and what the
+ * match reports about it. Routes are built by hand, as the config would
+ * produce them (lower-case hosts, upper-case methods, `order` = file order). */
+#define _POSIX_C_SOURCE 200809L
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "router/router.h"
+
+/* Sets a (char **, size_t) pair of struct route from string literals. */
+#define PATHS(r, ...) LIST_OF(r, paths, __VA_ARGS__)
+#define HOSTS(r, ...) LIST_OF(r, hosts, __VA_ARGS__)
+#define METHODS(r, ...) LIST_OF(r, methods, __VA_ARGS__)
+#define LIST_OF(r, name, ...)                                                                      \
+    do {                                                                                           \
+        static char *list_[] = {__VA_ARGS__};                                                      \
+        (r).name = list_;                                                                          \
+        (r).n_##name = sizeof list_ / sizeof list_[0];                                             \
+    } while (0)
+
+static const struct service test_service = {.name = "svc", .host = "127.0.0.1", .port = 8080};
+
+/* A route with nothing but its position; tests add paths and conditions. */
+static void route_init(struct route *r, size_t order) {
+    memset(r, 0, sizeof *r);
+    snprintf(r->id, sizeof r->id, "00000000-0000-0000-0000-%012llu",
+             (unsigned long long)(order % 1000000000000ULL));
+    r->service = &test_service;
+    r->strip_path = true;
+    r->protocols = ROUTE_PROTO_HTTP | ROUTE_PROTO_HTTPS;
+    r->order = order;
+}
+
+static void routes_init(struct route *routes, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        route_init(&routes[i], i);
+}
+
+/* Request headers for get_header: parallel arrays, names lower case. */
+struct test_headers {
+    const char *names[8];
+    const char *values[8];
+    size_t n;
+};
+
+static const char *test_get_header(void *ctx, const char *name, size_t index, size_t *value_len) {
+    const struct test_headers *h = ctx;
+    for (size_t i = 0; h && i < h->n; i++) {
+        if (strcmp(h->names[i], name) != 0) continue;
+        if (index-- == 0) {
+            *value_len = strlen(h->values[i]);
+            return h->values[i];
+        }
+    }
+    return NULL;
+}
+
+static struct route_request request(const char *method, const char *host, const char *path,
+                                    struct test_headers *headers) {
+    struct route_request req = {
+        .method = method,
+        .method_len = strlen(method),
+        .host = host,
+        .host_len = host ? strlen(host) : 0,
+        .path = path,
+        .path_len = strlen(path),
+        .get_header = test_get_header,
+        .ctx = headers,
+    };
+    return req;
+}
+
+/* The matched route, or NULL. */
+static const struct route *match_full(const struct router *r, const char *method, const char *host,
+                                      const char *path, struct test_headers *headers,
+                                      struct route_match *m) {
+    struct route_request req = request(method, host, path, headers);
+    return router_match(r, &req, m) ? m->route : NULL;
+}
+
+static const struct route *match(const struct router *r, const char *method, const char *host,
+                                 const char *path) {
+    struct route_match m;
+    return match_full(r, method, host, path, NULL, &m);
+}
+
+static struct router *build(const struct route *routes, size_t n) {
+    struct errlist errs;
+    errlist_init(&errs);
+    struct router *r = router_build(routes, n, &errs);
+    assert_non_null(r);
+    assert_int_equal(errs.n, 0);
+    errlist_free(&errs);
+    return r;
+}
+
+static void test_longest_prefix_wins(void **state) {
+    struct route routes[3];
+    routes_init(routes, 3);
+    PATHS(routes[0], "/api");
+    PATHS(routes[1], "/api/v1");
+    PATHS(routes[2], "/");
+    struct router *r = build(routes, 3);
+    struct route_match m;
+
+    assert_ptr_equal(match_full(r, "GET", NULL, "/api/v1/users", NULL, &m), &routes[1]);
+    assert_int_equal(m.matched_len, 7);
+    assert_false(m.is_regex);
+    assert_ptr_equal(match(r, "GET", NULL, "/api/v2"), &routes[0]);
+    assert_ptr_equal(match(r, "GET", NULL, "/other"), &routes[2]);
+    router_free(r);
+}
+
+static void test_prefix_is_plain_string_prefix(void **state) {
+    struct route routes[1];
+    routes_init(routes, 1);
+    PATHS(routes[0], "/api");
+    struct router *r = build(routes, 1);
+    struct route_match m;
+
+    assert_ptr_equal(match_full(r, "GET", NULL, "/apix", NULL, &m), &routes[0]);
+    assert_int_equal(m.matched_len, 4);
+    assert_null(match(r, "GET", NULL, "/ap"));
+    router_free(r);
+}
+
+static void test_path_index_reports_which_path_matched(void **state) {
+    struct route routes[1];
+    routes_init(routes, 1);
+    PATHS(routes[0], "/a", "/b/c");
+    struct router *r = build(routes, 1);
+    struct route_match m;
+
+    assert_ptr_equal(match_full(r, "GET", NULL, "/b/c/d", NULL, &m), &routes[0]);
+    assert_int_equal(m.path_index, 1);
+    assert_int_equal(m.matched_len, 4);
+    assert_ptr_equal(match_full(r, "GET", NULL, "/a", NULL, &m), &routes[0]);
+    assert_int_equal(m.path_index, 0);
+    router_free(r);
+}
+
+static void test_route_without_paths_matches_any_path_but_loses_to_prefix(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    /* routes[0] has no paths */
+    PATHS(routes[1], "/api");
+    struct router *r = build(routes, 2);
+    struct route_match m;
+
+    assert_ptr_equal(match_full(r, "GET", NULL, "/anything", NULL, &m), &routes[0]);
+    assert_int_equal(m.matched_len, 0);
+    assert_ptr_equal(match(r, "GET", NULL, "/api/x"), &routes[1]);
+    assert_ptr_equal(match(r, "GET", NULL, ""), &routes[0]);
+    router_free(r);
+}
+
+static void test_exact_host_only_matches_that_host(void **state) {
+    struct route routes[1];
+    routes_init(routes, 1);
+    HOSTS(routes[0], "api.example.com");
+    struct router *r = build(routes, 1);
+
+    assert_ptr_equal(match(r, "GET", "api.example.com", "/"), &routes[0]);
+    assert_null(match(r, "GET", "www.example.com", "/"));
+    assert_null(match(r, "GET", "x.api.example.com", "/"));
+    assert_null(match(r, "GET", NULL, "/"));
+    router_free(r);
+}
+
+static void test_wildcard_host_matches_multiple_labels_not_bare_domain(void **state) {
+    struct route routes[1];
+    routes_init(routes, 1);
+    HOSTS(routes[0], "*.example.com");
+    struct router *r = build(routes, 1);
+
+    assert_ptr_equal(match(r, "GET", "a.example.com", "/"), &routes[0]);
+    assert_ptr_equal(match(r, "GET", "a.b.example.com", "/"), &routes[0]);
+    assert_null(match(r, "GET", "example.com", "/"));
+    assert_null(match(r, "GET", ".example.com", "/"));
+    assert_null(match(r, "GET", "aexample.com", "/"));
+    assert_null(match(r, "GET", "a.example.org", "/"));
+    router_free(r);
+}
+
+static void test_exact_host_beats_wildcard(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    HOSTS(routes[0], "*.example.com");
+    PATHS(routes[0], "/api");
+    HOSTS(routes[1], "api.example.com"); /* later in the file, still wins */
+    PATHS(routes[1], "/api");
+    struct router *r = build(routes, 2);
+
+    assert_ptr_equal(match(r, "GET", "api.example.com", "/api"), &routes[1]);
+    assert_ptr_equal(match(r, "GET", "www.example.com", "/api"), &routes[0]);
+    router_free(r);
+}
+
+static void test_wildcard_host_beats_no_host_at_equal_conditions(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    METHODS(routes[0], "GET"); /* one condition, no host */
+    PATHS(routes[0], "/api");
+    HOSTS(routes[1], "*.example.com"); /* one condition, a wildcard host */
+    PATHS(routes[1], "/api");
+    struct router *r = build(routes, 2);
+
+    assert_ptr_equal(match(r, "GET", "a.example.com", "/api"), &routes[1]);
+    assert_ptr_equal(match(r, "GET", "example.org", "/api"), &routes[0]);
+    router_free(r);
+}
+
+static void test_longer_prefix_beats_host_and_conditions(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    HOSTS(routes[0], "api.example.com");
+    METHODS(routes[0], "GET");
+    PATHS(routes[0], "/api");
+    PATHS(routes[1], "/api/v1");
+    struct router *r = build(routes, 2);
+
+    assert_ptr_equal(match(r, "GET", "api.example.com", "/api/v1/x"), &routes[1]);
+    assert_ptr_equal(match(r, "GET", "api.example.com", "/api/v2"), &routes[0]);
+    router_free(r);
+}
+
+static void test_more_conditions_win_at_equal_path(void **state) {
+    struct route routes[3];
+    routes_init(routes, 3);
+    PATHS(routes[0], "/api");
+    PATHS(routes[1], "/api");
+    METHODS(routes[1], "GET");
+    PATHS(routes[2], "/api");
+    METHODS(routes[2], "GET");
+    static char *v[] = {"1"};
+    static struct route_header hdr[] = {{"x-version", v, 1}};
+    routes[2].headers = hdr;
+    routes[2].n_headers = 1;
+    struct router *r = build(routes, 3);
+    struct test_headers h = {{"x-version"}, {"1"}, 1};
+    struct route_match m;
+
+    assert_ptr_equal(match_full(r, "GET", NULL, "/api", &h, &m), &routes[2]);
+    assert_ptr_equal(match(r, "GET", NULL, "/api"), &routes[1]);
+    assert_ptr_equal(match(r, "POST", NULL, "/api"), &routes[0]);
+    router_free(r);
+}
+
+static void test_lower_order_wins_a_full_tie(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    routes[0].order = 7;
+    routes[1].order = 3;
+    PATHS(routes[0], "/api");
+    PATHS(routes[1], "/api");
+    struct router *r = build(routes, 2);
+
+    assert_ptr_equal(match(r, "GET", NULL, "/api"), &routes[1]);
+    router_free(r);
+}
+
+static void test_regex_routes_before_prefix(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    PATHS(routes[0], "/api/123/longer/prefix");
+    PATHS(routes[1], "~/api/\\d+");
+    struct router *r = build(routes, 2);
+    struct route_match m;
+
+    assert_ptr_equal(match_full(r, "GET", NULL, "/api/123/longer/prefix", NULL, &m), &routes[1]);
+    assert_true(m.is_regex);
+    assert_int_equal(m.matched_len, 8);
+    assert_ptr_equal(match(r, "GET", NULL, "/api/x/longer/prefix"), NULL);
+    router_free(r);
+}
+
+static void test_regex_priority_orders_regexes(void **state) {
+    struct route routes[3];
+    routes_init(routes, 3);
+    PATHS(routes[0], "~/a");
+    PATHS(routes[1], "~/a/b");
+    PATHS(routes[2], "~/a/b/c");
+    routes[2].regex_priority = 5;
+    struct router *r = build(routes, 3);
+
+    /* Highest priority first; at equal priority the first in the file, even
+     * though a later regex matches more of the path. */
+    assert_ptr_equal(match(r, "GET", NULL, "/a/b/c"), &routes[2]);
+    assert_ptr_equal(match(r, "GET", NULL, "/a/b"), &routes[0]);
+    router_free(r);
+}
+
+static void test_regex_is_anchored_at_path_start(void **state) {
+    struct route routes[1];
+    routes_init(routes, 1);
+    PATHS(routes[0], "~/api");
+    struct router *r = build(routes, 1);
+
+    assert_null(match(r, "GET", NULL, "/v1/api"));
+    assert_ptr_equal(match(r, "GET", NULL, "/api/v1"), &routes[0]);
+    router_free(r);
+}
+
+static void test_regex_captures(void **state) {
+    struct route routes[1];
+    routes_init(routes, 1);
+    PATHS(routes[0], "/x", "~/users/(\\d+)(/(\\w+))?");
+    struct router *r = build(routes, 1);
+    struct route_match m;
+
+    assert_ptr_equal(match_full(r, "GET", NULL, "/users/42?", NULL, &m), &routes[0]);
+    assert_int_equal(m.path_index, 1);
+    assert_int_equal(m.n_captures, 4);
+    assert_int_equal(m.matched_len, 9);
+    assert_int_equal(m.captures[0][0], 0);
+    assert_int_equal(m.captures[0][1], 9);
+    assert_int_equal(m.captures[1][0], 7);
+    assert_int_equal(m.captures[1][1], 9);
+    assert_true(m.captures[2][0] == SIZE_MAX && m.captures[2][1] == SIZE_MAX);
+    assert_true(m.captures[3][0] == SIZE_MAX && m.captures[3][1] == SIZE_MAX);
+
+    assert_non_null(match_full(r, "GET", NULL, "/users/42/posts", NULL, &m));
+    assert_int_equal(m.captures[3][0], 10);
+    assert_int_equal(m.captures[3][1], 15);
+    router_free(r);
+}
+
+static void test_regex_route_checks_hosts_methods_headers(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    PATHS(routes[0], "~/api");
+    HOSTS(routes[0], "api.example.com", "*.internal");
+    METHODS(routes[0], "POST");
+    static char *v[] = {"yes"};
+    static struct route_header hdr[] = {{"x-canary", v, 1}};
+    routes[0].headers = hdr;
+    routes[0].n_headers = 1;
+    PATHS(routes[1], "/");
+    struct router *r = build(routes, 2);
+    struct test_headers h = {{"x-canary"}, {"yes"}, 1};
+    struct route_match m;
+
+    assert_ptr_equal(match_full(r, "POST", "api.example.com", "/api", &h, &m), &routes[0]);
+    assert_ptr_equal(match_full(r, "POST", "a.b.internal", "/api", &h, &m), &routes[0]);
+    assert_ptr_equal(match_full(r, "POST", "internal", "/api", &h, &m), &routes[1]);
+    assert_ptr_equal(match_full(r, "POST", "www.example.com", "/api", &h, &m), &routes[1]);
+    assert_ptr_equal(match_full(r, "GET", "api.example.com", "/api", &h, &m), &routes[1]);
+    assert_ptr_equal(match_full(r, "POST", "api.example.com", "/api", NULL, &m), &routes[1]);
+    router_free(r);
+}
+
+static void test_method_filter(void **state) {
+    struct route routes[1];
+    routes_init(routes, 1);
+    PATHS(routes[0], "/api");
+    METHODS(routes[0], "GET", "HEAD");
+    struct router *r = build(routes, 1);
+
+    assert_ptr_equal(match(r, "GET", NULL, "/api"), &routes[0]);
+    assert_ptr_equal(match(r, "HEAD", NULL, "/api"), &routes[0]);
+    assert_null(match(r, "POST", NULL, "/api"));
+    assert_null(match(r, "get", NULL, "/api"));
+    assert_null(match(r, "GETX", NULL, "/api"));
+    router_free(r);
+}
+
+static void test_method_filter_falls_back_to_shorter_prefix(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    PATHS(routes[0], "/api");
+    PATHS(routes[1], "/api/v1");
+    METHODS(routes[1], "POST");
+    struct router *r = build(routes, 2);
+
+    assert_ptr_equal(match(r, "POST", NULL, "/api/v1"), &routes[1]);
+    assert_ptr_equal(match(r, "GET", NULL, "/api/v1"), &routes[0]);
+    router_free(r);
+}
+
+static void test_header_filter(void **state) {
+    struct route routes[1];
+    routes_init(routes, 1);
+    PATHS(routes[0], "/");
+    static char *v1[] = {"v1", "v2"};
+    static char *v2[] = {"beta"};
+    static struct route_header hdr[] = {{"x-version", v1, 2}, {"x-channel", v2, 1}};
+    routes[0].headers = hdr;
+    routes[0].n_headers = 2;
+    struct router *r = build(routes, 1);
+    struct route_match m;
+
+    struct test_headers both = {{"x-version", "x-channel"}, {"V2", "Beta"}, 2};
+    assert_ptr_equal(match_full(r, "GET", NULL, "/", &both, &m), &routes[0]);
+    /* A repeated header matches when any occurrence does. */
+    struct test_headers repeated = {
+        {"x-version", "x-channel", "x-version"}, {"v3", "beta", "v1"}, 3};
+    assert_ptr_equal(match_full(r, "GET", NULL, "/", &repeated, &m), &routes[0]);
+    struct test_headers wrong = {{"x-version", "x-channel"}, {"v3", "beta"}, 2};
+    assert_null(match_full(r, "GET", NULL, "/", &wrong, &m));
+    struct test_headers missing = {{"x-version"}, {"v1"}, 1};
+    assert_null(match_full(r, "GET", NULL, "/", &missing, &m));
+    assert_null(match_full(r, "GET", NULL, "/", NULL, &m));
+    router_free(r);
+}
+
+static void test_host_case_insensitive(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    HOSTS(routes[0], "api.example.com");
+    PATHS(routes[0], "/a");
+    HOSTS(routes[1], "*.example.net");
+    PATHS(routes[1], "/b");
+    struct router *r = build(routes, 2);
+
+    assert_ptr_equal(match(r, "GET", "API.Example.COM", "/a"), &routes[0]);
+    assert_ptr_equal(match(r, "GET", "WWW.EXAMPLE.NET", "/b"), &routes[1]);
+    router_free(r);
+}
+
+static void test_host_port_ignored(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    HOSTS(routes[0], "api.example.com");
+    PATHS(routes[0], "/a");
+    HOSTS(routes[1], "[::1]");
+    PATHS(routes[1], "/b");
+    struct router *r = build(routes, 2);
+
+    assert_ptr_equal(match(r, "GET", "api.example.com:8443", "/a"), &routes[0]);
+    assert_ptr_equal(match(r, "GET", "[::1]:8080", "/b"), &routes[1]);
+    assert_ptr_equal(match(r, "GET", "[::1]", "/b"), &routes[1]);
+    router_free(r);
+}
+
+static void test_no_match(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    PATHS(routes[0], "/api");
+    PATHS(routes[1], "~/v\\d+/");
+    HOSTS(routes[1], "example.com");
+    struct router *r = build(routes, 2);
+    struct route_match m;
+    memset(&m, 0xab, sizeof m);
+    struct route_request req = request("GET", "example.org", "/v1/users", NULL);
+
+    assert_false(router_match(r, &req, &m));
+    router_free(r);
+
+    struct router *empty = build(NULL, 0);
+    assert_null(match(empty, "GET", "example.com", "/"));
+    router_free(empty);
+}
+
+/* Permutes a route array and checks every request still selects the same
+ * route (identified by `order`, since addresses move). */
+static void test_result_independent_of_insertion_order(void **state) {
+    enum { N = 9 };
+    struct route base[N];
+    routes_init(base, N);
+    PATHS(base[0], "/api");
+    PATHS(base[1], "/api");
+    METHODS(base[1], "GET");
+    PATHS(base[2], "/api");
+    HOSTS(base[2], "*.example.com");
+    PATHS(base[3], "/api");
+    HOSTS(base[3], "a.example.com");
+    PATHS(base[4], "/api/v1");
+    PATHS(base[5], "/api");
+    PATHS(base[6], "~/api/v[2-9]");
+    PATHS(base[7], "~/api/v1$");
+    base[7].regex_priority = 1;
+    PATHS(base[8], "/api/v1");
+    HOSTS(base[8], "*.example.com");
+    METHODS(base[8], "PUT");
+
+    static const struct {
+        const char *method, *host, *path;
+    } reqs[] = {
+        {"GET", NULL, "/api"},
+        {"POST", NULL, "/api"},
+        {"GET", "a.example.com", "/api"},
+        {"GET", "b.example.com", "/api"},
+        {"GET", NULL, "/api/v1"},
+        {"GET", NULL, "/api/v2"},
+        {"PUT", "b.example.com", "/api/vx"},
+        {"PUT", "b.example.com", "/api/v1/z"},
+        {"GET", NULL, "/nothing"},
+    };
+    enum { R = sizeof reqs / sizeof reqs[0] };
+    long expected[R];
+    struct router *r = build(base, N);
+    for (size_t i = 0; i < R; i++) {
+        const struct route *m = match(r, reqs[i].method, reqs[i].host, reqs[i].path);
+        expected[i] = m ? (long)m->order : -1;
+    }
+    router_free(r);
+    assert_int_equal(expected[0], 1);
+    assert_int_equal(expected[1], 0);
+    assert_int_equal(expected[2], 3);
+    assert_int_equal(expected[3], 2);
+    assert_int_equal(expected[4], 7);
+    assert_int_equal(expected[5], 6);
+    assert_int_equal(expected[6], 2);
+    assert_int_equal(expected[7], 8);
+    assert_int_equal(expected[8], -1);
+
+    unsigned seed = 12345;
+    for (int round = 0; round < 50; round++) {
+        struct route shuffled[N];
+        memcpy(shuffled, base, sizeof base);
+        for (size_t i = N - 1; i > 0; i--) { /* Fisher-Yates with a fixed LCG */
+            seed = seed * 1103515245u + 12345u;
+            size_t j = (seed >> 16) % (i + 1);
+            struct route t = shuffled[i];
+            shuffled[i] = shuffled[j];
+            shuffled[j] = t;
+        }
+        r = build(shuffled, N);
+        for (size_t i = 0; i < R; i++) {
+            const struct route *m = match(r, reqs[i].method, reqs[i].host, reqs[i].path);
+            assert_int_equal(m ? (long)m->order : -1, expected[i]);
+        }
+        router_free(r);
+    }
+}
+
+static void test_invalid_regex_reports_field(void **state) {
+    struct route routes[3];
+    routes_init(routes, 3);
+    PATHS(routes[0], "~/ok/(\\d+)");
+    PATHS(routes[1], "/fine", "~/a(b");
+    PATHS(routes[2], "~/x[");
+    struct errlist errs;
+    errlist_init(&errs);
+
+    assert_null(router_build(routes, 3, &errs));
+    /* Every bad regex is reported, not only the first. */
+    assert_int_equal(errs.n, 2);
+    assert_string_equal(
+        errs.items[0],
+        "routes[1].paths[1]: invalid regex: missing closing parenthesis at offset 4");
+    assert_true(strncmp(errs.items[1], "routes[2].paths[0]: invalid regex: ", 35) == 0);
+    assert_non_null(strstr(errs.items[1], " at offset "));
+    errlist_free(&errs);
+}
+
+static void test_many_routes(void **state) {
+    enum { N = 100000 };
+    struct route *routes = calloc(N, sizeof *routes);
+    char(*paths)[32] = calloc(N, sizeof *paths);
+    char **path_ptrs = calloc(N, sizeof *path_ptrs);
+    assert_non_null(routes);
+    assert_non_null(paths);
+    assert_non_null(path_ptrs);
+    for (size_t i = 0; i < N; i++) {
+        route_init(&routes[i], i);
+        snprintf(paths[i], sizeof paths[i], "/svc%zu/items", i);
+        path_ptrs[i] = paths[i];
+        routes[i].paths = &path_ptrs[i];
+        routes[i].n_paths = 1;
+    }
+    struct router *r = build(routes, N);
+    struct route_match m;
+
+    for (size_t i = 0; i < N; i += 997) {
+        char path[64];
+        snprintf(path, sizeof path, "/svc%zu/items/42", i);
+        assert_ptr_equal(match_full(r, "GET", NULL, path, NULL, &m), &routes[i]);
+        assert_int_equal(m.matched_len, strlen(paths[i]));
+    }
+    assert_ptr_equal(match(r, "GET", NULL, "/svc99999/items"), &routes[99999]);
+    assert_ptr_equal(match(r, "GET", NULL, "/svc1/items"), &routes[1]);
+    assert_null(match(r, "GET", NULL, "/svc1/item"));
+    assert_null(match(r, "GET", NULL, "/svc100000/items"));
+    router_free(r);
+    free(path_ptrs);
+    free(paths);
+    free(routes);
+}
+
+/* router_match is called by every worker on one router without locks. */
+struct test_thread_arg {
+    const struct router *router;
+    const struct route *routes;
+    int failures;
+};
+
+static void *test_match_thread(void *p) {
+    struct test_thread_arg *a = p;
+    for (int i = 0; i < 2000; i++) {
+        struct route_match m;
+        const struct route *got =
+            match_full(a->router, "GET", "a.example.com", "/users/7", NULL, &m);
+        if (got != &a->routes[0] || m.captures[1][0] != 7) a->failures++;
+        if (match(a->router, "GET", "b.example.com", "/static/x") != &a->routes[1]) a->failures++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_matches_agree(void **state) {
+    struct route routes[2];
+    routes_init(routes, 2);
+    PATHS(routes[0], "~/users/(\\d+)");
+    HOSTS(routes[0], "*.example.com");
+    PATHS(routes[1], "/static");
+    struct router *r = build(routes, 2);
+    enum { T = 8 };
+    pthread_t threads[T];
+    struct test_thread_arg args[T];
+    for (int i = 0; i < T; i++) {
+        args[i] = (struct test_thread_arg){r, routes, 0};
+        assert_int_equal(pthread_create(&threads[i], NULL, test_match_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < T; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
+    router_free(r);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_longest_prefix_wins),
+        cmocka_unit_test(test_prefix_is_plain_string_prefix),
+        cmocka_unit_test(test_path_index_reports_which_path_matched),
+        cmocka_unit_test(test_route_without_paths_matches_any_path_but_loses_to_prefix),
+        cmocka_unit_test(test_exact_host_only_matches_that_host),
+        cmocka_unit_test(test_wildcard_host_matches_multiple_labels_not_bare_domain),
+        cmocka_unit_test(test_exact_host_beats_wildcard),
+        cmocka_unit_test(test_wildcard_host_beats_no_host_at_equal_conditions),
+        cmocka_unit_test(test_longer_prefix_beats_host_and_conditions),
+        cmocka_unit_test(test_more_conditions_win_at_equal_path),
+        cmocka_unit_test(test_lower_order_wins_a_full_tie),
+        cmocka_unit_test(test_regex_routes_before_prefix),
+        cmocka_unit_test(test_regex_priority_orders_regexes),
+        cmocka_unit_test(test_regex_is_anchored_at_path_start),
+        cmocka_unit_test(test_regex_captures),
+        cmocka_unit_test(test_regex_route_checks_hosts_methods_headers),
+        cmocka_unit_test(test_method_filter),
+        cmocka_unit_test(test_method_filter_falls_back_to_shorter_prefix),
+        cmocka_unit_test(test_header_filter),
+        cmocka_unit_test(test_host_case_insensitive),
+        cmocka_unit_test(test_host_port_ignored),
+        cmocka_unit_test(test_no_match),
+        cmocka_unit_test(test_result_independent_of_insertion_order),
+        cmocka_unit_test(test_invalid_regex_reports_field),
+        cmocka_unit_test(test_many_routes),
+        cmocka_unit_test(test_concurrent_matches_agree),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
