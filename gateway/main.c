@@ -136,9 +136,16 @@ int main(int argc, char **argv) {
     struct snapshot *snap = NULL;
     if (cfg) snap = snapshot_build(cfg, cfg->weir.workers, 1, &errs);
     if (!snap) {
-        fprintf(stderr, "weir: invalid configuration %s (%zu problem%s):\n",
-                config_path ? config_path : "(embedded)", errs.n, errs.n == 1 ? "" : "s");
-        for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "%s\n", errs.items[i]);
+        /* A file that cannot be read is one line; a file with problems gets a
+         * header and one "path.to.field: message" line per problem. */
+        if (errs.n == 1 && config_path &&
+            strncmp(errs.items[0], config_path, strlen(config_path)) == 0) {
+            fprintf(stderr, "weir: %s\n", errs.items[0]);
+        } else {
+            fprintf(stderr, "weir: invalid configuration (%zu problem%s):\n", errs.n,
+                    errs.n == 1 ? "" : "s");
+            for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "%s\n", errs.items[i]);
+        }
         errlist_free(&errs);
         return 1;
     }

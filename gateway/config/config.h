@@ -129,6 +129,7 @@ struct route {
     size_t order;                   /* position in the file: the tie-breaker */
     char **tags;
     size_t n_tags;
+    char *source_path;              /* "services[0].routes[1]" or "routes[2]", for messages */
 };
 
 struct config {

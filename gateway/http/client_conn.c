@@ -500,8 +500,22 @@ static int check_request_headers(struct client_conn *c, const char **why) {
                 *why = "invalid Transfer-Encoding header";
                 return 400;
             }
-            *why = "unsupported transfer coding";
-            return 501;
+            /* Codings Weir does not implement are 501; a list of nothing but
+             * "chunked" ("chunked, chunked") is malformed. */
+            bool only_chunked = true;
+            for (size_t i = 0; i < te->value_len;) {
+                while (i < te->value_len && (te->value[i] == ',' || te->value[i] == ' ' ||
+                                             te->value[i] == '\t'))
+                    i++;
+                size_t start = i;
+                while (i < te->value_len && te->value[i] != ',' && te->value[i] != ' ' &&
+                       te->value[i] != '\t')
+                    i++;
+                if (i > start && !(i - start == 7 && strncasecmp(te->value + start, "chunked", 7) == 0))
+                    only_chunked = false;
+            }
+            *why = only_chunked ? "invalid Transfer-Encoding header" : "unsupported transfer coding";
+            return only_chunked ? 400 : 501;
         }
         r->chunked = true;
     }
@@ -641,6 +655,21 @@ static void handle_request(struct client_conn *c) {
     proxy_start(c);
 }
 
+/* Turns trailing HTABs of header lines into SPs; returns whether any was. */
+static bool tabs_to_spaces_before_crlf(char *head, size_t len) {
+    bool changed = false;
+    for (size_t i = 1; i < len; i++) {
+        if (head[i] != '\r') continue;
+        for (size_t j = i; j > 0 && (head[j - 1] == '\t' || head[j - 1] == ' '); j--) {
+            if (head[j - 1] == '\t') {
+                head[j - 1] = ' ';
+                changed = true;
+            }
+        }
+    }
+    return changed;
+}
+
 static void process_head(struct client_conn *c) {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t avail = evbuffer_get_length(in);
@@ -689,6 +718,18 @@ static void process_head(struct client_conn *c) {
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     http_parser_execute(&c->parser, &request_settings, c->head.data, c->head.len);
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_INVALID_CONTENT_LENGTH &&
+        tabs_to_spaces_before_crlf(c->head.data, c->head.len)) {
+        /* http-parser refuses a tab after a Content-Length value although
+         * RFC 9110 5.5 makes trailing OWS no part of the value; head_check
+         * has vetted the bytes, so retry with those tabs as spaces. */
+        c->req.n_headers = 0;
+        c->req.headers_done = false;
+        c->req.target = NULL;
+        http_parser_init(&c->parser, HTTP_REQUEST);
+        c->parser.data = c;
+        http_parser_execute(&c->parser, &request_settings, c->head.data, c->head.len);
+    }
     c->req.http_minor = c->parser.http_major == 1 ? c->parser.http_minor : 1;
     if (c->parser.http_minor > 1) c->req.http_minor = 1;
     handle_request(c);

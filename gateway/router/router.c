@@ -266,9 +266,12 @@ static bool router_add_regex(struct router *r, const struct route *route, size_t
     if (!code) {
         if (errs) {
             PCRE2_UCHAR msg[256];
-            char field[96];
+            char field[160];
             pcre2_get_error_message(errcode, msg, sizeof msg);
-            snprintf(field, sizeof field, "routes[%zu].paths[%zu]", route_i, path_i);
+            if (route->source_path)
+                snprintf(field, sizeof field, "%s.paths[%zu]", route->source_path, path_i);
+            else
+                snprintf(field, sizeof field, "routes[%zu].paths[%zu]", route_i, path_i);
             errlist_addf(errs, field, "invalid regex: %s at offset %zu", (const char *)msg,
                          (size_t)erroffset);
         }

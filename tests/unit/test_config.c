@@ -1,0 +1,768 @@
+/* Declarative config loading: what loads, which defaults apply, and the exact
+ * "path: message" a user sees for each kind of mistake. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "core/errlist.h"
+#include "core/uuid.h"
+
+/* DOC(members...) builds a "3.0" document; the members are written as plain
+ * JSON and stringized by the preprocessor. */
+#define DOC(...) "{\"_format_version\": \"3.0\", " #__VA_ARGS__ "}"
+
+static const char issue_example[] =
+    "{\"_format_version\":\"3.0\",\"weir\":{\"proxy_listen\":[\"127.0.0.1:8000\"],"
+    "\"admin_listen\":[\"127.0.0.1:8001\"],\"workers\":2,\"trusted_ips\":[\"127.0.0.1/32\"],"
+    "\"access_log\":\"logs/access.log\",\"error_log\":\"-\",\"log_level\":\"info\","
+    "\"limits\":{\"max_header_bytes\":32768,\"max_headers\":100,\"max_body_bytes\":10485760,"
+    "\"header_timeout\":10000,\"keepalive_timeout\":60000,\"max_connections\":10000,"
+    "\"shutdown_timeout\":10000}},\"services\":[{\"name\":\"orders\","
+    "\"url\":\"http://127.0.0.1:9001/v1\",\"connect_timeout\":2000,\"read_timeout\":10000,"
+    "\"write_timeout\":10000,\"retries\":2,\"routes\":[{\"name\":\"orders\","
+    "\"paths\":[\"/api/orders\"],\"methods\":[\"GET\",\"POST\"],"
+    "\"hosts\":[\"api.example.com\",\"*.example.org\"],\"strip_path\":true,"
+    "\"preserve_host\":false}]}],\"upstreams\":[{\"name\":\"users-pool\",\"targets\":["
+    "{\"target\":\"127.0.0.1:9002\",\"weight\":100},{\"target\":\"127.0.0.1:9003\","
+    "\"weight\":50}]}]}";
+
+static struct config *load(const char *json, struct errlist *errs) {
+    errlist_init(errs);
+    return config_load_string(json, strlen(json), "/etc/weir", errs);
+}
+
+static void print_errors(const struct errlist *e) {
+    for (size_t i = 0; i < e->n; i++)
+        fprintf(stderr, "    error: %s\n", e->items[i]);
+}
+
+static bool has_error(const struct errlist *e, const char *msg) {
+    for (size_t i = 0; i < e->n; i++)
+        if (strcmp(e->items[i], msg) == 0) return true;
+    return false;
+}
+
+/* Loads a config that must be valid; fails the test with its errors if not. */
+static struct config *load_ok(const char *json) {
+    struct errlist errs;
+    struct config *c = load(json, &errs);
+    if (!c) print_errors(&errs);
+    assert_non_null(c);
+    assert_int_equal(errs.n, 0);
+    errlist_free(&errs);
+    return c;
+}
+
+/* The document must fail with `msg` among its errors. */
+static void expect_error(const char *json, const char *msg) {
+    struct errlist errs;
+    struct config *c = load(json, &errs);
+    assert_null(c);
+    if (!has_error(&errs, msg)) {
+        fprintf(stderr, "    expected: %s\n", msg);
+        print_errors(&errs);
+    }
+    assert_true(has_error(&errs, msg));
+    errlist_free(&errs);
+}
+
+/* ---- what loads ---- */
+
+static void test_issue_example_loads(void **state) {
+    struct config *c = load_ok(issue_example);
+    assert_int_equal(c->weir.workers, 2);
+    assert_string_equal(c->weir.access_log, "/etc/weir/logs/access.log");
+    assert_string_equal(c->weir.error_log, "-");
+    assert_int_equal(c->weir.n_trusted_ips, 1);
+    assert_int_equal(c->n_services, 1);
+    const struct service *s = &c->services[0];
+    assert_string_equal(s->name, "orders");
+    assert_int_equal(s->connect_timeout_ms, 2000);
+    assert_int_equal(s->read_timeout_ms, 10000);
+    assert_int_equal(s->write_timeout_ms, 10000);
+    assert_int_equal(s->retries, 2);
+    assert_int_equal(s->addrlen, sizeof(struct sockaddr_in));
+    assert_int_equal(c->n_routes, 1);
+    const struct route *r = &c->routes[0];
+    assert_ptr_equal(r->service, s);
+    assert_string_equal(r->name, "orders");
+    assert_int_equal(r->n_paths, 1);
+    assert_string_equal(r->paths[0], "/api/orders");
+    assert_int_equal(r->n_methods, 2);
+    assert_string_equal(r->methods[1], "POST");
+    assert_int_equal(r->n_hosts, 2);
+    assert_string_equal(r->hosts[1], "*.example.org");
+    assert_true(r->strip_path);
+    assert_false(r->preserve_host);
+    assert_int_equal(c->n_upstreams, 1);
+    const struct upstream *u = &c->upstreams[0];
+    assert_string_equal(u->name, "users-pool");
+    assert_int_equal(u->n_targets, 2);
+    assert_string_equal(u->targets[0].target, "127.0.0.1:9002");
+    assert_int_equal(u->targets[1].port, 9003);
+    assert_int_equal(u->targets[1].weight, 50);
+    assert_int_equal(u->targets[1].addrlen, sizeof(struct sockaddr_in));
+    assert_null(c->source_path);
+    assert_int_equal(strlen(c->hash), 64);
+    config_free(c);
+}
+
+static void test_embedded_default_loads(void **state) {
+    struct config *c = load_ok(config_default_json);
+    assert_int_equal(c->n_services, 1);
+    assert_string_equal(c->services[0].name, "demo");
+    assert_string_equal(c->services[0].host, "127.0.0.1");
+    assert_int_equal(c->services[0].port, 9080);
+    assert_string_equal(c->services[0].host_header, "127.0.0.1:9080");
+    assert_int_equal(c->n_routes, 1);
+    assert_string_equal(c->routes[0].paths[0], "/");
+    assert_false(c->routes[0].strip_path);
+    assert_string_equal(c->weir.proxy_listen[0].host, "127.0.0.1");
+    assert_int_equal(c->weir.admin_listen[0].port, 8001);
+    assert_string_equal(c->weir.access_log, "-");
+    config_free(c);
+}
+
+/* ---- defaults ---- */
+
+static void test_weir_defaults_are_filled(void **state) {
+    struct config *c = load_ok(DOC("services" : []));
+    const struct weir_settings *w = &c->weir;
+    assert_int_equal(w->n_proxy_listen, 1);
+    assert_string_equal(w->proxy_listen[0].host, "127.0.0.1");
+    assert_int_equal(w->proxy_listen[0].port, 8000);
+    assert_int_equal(w->n_admin_listen, 1);
+    assert_int_equal(w->admin_listen[0].port, 8001);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(w->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+    assert_int_equal(w->n_trusted_ips, 0);
+    assert_string_equal(w->access_log, "-");
+    assert_string_equal(w->error_log, "-");
+    assert_int_equal(w->log_level, LOG_LEVEL_INFO);
+    assert_int_equal(w->limits.max_header_bytes, 32768);
+    assert_int_equal(w->limits.max_headers, 100);
+    assert_int_equal(w->limits.max_body_bytes, 10485760);
+    assert_int_equal(w->limits.header_timeout_ms, 10000);
+    assert_int_equal(w->limits.keepalive_timeout_ms, 60000);
+    assert_int_equal(w->limits.max_connections, 10000);
+    assert_int_equal(w->limits.shutdown_timeout_ms, 10000);
+    assert_int_equal(w->limits.upstream_keepalive_pool, 64);
+    assert_int_equal(w->limits.upstream_keepalive_timeout_ms, 4000);
+    assert_int_equal(c->n_services, 0);
+    config_free(c);
+}
+
+static void test_service_and_route_defaults_are_filled(void **state) {
+    struct config *c =
+        load_ok(DOC("services"
+                    : [ {"host" : "127.0.0.1", "routes" : [ {"paths" : ["/a"]} ]} ]));
+    const struct service *s = &c->services[0];
+    assert_null(s->name);
+    assert_string_equal(s->protocol, "http");
+    assert_int_equal(s->port, 80);
+    assert_null(s->path);
+    assert_int_equal(s->connect_timeout_ms, 60000);
+    assert_int_equal(s->read_timeout_ms, 60000);
+    assert_int_equal(s->write_timeout_ms, 60000);
+    assert_int_equal(s->retries, 5);
+    assert_true(s->enabled);
+    assert_null(s->upstream);
+    assert_string_equal(s->host_header, "127.0.0.1");
+    const struct route *r = &c->routes[0];
+    assert_true(r->strip_path);
+    assert_false(r->preserve_host);
+    assert_int_equal(r->regex_priority, 0);
+    assert_int_equal(r->protocols, ROUTE_PROTO_HTTP | ROUTE_PROTO_HTTPS);
+    assert_int_equal(r->https_redirect_status_code, 426);
+    assert_true(uuid_valid(s->id));
+    assert_true(uuid_valid(r->id));
+    config_free(c);
+}
+
+static void test_null_means_unset(void **state) {
+    struct config *c = load_ok(
+        DOC("services"
+            : [ {"host" : "127.0.0.1", "port" : null, "tls_verify" : null, "plugins" : []} ]));
+    assert_int_equal(c->services[0].port, 80);
+    config_free(c);
+}
+
+static void test_access_log_off_is_null(void **state) {
+    struct config *c = load_ok(DOC("weir"
+                                   : {"access_log" : "off", "error_log" : "/var/log/e.log"}));
+    assert_null(c->weir.access_log);
+    assert_string_equal(c->weir.error_log, "/var/log/e.log");
+    config_free(c);
+}
+
+/* ---- errors name their field ---- */
+
+static void test_parse_error_has_line_and_column(void **state) {
+    struct errlist errs;
+    assert_null(load("{\n  \"_format_version\": \"3.0\",\n  oops\n}", &errs));
+    assert_int_equal(errs.n, 1);
+    assert_true(strncmp(errs.items[0], "line 3 column ", 14) == 0);
+    errlist_free(&errs);
+}
+
+static void test_duplicate_json_keys_are_rejected(void **state) {
+    struct errlist errs;
+    assert_null(load(DOC("services" : [], "services" : []), &errs));
+    assert_int_equal(errs.n, 1);
+    assert_non_null(strstr(errs.items[0], "duplicate object key"));
+    errlist_free(&errs);
+}
+
+static void test_missing_format_version_is_reported(void **state) {
+    expect_error("{\"services\": []}", "_format_version: required (use \"3.0\")");
+    expect_error("{\"_format_version\": \"2.1\"}", "_format_version: must be \"3.0\"");
+    expect_error("{\"_format_version\": 3}", "_format_version: expected a string");
+}
+
+static void test_unknown_field_is_reported_with_its_path(void **state) {
+    expect_error(DOC("servces" : []), "servces: unknown field");
+    expect_error(DOC("weir"
+                     : {"limits" : {"max_headerz" : 1}}),
+                 "weir.limits.max_headerz: unknown field");
+    expect_error(DOC("services"
+                     : [ {"host" : "127.0.0.1", "routes" : [ {"paths" : ["/"], "pathz" : 1} ]} ]),
+                 "services[0].routes[0].pathz: unknown field");
+}
+
+static void test_wrong_types_are_reported(void **state) {
+    expect_error(DOC("weir" : {"workers" : "2"}), "weir.workers: expected an integer");
+    expect_error(DOC("weir" : {"workers" : 2.5}), "weir.workers: expected an integer");
+    expect_error(DOC("weir" : []), "weir: expected an object");
+    expect_error(DOC("services" : {}), "services: expected an array");
+    expect_error(DOC("services" : [7]), "services[0]: expected an object");
+    expect_error(DOC("services" : [ {"host" : 1} ]), "services[0].host: expected a string");
+    expect_error(DOC("services"
+                     : [ {"host" : "h", "enabled" : "yes"} ]),
+                 "services[0].enabled: expected a boolean");
+    expect_error(DOC("services"
+                     : [ {"host" : "h", "tags" : "a"} ]),
+                 "services[0].tags: expected an array");
+    expect_error(DOC("services"
+                     : [ {"host" : "h", "routes" : [ {"paths" : [ "/", 3 ]} ]} ]),
+                 "services[0].routes[0].paths[1]: expected a string");
+}
+
+static void test_out_of_range_values_are_reported(void **state) {
+    expect_error(DOC("weir" : {"workers" : 0}), "weir.workers: must be between 1 and 256");
+    expect_error(DOC("weir"
+                     : {"limits" : {"max_header_bytes" : 100}}),
+                 "weir.limits.max_header_bytes: must be between 1024 and 1048576");
+    expect_error(DOC("services"
+                     : [ {"host" : "h", "port" : 70000} ]),
+                 "services[0].port: must be between 1 and 65535");
+    expect_error(DOC("weir"
+                     : {"log_level" : "loud"}),
+                 "weir.log_level: must be one of debug, info, notice, warn, error");
+}
+
+static void test_two_problems_are_reported_together(void **state) {
+    struct errlist errs;
+    assert_null(load(DOC("weir"
+                         : {"workers" : -1}, "services"
+                         : [ {"url" : "http://127.0.0.1", "bogus" : 1} ]),
+                     &errs));
+    assert_int_equal(errs.n, 2);
+    assert_true(has_error(&errs, "weir.workers: must be between 1 and 256"));
+    assert_true(has_error(&errs, "services[0].bogus: unknown field"));
+    errlist_free(&errs);
+}
+
+static void test_route_path_must_start_with_slash_or_tilde(void **state) {
+    expect_error(DOC("services"
+                     : [ {
+                         "host" : "127.0.0.1",
+                         "routes" : [ {"paths" : ["/"]}, {"paths" : [ "/a", "api" ]} ]
+                     } ]),
+                 "services[0].routes[1].paths[1]: must start with \"/\" or \"~\"");
+}
+
+static void test_route_needs_a_condition(void **state) {
+    expect_error(DOC("services"
+                     : [ {"host" : "127.0.0.1", "routes" : [ {"name" : "r", "paths" : []} ]} ]),
+                 "services[0].routes[0]: must have at least one of paths, hosts, methods, headers");
+}
+
+static void test_bad_urls_are_reported(void **state) {
+    expect_error(DOC("services"
+                     : [ {"url" : "127.0.0.1:9000"} ]),
+                 "services[0].url: must be a URL such as \"http://host:port/path\"");
+    expect_error(DOC("services"
+                     : [ {"url" : "http://127.0.0.1:0"} ]),
+                 "services[0].url: port must be between 1 and 65535");
+    expect_error(DOC("services"
+                     : [ {"url" : "http://u:p@127.0.0.1"} ]),
+                 "services[0].url: credentials in the URL are not supported");
+    expect_error(DOC("services"
+                     : [ {"url" : "http://127.0.0.1/a?b=1"} ]),
+                 "services[0].url: must not contain a query string or fragment");
+    expect_error(DOC("services"
+                     : [ {"url" : "ftp://127.0.0.1"} ]),
+                 "services[0].url: unknown protocol \"ftp\"");
+    expect_error(DOC("services"
+                     : [ {"url" : "http://127.0.0.1", "port" : 80} ]),
+                 "services[0].port: cannot be given together with url");
+    expect_error(DOC("services" : [ {"port" : 80} ]), "services[0].host: required (or give url)");
+}
+
+static void test_duplicate_names_are_reported(void **state) {
+    expect_error(
+        DOC("services"
+            : [ {"name" : "a", "host" : "127.0.0.1"}, {"name" : "a", "host" : "127.0.0.1"} ]),
+        "services[1].name: \"a\" is already used by services[0]");
+    expect_error(DOC("services"
+                     : [ {
+                           "name" : "s",
+                           "host" : "127.0.0.1",
+                           "routes" : [ {"name" : "r", "paths" : ["/a"]} ]
+                       } ],
+                       "routes"
+                     : [ {"name" : "r", "service" : "s", "paths" : ["/b"]} ]),
+                 "routes[0].name: \"r\" is already used by services[0].routes[0]");
+    expect_error(DOC("upstreams"
+                     : [ {"name" : "pool"}, {"name" : "POOL"} ]),
+                 "upstreams[1].name: \"pool\" is already used by upstreams[0]");
+    expect_error(
+        DOC("services"
+            : [ {"name" : "a b", "host" : "127.0.0.1"} ]),
+        "services[0].name: must contain only letters, digits, \"-\", \".\", \"_\" and \"~\"");
+}
+
+static void test_route_referencing_a_missing_service_is_reported(void **state) {
+    expect_error(DOC("services"
+                     : [ {"name" : "s", "host" : "127.0.0.1"} ], "routes"
+                     : [ {"service" : "t", "paths" : ["/"]} ]),
+                 "routes[0].service: no service with name or id \"t\"");
+    expect_error(DOC("services"
+                     : [ {"name" : "s", "host" : "127.0.0.1"} ], "routes"
+                     : [ {"service" : {"name" : "t"}, "paths" : ["/"]} ]),
+                 "routes[0].service: no service named \"t\"");
+    expect_error(DOC("routes"
+                     : [ {"paths" : ["/"]} ]),
+                 "routes[0].service: required for a top-level route");
+    expect_error(DOC("services"
+                     : [ {
+                         "name" : "s",
+                         "host" : "127.0.0.1",
+                         "routes" : [ {"service" : "x", "paths" : ["/"]} ]
+                     } ]),
+                 "services[0].routes[0].service: must be absent or name the enclosing service");
+}
+
+static void test_top_level_routes_find_their_service_by_name_or_id(void **state) {
+    struct config *c = load_ok(
+        DOC("services"
+            :
+            [
+                {"name" : "a", "host" : "127.0.0.1"},
+                {"id" : "0B9F2F5E-7C5C-4F7D-9D3A-2C1A0B7E6F11", "host" : "127.0.0.1"}
+            ],
+            "routes"
+            : [
+                {"service" : "a", "paths" : ["/1"]}, {"service" : {"name" : "a"}, "paths" : ["/2"]},
+                {"service" : "0b9f2f5e-7c5c-4f7d-9d3a-2c1a0b7e6f11", "paths" : ["/3"]},
+                {"service" : {"id" : "0b9f2f5e-7c5c-4f7d-9d3a-2c1a0b7e6f11"}, "paths" : ["/4"]}
+            ]));
+    assert_string_equal(c->services[1].id, "0b9f2f5e-7c5c-4f7d-9d3a-2c1a0b7e6f11");
+    assert_ptr_equal(c->routes[0].service, &c->services[0]);
+    assert_ptr_equal(c->routes[1].service, &c->services[0]);
+    assert_ptr_equal(c->routes[2].service, &c->services[1]);
+    assert_ptr_equal(c->routes[3].service, &c->services[1]);
+    config_free(c);
+}
+
+static void test_route_order_is_nested_then_top_level(void **state) {
+    struct config *c = load_ok(DOC(
+        "routes"
+        : [ {"name" : "top", "service" : "b", "paths" : ["/t"]} ], "services"
+        : [
+            {"name" : "a", "host" : "127.0.0.1", "routes" : [ {"name" : "a1", "paths" : ["/a"]} ]},
+            {
+                "name" : "b",
+                "host" : "127.0.0.1",
+                "routes" : [ {"name" : "b1", "paths" : ["/b"]}, {"name" : "b2", "paths" : ["/c"]} ]
+            }
+        ]));
+    assert_int_equal(c->n_routes, 4);
+    const char *names[] = {"a1", "b1", "b2", "top"};
+    for (size_t i = 0; i < 4; i++) {
+        assert_string_equal(c->routes[i].name, names[i]);
+        assert_int_equal(c->routes[i].order, i);
+    }
+    config_free(c);
+}
+
+/* ---- ids ---- */
+
+static void test_same_file_gives_same_ids(void **state) {
+    struct config *a = load_ok(issue_example), *b = load_ok(issue_example);
+    assert_string_equal(a->services[0].id, b->services[0].id);
+    assert_string_equal(a->routes[0].id, b->routes[0].id);
+    assert_string_equal(a->upstreams[0].id, b->upstreams[0].id);
+    assert_string_equal(a->upstreams[0].targets[1].id, b->upstreams[0].targets[1].id);
+    assert_string_equal(a->hash, b->hash);
+    char expected[37];
+    uuid_v5("service", "orders", expected);
+    assert_string_equal(a->services[0].id, expected);
+    config_free(a);
+    config_free(b);
+}
+
+static void test_different_names_give_different_ids(void **state) {
+    struct config *c = load_ok(DOC(
+        "services"
+        :
+        [ {"name" : "a", "host" : "127.0.0.1"}, {"name" : "b", "host" : "127.0.0.1"} ], "upstreams"
+        : [
+            {"name" : "p",
+             "targets" : [ {"target" : "127.0.0.1:1"}, {"target" : "127.0.0.1:2"} ]}
+        ]));
+    assert_string_not_equal(c->services[0].id, c->services[1].id);
+    assert_string_not_equal(c->upstreams[0].targets[0].id, c->upstreams[0].targets[1].id);
+    config_free(c);
+}
+
+static void test_unnamed_routes_get_ids_from_what_they_match(void **state) {
+    const char *doc = DOC("services"
+                          : [ {
+                              "name" : "s",
+                              "host" : "127.0.0.1",
+                              "routes" : [
+                                  {"paths" : ["/a"]}, {"paths" : ["/b"]},
+                                  {"paths" : ["/a"], "headers" : {"x-v" : ["2"]}}
+                              ]
+                          } ]);
+    struct config *a = load_ok(doc), *b = load_ok(doc);
+    assert_string_equal(a->routes[0].id, b->routes[0].id);
+    assert_string_not_equal(a->routes[0].id, a->routes[1].id);
+    assert_string_not_equal(a->routes[0].id, a->routes[2].id);
+    config_free(a);
+    config_free(b);
+    expect_error(
+        DOC("services"
+            : [ {
+                "name" : "s",
+                "host" : "127.0.0.1",
+                "routes" : [ {"paths" : ["/a"]}, {"paths" : ["/a"]} ]
+            } ]),
+        "services[0].routes[1]: has the same service, paths, hosts, methods and headers as "
+        "services[0].routes[0]; give one of them a name or an id");
+}
+
+static void test_given_ids_must_be_uuids_and_unique(void **state) {
+    expect_error(DOC("services"
+                     : [ {"id" : "42", "host" : "127.0.0.1"} ]),
+                 "services[0].id: must be a UUID");
+    expect_error(
+        DOC("services"
+            :
+            [
+                {"id" : "0b9f2f5e-7c5c-4f7d-9d3a-2c1a0b7e6f11", "host" : "127.0.0.1"},
+                {"id" : "0b9f2f5e-7c5c-4f7d-9d3a-2c1a0b7e6f11", "host" : "127.0.0.2"}
+            ]),
+        "services[1].id: \"0b9f2f5e-7c5c-4f7d-9d3a-2c1a0b7e6f11\" is already used by services[0]");
+}
+
+/* ---- services, upstreams, targets ---- */
+
+static void test_url_is_split_into_protocol_host_port_path(void **state) {
+    struct config *c = load_ok(DOC("services"
+                                   : [
+                                       {"url" : "HTTP://LOCALHOST:9001/v1/x"},
+                                       {"url" : "http://[::1]/"}, {"url" : "http://127.0.0.1"}
+                                   ]));
+    const struct service *s = &c->services[0];
+    assert_string_equal(s->protocol, "http");
+    assert_string_equal(s->host, "localhost");
+    assert_int_equal(s->port, 9001);
+    assert_string_equal(s->path, "/v1/x");
+    assert_string_equal(s->host_header, "localhost:9001");
+    assert_string_equal(c->services[1].host, "::1");
+    assert_int_equal(c->services[1].port, 80);
+    assert_string_equal(c->services[1].path, "/");
+    assert_string_equal(c->services[1].host_header, "[::1]");
+    assert_int_equal(c->services[1].addr.ss_family, AF_INET6);
+    assert_null(c->services[2].path);
+    config_free(c);
+}
+
+static void test_service_host_naming_an_upstream_points_at_it(void **state) {
+    struct config *c =
+        load_ok(DOC("services"
+                    : [ {"name" : "users", "url" : "http://users-pool:8080/u"} ], "upstreams"
+                    : [ {"name" : "users-pool", "targets" : [ {"target" : "127.0.0.1"} ]} ]));
+    const struct service *s = &c->services[0];
+    assert_ptr_equal(s->upstream, &c->upstreams[0]);
+    assert_int_equal(s->addrlen, 0);
+    assert_string_equal(s->host_header, "users-pool:8080");
+    assert_int_equal(c->upstreams[0].targets[0].port, 8000);
+    assert_int_equal(c->upstreams[0].targets[0].weight, 100);
+    config_free(c);
+}
+
+static void test_unresolvable_hosts_are_reported(void **state) {
+    struct errlist errs;
+    assert_null(load(DOC("services" : [ {"host" : "no-such-host.invalid"} ]), &errs));
+    assert_int_equal(errs.n, 1);
+    assert_true(strncmp(errs.items[0], "services[0].host: cannot resolve \"no-such-host.invalid\"",
+                        55) == 0);
+    errlist_free(&errs);
+}
+
+static void test_duplicate_targets_are_reported(void **state) {
+    expect_error(
+        DOC("upstreams"
+            : [ {
+                "name" : "p",
+                "targets" : [ {"target" : "127.0.0.1"}, {"target" : "127.0.0.1:8000"} ]
+            } ]),
+        "upstreams[0].targets[1].target: the same host and port as upstreams[0].targets[0]");
+}
+
+/* ---- not supported yet ---- */
+
+static void test_unsupported_features_are_refused(void **state) {
+    expect_error(DOC("services"
+                     : [ {"host" : "h", "plugins" : [ {"name" : "cors"} ]} ]),
+                 "services[0].plugins: plugins are not supported yet (see the plugin issue)");
+    expect_error(DOC("plugins"
+                     : [ {"name" : "cors"} ]),
+                 "plugins: plugins are not supported yet (see the plugin issue)");
+    expect_error(DOC("services"
+                     : [ {"url" : "https://127.0.0.1"} ]),
+                 "services[0].url: protocol \"https\" is not supported yet (only http)");
+    expect_error(DOC("services"
+                     : [ {"host" : "127.0.0.1", "tls_verify" : true} ]),
+                 "services[0].tls_verify: not supported yet");
+    expect_error(DOC("weir"
+                     : {"proxy_listen" : ["0.0.0.0:8443 ssl"]}),
+                 "weir.proxy_listen[0]: TLS listeners are not supported yet");
+    expect_error(DOC("services"
+                     : [ {"host" : "127.0.0.1", "routes" : [ {"hosts" : ["a.com:8000"]} ]} ]),
+                 "services[0].routes[0].hosts[0]: ports in hosts are not supported yet");
+    expect_error(DOC("services"
+                     :
+                     [ {"host" : "127.0.0.1", "routes" : [ {"paths" : ["/"], "snis" : ["a"]} ]} ]),
+                 "services[0].routes[0].snis: not supported yet");
+    expect_error(
+        DOC("upstreams"
+            : [ {"name" : "p", "algorithm" : "least-connections"} ]),
+        "upstreams[0].algorithm: \"least-connections\" is not supported yet (only round-robin)");
+    expect_error(DOC("upstreams"
+                     : [ {"name" : "p", "healthchecks" : {}} ]),
+                 "upstreams[0].healthchecks: not supported yet");
+}
+
+/* ---- routes ---- */
+
+static void test_route_values_are_normalised(void **state) {
+    struct config *c = load_ok(DOC("services"
+                                   : [ {
+                                       "host" : "127.0.0.1",
+                                       "routes" : [ {
+                                           "hosts" : [ "API.Example.COM", "*.Example.org" ],
+                                           "methods" : ["get"],
+                                           "headers" : {"X-Version" : [ "v1", "V2" ]},
+                                           "protocols" : ["http"],
+                                           "regex_priority" : -3,
+                                           "https_redirect_status_code" : 308,
+                                           "paths" : ["~/items/\\d+$"]
+                                       } ]
+                                   } ]));
+    const struct route *r = &c->routes[0];
+    assert_string_equal(r->hosts[0], "api.example.com");
+    assert_string_equal(r->hosts[1], "*.example.org");
+    assert_string_equal(r->methods[0], "GET");
+    assert_int_equal(r->n_headers, 1);
+    assert_string_equal(r->headers[0].name, "x-version");
+    assert_int_equal(r->headers[0].n_values, 2);
+    assert_int_equal(r->protocols, ROUTE_PROTO_HTTP);
+    assert_int_equal(r->regex_priority, -3);
+    assert_int_equal(r->https_redirect_status_code, 308);
+    assert_string_equal(r->paths[0], "~/items/\\d+$");
+    config_free(c);
+}
+
+static void test_route_header_host_is_refused(void **state) {
+    expect_error(
+        DOC("services"
+            : [ {"host" : "127.0.0.1", "routes" : [ {"headers" : {"Host" : ["a"]}} ]} ]),
+        "services[0].routes[0].headers.Host: use hosts to match the Host header (as in Kong)");
+}
+
+/* ---- listeners and trusted_ips ---- */
+
+static void test_listeners_accept_ipv6_and_refuse_overlaps(void **state) {
+    struct config *c =
+        load_ok(DOC("weir"
+                    : {"proxy_listen" : [ "[::1]:8000", "0.0.0.0:8080" ], "admin_listen" : []}));
+    assert_string_equal(c->weir.proxy_listen[0].host, "::1");
+    assert_int_equal(c->weir.proxy_listen[0].port, 8000);
+    assert_int_equal(c->weir.n_admin_listen, 0);
+    config_free(c);
+    expect_error(DOC("weir"
+                     : {"proxy_listen" : ["0.0.0.0:8000"], "admin_listen" : ["127.0.0.1:8000"]}),
+                 "weir.admin_listen[0]: overlaps weir.proxy_listen[0] (port 8000)");
+    expect_error(
+        DOC("weir"
+            : {"proxy_listen" : ["localhost:8000"]}),
+        "weir.proxy_listen[0]: the address must be a numeric IP address, such as 0.0.0.0 or [::]");
+}
+
+static struct sockaddr_in v4(const char *ip) {
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    assert_int_equal(inet_pton(AF_INET, ip, &sin.sin_addr), 1);
+    return sin;
+}
+
+static struct sockaddr_in6 v6(const char *ip) {
+    struct sockaddr_in6 sin6;
+    memset(&sin6, 0, sizeof sin6);
+    sin6.sin6_family = AF_INET6;
+    assert_int_equal(inet_pton(AF_INET6, ip, &sin6.sin6_addr), 1);
+    return sin6;
+}
+
+static bool trusted(const struct config *c, const char *ip) {
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 a = v6(ip);
+        return config_ip_trusted(&c->weir, (struct sockaddr *)&a);
+    }
+    struct sockaddr_in a = v4(ip);
+    return config_ip_trusted(&c->weir, (struct sockaddr *)&a);
+}
+
+static void test_trusted_ips_match_ipv4_ranges(void **state) {
+    struct config *c =
+        load_ok(DOC("weir"
+                    : {"trusted_ips" : [ "10.1.2.3/8", "192.168.1.7", "172.16.0.0/12" ]}));
+    assert_true(trusted(c, "10.200.0.1"));
+    assert_false(trusted(c, "11.0.0.1"));
+    assert_true(trusted(c, "192.168.1.7"));
+    assert_false(trusted(c, "192.168.1.8"));
+    assert_true(trusted(c, "172.31.255.255"));
+    assert_false(trusted(c, "172.32.0.0"));
+    assert_true(trusted(c, "::ffff:10.0.0.1")); /* IPv4 peer on a dual-stack socket */
+    assert_false(trusted(c, "::1"));
+    config_free(c);
+}
+
+static void test_trusted_ips_match_ipv6_ranges(void **state) {
+    struct config *c = load_ok(DOC("weir" : {"trusted_ips" : [ "2001:db8::/33", "::1" ]}));
+    assert_true(trusted(c, "2001:db8:7fff::1"));
+    assert_false(trusted(c, "2001:db8:8000::1"));
+    assert_true(trusted(c, "::1"));
+    assert_false(trusted(c, "::2"));
+    assert_false(trusted(c, "127.0.0.1"));
+    config_free(c);
+    expect_error(DOC("weir"
+                     : {"trusted_ips" : ["10.0.0.0/33"]}),
+                 "weir.trusted_ips[0]: the prefix length is out of range");
+}
+
+static void test_no_trusted_ips_trusts_nobody(void **state) {
+    struct config *c = load_ok(DOC("weir" : {}));
+    assert_false(trusted(c, "127.0.0.1"));
+    config_free(c);
+}
+
+/* ---- files ---- */
+
+static void test_relative_log_paths_resolve_against_the_config_dir(void **state) {
+    char dir[] = "/tmp/weir-test-config-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/weir.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(DOC("weir" : {"access_log" : "logs/access.log", "error_log" : "/abs/error.log"}), f);
+    fclose(f);
+
+    struct errlist errs;
+    errlist_init(&errs);
+    struct config *c = config_load_file(path, &errs);
+    if (!c) print_errors(&errs);
+    assert_non_null(c);
+    char expected[300];
+    snprintf(expected, sizeof expected, "%s/logs/access.log", dir);
+    char *real_expected = realpath(dir, NULL);
+    assert_non_null(real_expected);
+    snprintf(expected, sizeof expected, "%s/logs/access.log", real_expected);
+    assert_string_equal(c->weir.access_log, expected);
+    assert_string_equal(c->weir.error_log, "/abs/error.log");
+    snprintf(expected, sizeof expected, "%s/weir.json", real_expected);
+    assert_string_equal(c->source_path, expected);
+    config_free(c);
+    free(real_expected);
+    errlist_free(&errs);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_missing_file_is_reported(void **state) {
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_null(config_load_file("/nonexistent/weir.json", &errs));
+    assert_true(has_error(&errs, "/nonexistent/weir.json: No such file or directory"));
+    errlist_free(&errs);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_issue_example_loads),
+        cmocka_unit_test(test_embedded_default_loads),
+        cmocka_unit_test(test_weir_defaults_are_filled),
+        cmocka_unit_test(test_service_and_route_defaults_are_filled),
+        cmocka_unit_test(test_null_means_unset),
+        cmocka_unit_test(test_access_log_off_is_null),
+        cmocka_unit_test(test_parse_error_has_line_and_column),
+        cmocka_unit_test(test_duplicate_json_keys_are_rejected),
+        cmocka_unit_test(test_missing_format_version_is_reported),
+        cmocka_unit_test(test_unknown_field_is_reported_with_its_path),
+        cmocka_unit_test(test_wrong_types_are_reported),
+        cmocka_unit_test(test_out_of_range_values_are_reported),
+        cmocka_unit_test(test_two_problems_are_reported_together),
+        cmocka_unit_test(test_route_path_must_start_with_slash_or_tilde),
+        cmocka_unit_test(test_route_needs_a_condition),
+        cmocka_unit_test(test_bad_urls_are_reported),
+        cmocka_unit_test(test_duplicate_names_are_reported),
+        cmocka_unit_test(test_route_referencing_a_missing_service_is_reported),
+        cmocka_unit_test(test_top_level_routes_find_their_service_by_name_or_id),
+        cmocka_unit_test(test_route_order_is_nested_then_top_level),
+        cmocka_unit_test(test_same_file_gives_same_ids),
+        cmocka_unit_test(test_different_names_give_different_ids),
+        cmocka_unit_test(test_unnamed_routes_get_ids_from_what_they_match),
+        cmocka_unit_test(test_given_ids_must_be_uuids_and_unique),
+        cmocka_unit_test(test_url_is_split_into_protocol_host_port_path),
+        cmocka_unit_test(test_service_host_naming_an_upstream_points_at_it),
+        cmocka_unit_test(test_unresolvable_hosts_are_reported),
+        cmocka_unit_test(test_duplicate_targets_are_reported),
+        cmocka_unit_test(test_unsupported_features_are_refused),
+        cmocka_unit_test(test_route_values_are_normalised),
+        cmocka_unit_test(test_route_header_host_is_refused),
+        cmocka_unit_test(test_listeners_accept_ipv6_and_refuse_overlaps),
+        cmocka_unit_test(test_trusted_ips_match_ipv4_ranges),
+        cmocka_unit_test(test_trusted_ips_match_ipv6_ranges),
+        cmocka_unit_test(test_no_trusted_ips_trusts_nobody),
+        cmocka_unit_test(test_relative_log_paths_resolve_against_the_config_dir),
+        cmocka_unit_test(test_missing_file_is_reported),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
