@@ -23,9 +23,9 @@
  * close). */
 #define LINGER_MS 2000
 
-static void client_read_cb(struct bufferevent *bev, void *arg);
-static void client_write_cb(struct bufferevent *bev, void *arg);
-static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void client_read_cb(struct conn *conn, void *arg);
+static void client_write_cb(struct conn *conn, void *arg);
+static void client_event_cb(struct conn *conn, short what, void *arg);
 static void process_head(struct client_conn *c);
 static void feed_body(struct client_conn *c);
 
@@ -63,7 +63,7 @@ static void schedule(struct client_conn *c) {
 
 void client_conn_close(struct client_conn *c) {
     c->want_close = true;
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    conn_read_disable(c->conn);
     schedule(c);
 }
 
@@ -72,10 +72,10 @@ static void release_request(struct client_conn *c) {
     c->req.snap = NULL;
 }
 
-static void conn_free(struct client_conn *c) {
+static void client_conn_destroy(struct client_conn *c) {
     proxy_abort(c);
     release_request(c);
-    bufferevent_free(c->bev);
+    conn_free(c->conn);
     event_free(c->timer);
     event_free(c->deferred);
     free(c->head.data);
@@ -93,13 +93,13 @@ static void conn_free(struct client_conn *c) {
  * client still sends until it closes or LINGER_MS pass. */
 static void start_lingering(struct client_conn *c) {
     c->state = CLIENT_LINGERING;
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
+    conn_shutdown_write(c->conn);
+    evbuffer_drain(conn_input(c->conn), evbuffer_get_length(conn_input(c->conn)));
     if (c->eof) {
         client_conn_close(c);
         return;
     }
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read_enable(c->conn);
     timer_set(c, LINGER_MS);
 }
 
@@ -108,7 +108,7 @@ static void deferred_cb(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     struct client_conn *c = arg;
     if (c->want_close) {
-        conn_free(c);
+        client_conn_destroy(c);
         return;
     }
     if (c->want_next) {
@@ -126,7 +126,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
         return;
     }
     if (c->state != CLIENT_READING_HEAD) return;
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 && c->head_scanned == 0 &&
+    if (evbuffer_get_length(conn_input(c->conn)) == 0 && c->head_scanned == 0 &&
         !c->req.start.tv_sec) {
         /* An idle keep-alive connection: close quietly. */
         client_conn_close(c);
@@ -150,13 +150,7 @@ void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int 
                   sizeof c->peer_ip);
     }
     c->peer_trusted = config_ip_trusted(&w->snapshot->config->weir, peer);
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
-        close(fd);
-        free(c);
-        atomic_fetch_sub(&weir_connections, 1);
-        return;
-    }
+    c->conn = conn_new(w->base, fd);
     c->timer = evtimer_new(w->base, timer_cb, c);
     c->deferred = event_new(w->base, -1, 0, deferred_cb, c);
     c->state = CLIENT_READING_HEAD;
@@ -165,16 +159,15 @@ void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int 
     const struct weir_limits *lim = limits_of(c);
     /* Bound what a client can queue (pipelined requests, body bytes the
      * upstream is not taking yet): reading stops above this. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, lim->max_header_bytes + PROXY_HIGH_WATERMARK);
-    bufferevent_setwatermark(c->bev, EV_WRITE, PROXY_LOW_WATERMARK, 0);
-    bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
-    bufferevent_enable(c->bev, EV_READ);
+    conn_set_watermarks(c->conn, lim->max_header_bytes + PROXY_HIGH_WATERMARK, PROXY_LOW_WATERMARK);
+    conn_setcb(c->conn, client_read_cb, client_write_cb, client_event_cb, c);
+    conn_read_enable(c->conn);
     timer_set(c, lim->header_timeout_ms);
 }
 
 void client_conn_shutdown(struct client_conn *c) {
     if (c->state == CLIENT_READING_HEAD && c->head_scanned == 0 &&
-        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        evbuffer_get_length(conn_input(c->conn)) == 0) {
         client_conn_close(c);
         return;
     }
@@ -295,7 +288,7 @@ void client_send_error(struct client_conn *c, int status, const char *message, b
                      "Content-Length: %zu\r\nX-Request-ID: %s\r\nServer: weir\r\n%s\r\n",
                      status, http_reason_phrase(status), body_len, c->req.request_id,
                      close ? "Connection: close\r\n" : "");
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_output(c->conn);
     evbuffer_add(out, head, (size_t)n);
     if (!c->req.is_head) evbuffer_add(out, body, body_len);
     c->req.status = status;
@@ -671,7 +664,7 @@ static bool tabs_to_spaces_before_crlf(char *head, size_t len) {
 }
 
 static void process_head(struct client_conn *c) {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = conn_input(c->conn);
     size_t avail = evbuffer_get_length(in);
     if (avail == 0) return;
     const struct weir_limits *lim = limits_of(c);
@@ -742,12 +735,12 @@ static void process_head(struct client_conn *c) {
  * on an error, or when the upstream output is full (back-pressure). */
 static void feed_body(struct client_conn *c) {
     struct request *r = &c->req;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = conn_input(c->conn);
     while (!r->body_done && c->state == CLIENT_PROXYING && c->up.state != UP_IDLE &&
            c->up.state != UP_CONNECTING && evbuffer_get_length(in) > 0) {
         if (proxy_upstream_output_full(c)) {
             c->client_read_paused = true;
-            bufferevent_disable(c->bev, EV_READ);
+            conn_read_disable(c->conn);
             return;
         }
         struct evbuffer_iovec vec;
@@ -793,8 +786,8 @@ void client_start_body(struct client_conn *c) {
     struct request *r = &c->req;
     if (r->body_done) return;
     if (r->expect_continue && r->http_minor == 1 &&
-        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        evbuffer_get_length(conn_input(c->conn)) == 0) {
+        evbuffer_add(conn_output(c->conn), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
     feed_body(c);
 }
@@ -802,7 +795,7 @@ void client_start_body(struct client_conn *c) {
 void client_resume_read(struct client_conn *c) {
     if (!c->client_read_paused) return;
     c->client_read_paused = false;
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read_enable(c->conn);
     feed_body(c);
 }
 
@@ -821,8 +814,8 @@ void client_response_done(struct client_conn *c) {
     proxy_abort(c);
     if (c->close_after) {
         c->state = CLIENT_DRAINING;
-        bufferevent_disable(c->bev, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) start_lingering(c);
+        conn_read_disable(c->conn);
+        if (evbuffer_get_length(conn_output(c->conn)) == 0) start_lingering(c);
         else timer_set(c, limits_of(c)->keepalive_timeout_ms ? limits_of(c)->keepalive_timeout_ms : LINGER_MS);
         return;
     }
@@ -837,11 +830,11 @@ void client_response_done(struct client_conn *c) {
     if (c->client_read_paused) {
         c->client_read_paused = false;
     }
-    bufferevent_enable(c->bev, EV_READ);
+    conn_read_enable(c->conn);
     int ka = limits_of(c)->keepalive_timeout_ms;
     if (ka > 0) timer_set(c, ka);
     else c->close_after = true;
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+    if (evbuffer_get_length(conn_input(c->conn)) > 0) {
         c->want_next = true;
         schedule(c);
     }
@@ -853,10 +846,10 @@ void client_start_tunnel(struct client_conn *c) {
     proxy_tunnel_from_client(c);
 }
 
-/* ---- bufferevent callbacks ------------------------------------------------ */
+/* ---- connection callbacks -------------------------------------------------- */
 
-static void client_read_cb(struct bufferevent *bev, void *arg) {
-    (void)bev;
+static void client_read_cb(struct conn *conn, void *arg) {
+    (void)conn;
     struct client_conn *c = arg;
     switch (c->state) {
     case CLIENT_READING_HEAD:
@@ -869,7 +862,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg) {
         proxy_tunnel_from_client(c);
         break;
     case CLIENT_LINGERING: {
-        struct evbuffer *in = bufferevent_get_input(c->bev);
+        struct evbuffer *in = conn_input(c->conn);
         evbuffer_drain(in, evbuffer_get_length(in));
         break;
     }
@@ -878,21 +871,21 @@ static void client_read_cb(struct bufferevent *bev, void *arg) {
     }
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg) {
+static void client_write_cb(struct conn *conn, void *arg) {
     struct client_conn *c = arg;
     proxy_client_drained(c);
-    if (c->state == CLIENT_DRAINING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (c->state == CLIENT_DRAINING && evbuffer_get_length(conn_output(conn)) == 0)
         start_lingering(c);
 }
 
-static void client_event_cb(struct bufferevent *bev, short what, void *arg) {
-    (void)bev;
+static void client_event_cb(struct conn *conn, short what, void *arg) {
+    (void)conn;
     struct client_conn *c = arg;
-    if (what & BEV_EVENT_ERROR) {
+    if (what & CONN_ERROR) {
         client_conn_close(c);
         return;
     }
-    if (what & BEV_EVENT_EOF) {
+    if (what & CONN_EOF) {
         c->eof = true;
         switch (c->state) {
         case CLIENT_READING_HEAD:

@@ -1,6 +1,6 @@
 /* client_conn: one client connection and the request in progress on it.
  *
- * Owns the client bufferevent, the per-connection buffers (head copies,
+ * Owns the client connection, the per-connection buffers (head copies,
  * header arrays, the upstream head under construction) and the state of the
  * current request/response exchange, including its upstream side (see
  * upstream/proxy.h, which drives that half). Requests on one connection are
@@ -13,7 +13,7 @@
 #ifndef WEIR_CLIENT_CONN_H
 #define WEIR_CLIENT_CONN_H
 
-#include <event2/bufferevent.h>
+#include "core/conn.h"
 #include <event2/event.h>
 #include <http_parser.h>
 #include <netinet/in.h>
@@ -98,7 +98,7 @@ struct request {
 
 struct upstream_side {
     enum upstream_state state;
-    struct bufferevent *bev;
+    struct conn *conn;
     bool reused;                    /* came from the keep-alive pool */
     const struct sockaddr *addr;
     socklen_t addrlen;
@@ -130,7 +130,7 @@ struct upstream_side {
 struct client_conn {
     struct worker *worker;
     struct client_conn *prev, *next;  /* worker's connection list */
-    struct bufferevent *bev;
+    struct conn *conn;
     struct event *timer;            /* head / keep-alive timeouts */
     struct event *deferred;         /* runs close / next request outside callbacks */
     enum client_state state;

@@ -9,7 +9,7 @@
 struct pool_conn {
     struct pool_conn *prev, *next; /* within its key's list, newest first */
     struct pool_key *key;
-    struct bufferevent *bev;
+    struct conn *conn;
 };
 
 struct pool_key {
@@ -62,19 +62,19 @@ static void unlink_conn(struct pool_conn *c) {
 
 static void close_conn(struct pool_conn *c) {
     unlink_conn(c);
-    bufferevent_free(c->bev);
+    conn_free(c->conn);
     free(c);
 }
 
 /* Anything happening on an idle connection ends it: the server closed it, sent
  * bytes nobody asked for, or the idle timeout fired. */
-static void idle_read_cb(struct bufferevent *bev, void *arg) {
-    (void)bev;
+static void idle_read_cb(struct conn *conn, void *arg) {
+    (void)conn;
     close_conn(arg);
 }
 
-static void idle_event_cb(struct bufferevent *bev, short what, void *arg) {
-    (void)bev;
+static void idle_event_cb(struct conn *conn, short what, void *arg) {
+    (void)conn;
     (void)what;
     close_conn(arg);
 }
@@ -88,23 +88,24 @@ struct pool *pool_new(struct event_base *base, int max_idle, int idle_timeout_ms
     return p;
 }
 
-struct bufferevent *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len) {
+struct conn *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len) {
     struct pool_key *k = key_find(p, addr, len, 0);
     if (!k || !k->head) return NULL;
     struct pool_conn *c = k->head;
-    struct bufferevent *bev = c->bev;
+    struct conn *conn = c->conn;
     unlink_conn(c);
     free(c);
-    bufferevent_disable(bev, EV_READ);
-    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-    bufferevent_set_timeouts(bev, NULL, NULL);
-    return bev;
+    /* Reading stays enabled (no epoll change); the caller installs its
+     * callbacks before control returns to the loop. */
+    conn_setcb(conn, NULL, NULL, NULL, NULL);
+    conn_set_timeouts(conn, NULL, NULL);
+    return conn;
 }
 
 void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
-                  struct bufferevent *bev) {
-    if (p->max_idle <= 0 || evbuffer_get_length(bufferevent_get_input(bev)) != 0) {
-        bufferevent_free(bev);
+                  struct conn *conn) {
+    if (p->max_idle <= 0 || evbuffer_get_length(conn_input(conn)) != 0) {
+        conn_free(conn);
         return;
     }
     struct pool_key *k = key_find(p, addr, len, 1);
@@ -112,16 +113,16 @@ void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
     struct pool_conn *c = calloc(1, sizeof *c);
     if (!c) abort();
     c->key = k;
-    c->bev = bev;
+    c->conn = conn;
     c->next = k->head;
     if (k->head) k->head->prev = c;
     k->head = c;
     if (!k->tail) k->tail = c;
     k->count++;
     struct timeval tv = {p->idle_timeout_ms / 1000, (p->idle_timeout_ms % 1000) * 1000};
-    bufferevent_setcb(bev, idle_read_cb, NULL, idle_event_cb, c);
-    bufferevent_set_timeouts(bev, &tv, NULL);
-    bufferevent_enable(bev, EV_READ);
+    conn_setcb(conn, idle_read_cb, NULL, idle_event_cb, c);
+    conn_set_timeouts(conn, &tv, NULL);
+    conn_read_enable(conn);
 }
 
 void pool_close_all(struct pool *p) {

@@ -9,20 +9,21 @@
 #ifndef WEIR_POOL_H
 #define WEIR_POOL_H
 
-#include <event2/bufferevent.h>
+#include "core/conn.h"
 #include <event2/event.h>
 #include <sys/socket.h>
 
 struct pool;
 
 struct pool *pool_new(struct event_base *base, int max_idle, int idle_timeout_ms);
-/* Returns an idle connection to addr (callbacks cleared, reading disabled),
- * or NULL. The caller owns it. */
-struct bufferevent *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len);
+/* Returns an idle connection to addr (callbacks cleared, reading still
+ * enabled: install callbacks before returning to the loop), or NULL. The
+ * caller owns it. */
+struct conn *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len);
 /* Takes ownership of a connection with no request in flight and nothing
  * buffered; it is closed instead when the pool is full or disabled. */
 void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
-                  struct bufferevent *bev);
+                  struct conn *conn);
 /* Closes every idle connection (used at shutdown). */
 void pool_close_all(struct pool *p);
 void pool_free(struct pool *p);

@@ -14,9 +14,9 @@
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
 
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_read_cb(struct conn *conn, void *arg);
+static void up_write_cb(struct conn *conn, void *arg);
+static void up_event_cb(struct conn *conn, short what, void *arg);
 static void connect_attempt(struct client_conn *c, bool allow_pool);
 static void finish_response(struct client_conn *c);
 static const http_parser_settings response_settings;
@@ -168,9 +168,9 @@ static void build_upstream_head(struct client_conn *c) {
 /* ---- connection management ------------------------------------------------ */
 
 static void free_upstream_bev(struct client_conn *c) {
-    if (c->up.bev) {
-        bufferevent_free(c->up.bev);
-        c->up.bev = NULL;
+    if (c->up.conn) {
+        conn_free(c->up.conn);
+        c->up.conn = NULL;
     }
 }
 
@@ -204,8 +204,8 @@ static void on_connected(struct client_conn *c) {
     c->up.state = UP_WAITING_HEAD;
     struct timeval rt = {svc->read_timeout_ms / 1000, (svc->read_timeout_ms % 1000) * 1000};
     struct timeval wt = {svc->write_timeout_ms / 1000, (svc->write_timeout_ms % 1000) * 1000};
-    bufferevent_set_timeouts(c->up.bev, &rt, &wt);
-    bufferevent_enable(c->up.bev, EV_READ | EV_WRITE);
+    conn_set_timeouts(c->up.conn, &rt, &wt);
+    conn_read_enable(c->up.conn);
     if (!c->req.body_done) client_start_body(c);
 }
 
@@ -254,30 +254,26 @@ static void connect_attempt(struct client_conn *c, bool allow_pool) {
     up->n_headers = 0;
     clock_gettime(CLOCK_MONOTONIC, &up->start);
 
-    up->bev = allow_pool ? pool_acquire(c->worker->pool, up->addr, up->addrlen) : NULL;
-    up->reused = up->bev != NULL;
-    if (!up->bev) {
-        up->bev = bufferevent_socket_new(c->worker->base, -1, BEV_OPT_CLOSE_ON_FREE);
-        if (!up->bev) abort();
-    }
-    bufferevent_setcb(up->bev, up_read_cb, up_write_cb, up_event_cb, c);
-    bufferevent_setwatermark(up->bev, EV_WRITE, PROXY_LOW_WATERMARK, 0);
-    bufferevent_setwatermark(up->bev, EV_READ, 0, PROXY_HIGH_WATERMARK);
-    evbuffer_add(bufferevent_get_output(up->bev), c->uphead.data, c->uphead.len);
+    up->conn = allow_pool ? pool_acquire(c->worker->pool, up->addr, up->addrlen) : NULL;
+    up->reused = up->conn != NULL;
     if (up->reused) {
+        conn_setcb(up->conn, up_read_cb, up_write_cb, up_event_cb, c);
+        conn_set_watermarks(up->conn, PROXY_HIGH_WATERMARK, PROXY_LOW_WATERMARK);
+        evbuffer_add(conn_output(up->conn), c->uphead.data, c->uphead.len);
         on_connected(c);
         return;
     }
     up->state = UP_CONNECTING;
-    /* libevent applies the write timeout to the connect attempt. */
     struct timeval ct = {svc->connect_timeout_ms / 1000, (svc->connect_timeout_ms % 1000) * 1000};
-    bufferevent_set_timeouts(up->bev, NULL, &ct);
-    if (bufferevent_socket_connect(up->bev, up->addr, (int)up->addrlen) != 0) {
-        /* Immediate failure (e.g. no route): treated like a refusal. The
-         * bufferevent may already be freed by an error callback: it was not,
-         * because we handle it here. */
-        up_event_cb(up->bev, BEV_EVENT_ERROR, c);
+    up->conn = conn_connect(c->worker->base, up->addr, up->addrlen, &ct);
+    if (!up->conn) {
+        log_err("cannot create a socket for upstream %s", up->addr_text);
+        fail(c, 502, MSG_CONNECT);
+        return;
     }
+    conn_setcb(up->conn, up_read_cb, up_write_cb, up_event_cb, c);
+    conn_set_watermarks(up->conn, PROXY_HIGH_WATERMARK, PROXY_LOW_WATERMARK);
+    evbuffer_add(conn_output(up->conn), c->uphead.data, c->uphead.len);
 }
 
 /* Whether a failed attempt may be repeated: nothing reached the upstream
@@ -292,16 +288,16 @@ static bool may_retry(struct client_conn *c, bool connect_failed) {
            c->req.body_done;
 }
 
-static void up_event_cb(struct bufferevent *bev, short what, void *arg) {
-    (void)bev;
+static void up_event_cb(struct conn *conn, short what, void *arg) {
+    (void)conn;
     struct client_conn *c = arg;
     struct upstream_side *up = &c->up;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what & CONN_CONNECTED) {
         on_connected(c);
         return;
     }
     if (up->state == UP_CONNECTING) {
-        bool timeout = what & BEV_EVENT_TIMEOUT;
+        bool timeout = what & CONN_TIMEOUT;
         log_warn("upstream %s: %s", up->addr_text, timeout ? "connect timed out" : "connect failed");
         free_upstream_bev(c);
         if (up->target >= 0 && up->n_tried < sizeof up->tried / sizeof up->tried[0])
@@ -315,7 +311,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg) {
         return;
     }
     if (up->state == UP_WAITING_HEAD) {
-        if (what & BEV_EVENT_TIMEOUT) {
+        if (what & CONN_TIMEOUT) {
             log_warn("upstream %s: timed out", up->addr_text);
             fail(c, 504, MSG_TIMEOUT);
             return;
@@ -339,7 +335,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg) {
         return;
     }
     if (up->state == UP_BODY) {
-        if (what & BEV_EVENT_EOF) {
+        if (what & CONN_EOF) {
             /* The end of a close-delimited body is the server closing. */
             if (HTTP_PARSER_ERRNO(&up->parser) == HPE_PAUSED) http_parser_pause(&up->parser, 0);
             http_parser_execute(&up->parser, &response_settings, NULL, 0);
@@ -400,7 +396,7 @@ static int on_resp_headers_complete(http_parser *p) {
 
 static int on_resp_body(http_parser *p, const char *at, size_t len) {
     struct client_conn *c = p->data;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = conn_output(c->conn);
     if (c->req.response_chunked) {
         char size[24];
         int n = snprintf(size, sizeof size, "%zx\r\n", len);
@@ -526,7 +522,7 @@ static void write_response_head(struct client_conn *c, int status, bool final) {
         }
     }
     bytebuf_append(&b, "\r\n", 2);
-    evbuffer_add(bufferevent_get_output(c->bev), b.data, b.len);
+    evbuffer_add(conn_output(c->conn), b.data, b.len);
     r->bytes_sent += b.len;
     free(b.data);
 }
@@ -535,16 +531,16 @@ static void finish_response(struct client_conn *c) {
     struct request *r = &c->req;
     struct upstream_side *up = &c->up;
     if (r->response_chunked) {
-        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        evbuffer_add(conn_output(c->conn), "0\r\n\r\n", 5);
         r->bytes_sent += 5;
     }
     bool reusable = http_should_keep_alive(&up->parser) && r->body_done && !r->upgrade &&
-                    evbuffer_get_length(bufferevent_get_input(up->bev)) == 0 &&
-                    evbuffer_get_length(bufferevent_get_output(up->bev)) == 0 &&
+                    evbuffer_get_length(conn_input(up->conn)) == 0 &&
+                    evbuffer_get_length(conn_output(up->conn)) == 0 &&
                     !c->worker->stopping;
     if (reusable) {
-        pool_release(c->worker->pool, up->addr, up->addrlen, up->bev);
-        up->bev = NULL;
+        pool_release(c->worker->pool, up->addr, up->addrlen, up->conn);
+        up->conn = NULL;
     }
     free_upstream_bev(c);
     up->state = UP_DONE;
@@ -555,12 +551,12 @@ static void finish_response(struct client_conn *c) {
  * back-pressure from the client's output buffer. */
 static void feed_response_body(struct client_conn *c) {
     struct upstream_side *up = &c->up;
-    struct evbuffer *in = bufferevent_get_input(up->bev);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *in = conn_input(up->conn);
+    struct evbuffer *out = conn_output(c->conn);
     while (!up->message_done && evbuffer_get_length(in) > 0) {
         if (evbuffer_get_length(out) >= PROXY_HIGH_WATERMARK) {
             up->read_paused = true;
-            bufferevent_disable(up->bev, EV_READ);
+            conn_read_disable(up->conn);
             return;
         }
         struct evbuffer_iovec vec;
@@ -602,7 +598,7 @@ static void read_response_head(struct client_conn *c) {
     struct upstream_side *up = &c->up;
     struct request *r = &c->req;
     const struct weir_limits *lim = &r->snap->config->weir.limits;
-    struct evbuffer *in = bufferevent_get_input(up->bev);
+    struct evbuffer *in = conn_input(up->conn);
     for (;;) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0) return;
@@ -692,17 +688,17 @@ static void read_response_head(struct client_conn *c) {
     }
 }
 
-static void tunnel_relay(struct bufferevent *from, struct bufferevent *to) {
-    evbuffer_add_buffer(bufferevent_get_output(to), bufferevent_get_input(from));
-    if (evbuffer_get_length(bufferevent_get_output(to)) >= PROXY_HIGH_WATERMARK)
-        bufferevent_disable(from, EV_READ);
+static void tunnel_relay(struct conn *from, struct conn *to) {
+    evbuffer_add_buffer(conn_output(to), conn_input(from));
+    if (evbuffer_get_length(conn_output(to)) >= PROXY_HIGH_WATERMARK)
+        conn_read_disable(from);
 }
 
-static void up_read_cb(struct bufferevent *bev, void *arg) {
-    (void)bev;
+static void up_read_cb(struct conn *conn, void *arg) {
+    (void)conn;
     struct client_conn *c = arg;
     if (c->state == CLIENT_TUNNEL) {
-        tunnel_relay(c->up.bev, c->bev);
+        tunnel_relay(c->up.conn, c->conn);
         return;
     }
     switch (c->up.state) {
@@ -717,25 +713,25 @@ static void up_read_cb(struct bufferevent *bev, void *arg) {
     }
 }
 
-static void up_write_cb(struct bufferevent *bev, void *arg) {
-    (void)bev;
+static void up_write_cb(struct conn *conn, void *arg) {
+    (void)conn;
     struct client_conn *c = arg;
     if (c->state == CLIENT_TUNNEL) {
-        bufferevent_enable(c->bev, EV_READ);
-        if (c->eof && evbuffer_get_length(bufferevent_get_output(c->up.bev)) == 0)
-            shutdown(bufferevent_getfd(c->up.bev), SHUT_WR);
+        conn_read_enable(c->conn);
+        if (c->eof && evbuffer_get_length(conn_output(c->up.conn)) == 0)
+            conn_shutdown_write(c->up.conn);
         return;
     }
     client_resume_read(c);
 }
 
 bool proxy_upstream_output_full(const struct client_conn *c) {
-    return c->up.bev &&
-           evbuffer_get_length(bufferevent_get_output(c->up.bev)) >= PROXY_HIGH_WATERMARK;
+    return c->up.conn &&
+           evbuffer_get_length(conn_output(c->up.conn)) >= PROXY_HIGH_WATERMARK;
 }
 
 void proxy_forward_body(struct client_conn *c, const char *data, size_t len) {
-    struct evbuffer *out = bufferevent_get_output(c->up.bev);
+    struct evbuffer *out = conn_output(c->up.conn);
     if (c->req.chunked) {
         char size[24];
         int n = snprintf(size, sizeof size, "%zx\r\n", len);
@@ -748,36 +744,36 @@ void proxy_forward_body(struct client_conn *c, const char *data, size_t len) {
 }
 
 void proxy_body_done(struct client_conn *c) {
-    if (c->req.chunked && c->up.bev)
-        evbuffer_add(bufferevent_get_output(c->up.bev), "0\r\n\r\n", 5);
+    if (c->req.chunked && c->up.conn)
+        evbuffer_add(conn_output(c->up.conn), "0\r\n\r\n", 5);
 }
 
 void proxy_client_drained(struct client_conn *c) {
     if (c->state == CLIENT_TUNNEL) {
-        if (c->up.bev) bufferevent_enable(c->up.bev, EV_READ);
+        if (c->up.conn) conn_read_enable(c->up.conn);
         return;
     }
-    if (c->up.read_paused && c->up.bev) {
+    if (c->up.read_paused && c->up.conn) {
         c->up.read_paused = false;
-        bufferevent_enable(c->up.bev, EV_READ);
+        conn_read_enable(c->up.conn);
         feed_response_body(c);
     }
 }
 
 void proxy_tunnel_from_client(struct client_conn *c) {
-    if (!c->up.bev) return;
+    if (!c->up.conn) return;
     /* Anything the upstream sent right after its 101 goes to the client. */
-    if (evbuffer_get_length(bufferevent_get_input(c->up.bev)))
-        tunnel_relay(c->up.bev, c->bev);
-    tunnel_relay(c->bev, c->up.bev);
-    bufferevent_enable(c->up.bev, EV_READ);
+    if (evbuffer_get_length(conn_input(c->up.conn)))
+        tunnel_relay(c->up.conn, c->conn);
+    tunnel_relay(c->conn, c->up.conn);
+    conn_read_enable(c->up.conn);
 }
 
 void proxy_tunnel_client_eof(struct client_conn *c) {
-    if (!c->up.bev) {
+    if (!c->up.conn) {
         client_conn_close(c);
         return;
     }
-    if (evbuffer_get_length(bufferevent_get_output(c->up.bev)) == 0)
-        shutdown(bufferevent_getfd(c->up.bev), SHUT_WR);
+    if (evbuffer_get_length(conn_output(c->up.conn)) == 0)
+        conn_shutdown_write(c->up.conn);
 }
