@@ -8,13 +8,22 @@
 #                       embedded default config (proxy on 127.0.0.1:8000)
 #   ./setup.sh test     ... then run every test; ends with "N passed, N failed"
 #
-# Environment: BUILD_DIR (default: the source tree), CONFIGURE_FLAGS (e.g.
-# --enable-sanitizers). Idempotent: a second run only rebuilds what changed.
+# Builds out of tree in build/ (or in the source tree when it was already
+# configured there by hand). SANITIZERS=1 builds in build-asan/ with
+# --enable-sanitizers (ASan + UBSan) instead. Environment: BUILD_DIR,
+# CONFIGURE_FLAGS. Idempotent: a second run only rebuilds what changed.
 set -euo pipefail
 
 cd "$(dirname "$0")"
 SRC_DIR=$(pwd)
-BUILD_DIR=${BUILD_DIR:-$SRC_DIR}
+if [ "${SANITIZERS:-0}" = 1 ]; then
+  BUILD_DIR=${BUILD_DIR:-$SRC_DIR/build-asan}
+  CONFIGURE_FLAGS=${CONFIGURE_FLAGS:---enable-sanitizers}
+elif [ -f "$SRC_DIR/config.status" ]; then
+  BUILD_DIR=${BUILD_DIR:-$SRC_DIR}   # configured in place by hand: build there
+else
+  BUILD_DIR=${BUILD_DIR:-$SRC_DIR/build}
+fi
 CONFIGURE_FLAGS=${CONFIGURE_FLAGS:-}
 MODE=${1:-build}
 
@@ -22,7 +31,7 @@ PACKAGES=(
   build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev libluajit2-5.1-dev libjansson-dev libjwt-dev libhiredis-dev
   libcmocka-dev libhttp-parser-dev libpcre2-dev zlib1g-dev libbrotli-dev
-  python3 curl ca-certificates
+  python3 curl ca-certificates valgrind
 )
 
 as_root() {

@@ -89,8 +89,13 @@ def run_unit(path, totals):
     name = "unit/" + os.path.basename(path)
     env = dict(os.environ, CMOCKA_MESSAGE_OUTPUT="STDOUT")
     start = time.monotonic()
+    cmd = [path]
+    if os.environ.get("WEIR_VALGRIND") == "1":
+        # Memory errors and leaks make the binary exit 99, which fails it below.
+        cmd = ["valgrind", "-q", "--leak-check=full", "--show-leak-kinds=definite,indirect",
+               "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99"] + cmd
     try:
-        p = subprocess.run([path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=UNIT_TIMEOUT, env=env,
                            cwd=os.path.dirname(path), start_new_session=True)
         text = p.stdout.decode("utf-8", "replace")
@@ -163,6 +168,10 @@ def run_one_child(spec):
         finally:
             if harness is not None:
                 harness.stop_all()
+        reports = getattr(harness, "SANITIZER_REPORTS", None) if harness is not None else None
+        if reports:
+            result["ok"] = False
+            raise AssertionError("weir reported sanitizer errors:\n" + "\n".join(reports))
     except BaseException as e:  # noqa: B902 - report everything, including SystemExit
         harness = sys.modules.get("harness")
         if harness is not None and isinstance(e, harness.Skip):
@@ -294,7 +303,9 @@ def main():
         if args.keyword:
             binaries = [b for b in binaries if args.keyword in "unit/" + os.path.basename(b)]
         if not binaries and not args.keyword:
-            out("NOTE no unit test binaries under %s/tests/unit" % builddir)
+            out("FAIL unit: no unit test binaries under %s/tests/unit (build them with "
+                "`make check-build`)" % builddir)
+            totals[1] += 1
         for path in binaries:
             run_unit(path, totals)
 

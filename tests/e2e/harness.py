@@ -83,6 +83,24 @@ def make_tmpdir(prefix):
     return tempfile.mkdtemp(prefix=prefix + "-", dir=_tmp_root())
 
 
+# Sanitizer findings (ASan, LSan, UBSan) in the stderr of every weir this
+# process stopped; tests/run.py fails a test that leaves any behind.
+SANITIZER_REPORTS = []
+_SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runtime error: ")
+
+
+def _scan_for_sanitizer_reports(stderr_path):
+    try:
+        with open(stderr_path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return
+    for line in text.splitlines():
+        if any(m in line for m in _SANITIZER_MARKERS):
+            SANITIZER_REPORTS.append("%s: %s" % (stderr_path, line.strip()))
+            return
+
+
 def stop_all():
     while _live:
         obj = _live.pop()
@@ -366,6 +384,9 @@ class Weir:
                 pass
         if self in _live:
             _live.remove(self)
+        if not getattr(self, "_scanned", False):
+            self._scanned = True
+            _scan_for_sanitizer_reports(self.stderr_path)
         return self.proc.returncode
 
     def stderr_text(self):
