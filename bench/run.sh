@@ -340,20 +340,16 @@ EOF
 	wait_ready haproxy "$proxy_pid" "$HAPROXY_PORT"
 }
 
-build_weir() { # builds gateway/weir when it is missing
-	[[ -x gateway/weir ]] && return 0
+build_weir() { # (re)builds Weir through setup.sh, which only rebuilds what changed
 	local log=$tmp/weir-build.log
-	echo "== gateway/weir is missing: building it (log: $log)"
-	if ! {
-		{ [[ -x configure && -f Makefile.in ]] || autoreconf -fi; } &&
-			{ [[ -f Makefile ]] || ./configure; } &&
-			make -j2
-	} >"$log" 2>&1; then
+	echo "== building weir with ./setup.sh build (log: $log)"
+	if ! ./setup.sh build >"$log" 2>&1; then
 		echo "weir: build failed; last lines:" >&2
 		show_log "$log"
 		return 1
 	fi
-	[[ -x gateway/weir ]] || { echo "weir: the build made no gateway/weir" >&2; return 1; }
+	WEIR_BIN=$(sed -n 's/^setup: built //p' "$log")
+	[[ -x "$WEIR_BIN" ]] || { echo "weir: the build made no binary" >&2; return 1; }
 }
 
 start_weir() {
@@ -368,7 +364,7 @@ start_weir() {
               "routes":[{"name":"bench","paths":["/"]}]}]}
 EOF
 	proxy_log=$d/weir.log
-	spawn "$PROXY_CPU" "$proxy_log" gateway/weir -c "$d/weir.json"
+	spawn "$PROXY_CPU" "$proxy_log" "$WEIR_BIN" -c "$d/weir.json"
 	proxy_pid=$spawned_pid
 	wait_ready weir "$proxy_pid" "$WEIR_PORT"
 }

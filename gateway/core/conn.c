@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -20,6 +21,8 @@ struct conn {
     struct event_base *base;
     int fd;
     struct event rev, wev;
+    struct event timer;     /* read and write timeouts, moved lazily */
+    struct event later;     /* work deferred to the end of this loop iteration */
     struct evbuffer *in, *out;
     conn_data_cb readcb, writecb;
     conn_event_cb eventcb;
@@ -28,14 +31,19 @@ struct conn {
     bool reading;           /* the owner wants reads */
     bool read_added;        /* rev is in the event loop */
     bool write_added;       /* wev waits for the socket to take more */
-    bool write_scheduled;   /* wev made active for this loop iteration */
+    bool want_flush;        /* `later` will write the output */
+    bool want_read;         /* `later` will read again (edge-triggered) */
+    int connect_errno;      /* connect() failed at once: reported by `later` */
     bool connecting;
     bool closed;            /* EOF or error seen: no more I/O */
+    bool peer_closed;       /* EPOLLRDHUP seen: read on until EOF (edge-triggered) */
     bool shut_pending;      /* shutdown(SHUT_WR) once the output is empty */
     bool dead;              /* conn_free() called inside a callback */
     int depth;              /* callbacks of this conn on the stack */
-    struct timeval rto, wto;
-    bool has_rto, has_wto;
+    uint64_t rto_ms, wto_ms;        /* 0: no timeout */
+    uint64_t read_deadline;         /* while reading is enabled */
+    uint64_t write_deadline;        /* while output waits for the socket, or connecting */
+    uint64_t timer_at;              /* when `timer` fires; 0: not armed */
     size_t read_high, write_low;
 };
 
@@ -43,6 +51,38 @@ static void release(struct conn *c) {
     evbuffer_free(c->in);
     evbuffer_free(c->out);
     free(c);
+}
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Timeouts are deadlines checked by one timer per connection. The timer is
+ * re-added only when a deadline moves earlier than the armed time; a read
+ * that pushes the read deadline later costs a clock read, not a heap
+ * operation (libevent re-adds a persistent event's timeout on every
+ * activation). When the timer fires early it re-arms for what is left. */
+static void timer_update(struct conn *c) {
+    uint64_t next = 0;
+    if (c->read_deadline && (!next || c->read_deadline < next)) next = c->read_deadline;
+    if (c->write_deadline && (!next || c->write_deadline < next)) next = c->write_deadline;
+    if (!next || (c->timer_at && c->timer_at <= next)) return;
+    uint64_t now = now_ms(), ms = next > now ? next - now : 0;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(&c->timer, &tv);
+    c->timer_at = next;
+}
+
+static void read_deadline_restart(struct conn *c) {
+    c->read_deadline = c->rto_ms && c->read_added ? now_ms() + c->rto_ms : 0;
+    timer_update(c);
+}
+
+static void write_deadline_restart(struct conn *c) {
+    c->write_deadline = c->wto_ms && (c->write_added || c->connecting) ? now_ms() + c->wto_ms : 0;
+    timer_update(c);
 }
 
 /* Runs a callback with the conn protected from being released under it;
@@ -61,11 +101,13 @@ static void update_read_event(struct conn *c) {
     bool want = c->reading && !c->closed && !c->connecting &&
                 !(c->read_high && evbuffer_get_length(c->in) >= c->read_high);
     if (want && !c->read_added) {
-        event_add(&c->rev, c->has_rto ? &c->rto : NULL);
+        event_add(&c->rev, NULL);
         c->read_added = true;
+        read_deadline_restart(c);
     } else if (!want && c->read_added) {
         event_del(&c->rev);
         c->read_added = false;
+        c->read_deadline = 0;
     }
 }
 
@@ -76,26 +118,46 @@ static void fail(struct conn *c, short what) {
         event_del(&c->wev);
         c->write_added = false;
     }
+    c->write_deadline = 0;
     if (c->eventcb) CALLBACK(c, c->eventcb(c, what, c->arg));
 }
 
-static void on_readable(evutil_socket_t fd, short what, void *arg) {
+static void on_timer(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
     struct conn *c = arg;
-    if (what & EV_TIMEOUT) {
+    c->timer_at = 0;
+    uint64_t now = now_ms();
+    if (c->write_deadline && now >= c->write_deadline) {
+        c->connecting = false;
+        fail(c, CONN_WRITING | CONN_TIMEOUT);
+        return;
+    }
+    if (c->read_deadline && now >= c->read_deadline) {
         c->reading = false;
         update_read_event(c);
         if (c->eventcb) CALLBACK(c, c->eventcb(c, CONN_READING | CONN_TIMEOUT, c->arg));
         return;
     }
+    timer_update(c);
+}
+
+static void schedule_later(struct conn *c) {
+    event_active(&c->later, EV_TIMEOUT, 1);
+}
+
+static void do_read(struct conn *c) {
     struct evbuffer_iovec vec[2];
     int n_vec = evbuffer_reserve_space(c->in, CONN_READ_SIZE, vec, 2);
     if (n_vec <= 0) abort();
     struct iovec iov[2];
+    size_t asked = 0;
     for (int i = 0; i < n_vec; i++) {
         iov[i].iov_base = vec[i].iov_base;
         iov[i].iov_len = vec[i].iov_len;
+        asked += vec[i].iov_len;
     }
-    ssize_t n = readv(fd, iov, n_vec);
+    ssize_t n = readv(c->fd, iov, n_vec);
     if (n < 0) {
         evbuffer_commit_space(c->in, vec, 0);
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
@@ -113,21 +175,64 @@ static void on_readable(evutil_socket_t fd, short what, void *arg) {
         left -= vec[i].iov_len;
     }
     evbuffer_commit_space(c->in, vec, n_vec);
-    /* EV_PERSIST restarts the read timeout each time the event fires. */
+    if (c->rto_ms) read_deadline_restart(c);
+    /* Edge-triggered: a short read emptied the socket and the next byte
+     * brings a new edge. A full read may have left more, and a peer that
+     * closed (EV_CLOSED, reported with its last data) brings no further
+     * edge: in both cases read again at the end of this loop iteration
+     * (after other connections had their turn), until EOF. */
+    if ((size_t)n == asked || c->peer_closed) {
+        c->want_read = true;
+        schedule_later(c);
+    }
     if (c->readcb && !CALLBACK(c, c->readcb(c, c->arg))) return;
     update_read_event(c);
 }
 
-static void on_writable(evutil_socket_t fd, short what, void *arg) {
-    struct conn *c = arg;
-    c->write_scheduled = false;
-    if (c->closed) return;
-    if (c->connecting) {
-        if (what & EV_TIMEOUT) {
-            c->connecting = false;
-            fail(c, CONN_WRITING | CONN_TIMEOUT);
+static void do_write(struct conn *c) {
+    if (c->closed || c->connecting) return;
+    size_t before = evbuffer_get_length(c->out);
+    if (before > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            fail(c, CONN_WRITING | CONN_ERROR);
             return;
         }
+    }
+    size_t after = evbuffer_get_length(c->out);
+    if (after > 0 && !c->write_added) {
+        /* The socket is full (or evbuffer_write stopped at its iovec
+         * limit): wait for it. Adding an edge-triggered event for a socket
+         * that is already writable reports it at once. */
+        event_add(&c->wev, NULL);
+        c->write_added = true;
+        write_deadline_restart(c);
+    } else if (after == 0 && c->write_added) {
+        event_del(&c->wev);
+        c->write_added = false;
+        c->write_deadline = 0;
+    } else if (after > 0 && after < before) {
+        write_deadline_restart(c); /* progress restarts the write timeout */
+    }
+    if (after == 0 && c->shut_pending) {
+        c->shut_pending = false;
+        shutdown(c->fd, SHUT_WR);
+    }
+    if (before > after && after <= c->write_low && c->writecb) CALLBACK(c, c->writecb(c, c->arg));
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    struct conn *c = arg;
+    if (what & EV_CLOSED) c->peer_closed = true;
+    if (c->read_added && !c->closed) do_read(c);
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg) {
+    (void)what;
+    struct conn *c = arg;
+    if (c->closed) return;
+    if (c->connecting) {
         int err = 0;
         socklen_t len = sizeof err;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
@@ -137,6 +242,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg) {
             event_del(&c->wev);
             c->write_added = false;
         }
+        c->write_deadline = 0;
         if (err) {
             errno = err;
             fail(c, CONN_ERROR);
@@ -145,44 +251,41 @@ static void on_writable(evutil_socket_t fd, short what, void *arg) {
         if (c->eventcb && !CALLBACK(c, c->eventcb(c, CONN_CONNECTED, c->arg))) return;
         if (c->closed) return;
         update_read_event(c);
-    } else if ((what & EV_TIMEOUT) && c->write_added) {
-        fail(c, CONN_WRITING | CONN_TIMEOUT);
-        return;
     }
-    size_t before = evbuffer_get_length(c->out);
-    if (before > 0) {
-        int n = evbuffer_write(c->out, fd);
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            fail(c, CONN_WRITING | CONN_ERROR);
-            return;
-        }
-    }
-    size_t after = evbuffer_get_length(c->out);
-    if (after > 0 && !c->write_added) {
-        event_add(&c->wev, c->has_wto ? &c->wto : NULL);
-        c->write_added = true;
-    } else if (after == 0 && c->write_added) {
-        event_del(&c->wev);
-        c->write_added = false;
-    } else if (after > 0 && after < before && c->has_wto) {
-        event_add(&c->wev, &c->wto); /* progress: restart the write timeout */
-    }
-    if (after == 0 && c->shut_pending) {
-        c->shut_pending = false;
-        shutdown(fd, SHUT_WR);
-    }
-    if (before > after && after <= c->write_low && c->writecb) CALLBACK(c, c->writecb(c, c->arg));
+    CALLBACK(c, do_write(c));
 }
 
-/* Output grew: flush it at the end of this loop iteration (unless the
- * socket is full, in which case the write event is already waiting). */
+/* Deferred work: flushing output queued during this iteration (one writev
+ * for everything a request produced) and reading on after a full read. */
+static void on_later(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct conn *c = arg;
+    if (c->connecting && c->connect_errno) {
+        c->connecting = false;
+        errno = c->connect_errno;
+        fail(c, CONN_ERROR);
+        return;
+    }
+    if (c->want_flush) {
+        c->want_flush = false;
+        if (!CALLBACK(c, do_write(c))) return;
+    }
+    if (c->want_read) {
+        c->want_read = false;
+        if (c->read_added && !c->closed) CALLBACK(c, do_read(c));
+    }
+}
+
+/* Output grew: flush it at the end of this loop iteration, unless the
+ * socket is full (the write event is waiting) or still connecting. */
 static void output_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg) {
     (void)buf;
     struct conn *c = arg;
-    if (info->n_added == 0 || c->write_added || c->write_scheduled || c->connecting || c->closed)
+    if (info->n_added == 0 || c->write_added || c->want_flush || c->connecting || c->closed)
         return;
-    c->write_scheduled = true;
-    event_active(&c->wev, EV_WRITE, 1);
+    c->want_flush = true;
+    schedule_later(c);
 }
 
 /* Input shrank below the high watermark: resume reading. */
@@ -202,8 +305,12 @@ static struct conn *conn_alloc(struct event_base *base, int fd) {
     if (!c->in || !c->out) abort();
     evbuffer_add_cb(c->out, output_changed, c);
     evbuffer_add_cb(c->in, input_changed, c);
-    event_assign(&c->rev, base, fd, EV_READ | EV_PERSIST, on_readable, c);
-    event_assign(&c->wev, base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
+    /* Edge-triggered, as nginx does: level-triggered epoll polls every
+     * ready socket again on the next epoll_wait. */
+    event_assign(&c->rev, base, fd, EV_READ | EV_CLOSED | EV_PERSIST | EV_ET, on_readable, c);
+    event_assign(&c->wev, base, fd, EV_WRITE | EV_PERSIST | EV_ET, on_writable, c);
+    evtimer_assign(&c->timer, base, on_timer, c);
+    event_assign(&c->later, base, -1, 0, on_later, c);
     return c;
 }
 
@@ -219,19 +326,18 @@ struct conn *conn_connect(struct event_base *base, const struct sockaddr *sa, so
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct conn *c = conn_alloc(base, fd);
     c->connecting = true;
-    if (connect_timeout) {
-        c->wto = *connect_timeout;
-        c->has_wto = true;
-    }
+    if (connect_timeout)
+        c->wto_ms = (uint64_t)connect_timeout->tv_sec * 1000 + (uint64_t)connect_timeout->tv_usec / 1000;
     int r = connect(fd, sa, len);
     if (r == 0 || errno == EINPROGRESS) {
-        event_add(&c->wev, c->has_wto ? &c->wto : NULL);
+        event_add(&c->wev, NULL);
         c->write_added = true;
+        write_deadline_restart(c);
     } else {
         /* Refused at once (or no route): report it from the loop, like an
          * asynchronous failure, so callers have one code path. */
-        c->write_scheduled = true;
-        event_active(&c->wev, EV_WRITE, 1);
+        c->connect_errno = errno;
+        schedule_later(c);
     }
     return c;
 }
@@ -240,6 +346,8 @@ void conn_free(struct conn *c) {
     if (!c || c->dead) return;
     event_del(&c->rev);
     event_del(&c->wev);
+    event_del(&c->timer);
+    event_del(&c->later);
     close(c->fd);
     c->fd = -1;
     c->dead = true;
@@ -277,15 +385,18 @@ void conn_read_disable(struct conn *c) {
     update_read_event(c);
 }
 
+static uint64_t tv_ms(const struct timeval *tv) {
+    return tv ? (uint64_t)tv->tv_sec * 1000 + (uint64_t)tv->tv_usec / 1000 : 0;
+}
+
 void conn_set_timeouts(struct conn *c, const struct timeval *read, const struct timeval *write) {
-    bool had_rto = c->has_rto;
-    c->has_rto = read != NULL;
-    if (read) c->rto = *read;
-    c->has_wto = write != NULL;
-    if (write) c->wto = *write;
-    /* Re-add with the new timeout (a timer change, not an epoll change). */
-    if (c->read_added && (read || had_rto)) event_add(&c->rev, c->has_rto ? &c->rto : NULL);
-    if (c->write_added) event_add(&c->wev, c->has_wto ? &c->wto : NULL);
+    c->rto_ms = tv_ms(read);
+    c->wto_ms = tv_ms(write);
+    /* New durations count from now, like bufferevent_set_timeouts. */
+    c->read_deadline = c->rto_ms && c->read_added ? now_ms() + c->rto_ms : 0;
+    c->write_deadline =
+        c->wto_ms && (c->write_added || c->connecting) ? now_ms() + c->wto_ms : 0;
+    timer_update(c);
 }
 
 void conn_set_watermarks(struct conn *c, size_t read_high, size_t write_low) {

@@ -52,9 +52,32 @@ static const struct weir_limits *limits_of(struct client_conn *c) {
     return &c->worker->snapshot->config->weir.limits;
 }
 
-static void timer_set(struct client_conn *c, int ms) {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void timer_arm(struct client_conn *c, uint64_t deadline, uint64_t now) {
+    uint64_t ms = deadline > now ? deadline - now : 0;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
+    c->timer_armed_ms = deadline;
+}
+
+/* One timer per connection, moved lazily: every request pushes the
+ * deadline later, and re-adding a libevent timer each time costs heap
+ * work on the request path. The timer is only re-added when the new
+ * deadline is earlier than the armed one; when it fires early it re-arms
+ * for the rest (timer_cb). */
+static void timer_set(struct client_conn *c, int ms) {
+    uint64_t now = now_ms();
+    c->deadline_ms = now + (uint64_t)ms;
+    if (!c->timer_armed_ms || c->timer_armed_ms > c->deadline_ms) timer_arm(c, c->deadline_ms, now);
+}
+
+static void timer_clear(struct client_conn *c) {
+    c->deadline_ms = 0;
 }
 
 static void schedule(struct client_conn *c) {
@@ -82,6 +105,7 @@ static void client_conn_destroy(struct client_conn *c) {
     free(c->path.data);
     free(c->uphead.data);
     free(c->resp_head.data);
+    free(c->resp_out.data);
     free(c->headers);
     free(c->up.headers);
     struct worker *w = c->worker;
@@ -121,6 +145,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     struct client_conn *c = arg;
+    c->timer_armed_ms = 0;
+    if (!c->deadline_ms) return;
+    uint64_t now = now_ms();
+    if (now < c->deadline_ms) {
+        timer_arm(c, c->deadline_ms, now);
+        return;
+    }
+    c->deadline_ms = 0;
     if (c->state == CLIENT_LINGERING || c->state == CLIENT_DRAINING) {
         client_conn_close(c);
         return;
@@ -247,9 +279,9 @@ static void log_request(struct client_conn *c) {
     const struct service *svc = route ? route->service : NULL;
     const char *sname = svc ? (svc->name ? svc->name : svc->id) : NULL;
     json_field_str(&b, "service", sname, sname ? strlen(sname) : 0, true);
-    bool upstream_used = c->up.addr_text[0] != '\0';
-    json_field_str(&b, "upstream_addr", upstream_used ? c->up.addr_text : NULL,
-                   strlen(c->up.addr_text), true);
+    const char *upstream_addr = proxy_upstream_addr(c);
+    json_field_str(&b, "upstream_addr", upstream_addr, upstream_addr ? strlen(upstream_addr) : 0,
+                   true);
     if (c->up.status)
         n = snprintf(num, sizeof num, ",\"upstream_status\":%d", c->up.status);
     else
@@ -697,7 +729,7 @@ static void process_head(struct client_conn *c) {
         client_send_error(c, 431, "request header fields too large", true);
         return;
     }
-    evtimer_del(c->timer);
+    timer_clear(c);
     c->head.len = 0;
     bytebuf_append(&c->head, buf, head_len);
     evbuffer_drain(in, head_len);
@@ -842,7 +874,7 @@ void client_response_done(struct client_conn *c) {
 
 void client_start_tunnel(struct client_conn *c) {
     c->state = CLIENT_TUNNEL;
-    evtimer_del(c->timer);
+    timer_clear(c);
     proxy_tunnel_from_client(c);
 }
 

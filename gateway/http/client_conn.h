@@ -102,7 +102,7 @@ struct upstream_side {
     bool reused;                    /* came from the keep-alive pool */
     const struct sockaddr *addr;
     socklen_t addrlen;
-    char addr_text[INET6_ADDRSTRLEN + 8];
+    char addr_text[64];           /* "ip:port", filled by proxy_upstream_addr() */
     int target;                     /* index in the upstream, -1 for a plain host */
     int tried[32];
     size_t n_tried;
@@ -132,6 +132,8 @@ struct client_conn {
     struct client_conn *prev, *next;  /* worker's connection list */
     struct conn *conn;
     struct event *timer;            /* head / keep-alive timeouts */
+    uint64_t deadline_ms;           /* when the current timeout expires; 0: none */
+    uint64_t timer_armed_ms;        /* when the libevent timer fires; 0: not armed */
     struct event *deferred;         /* runs close / next request outside callbacks */
     enum client_state state;
     bool close_after;               /* close once the current response is flushed */
@@ -150,6 +152,7 @@ struct client_conn {
     struct bytebuf path;            /* normalised path */
     struct bytebuf uphead;          /* upstream request head (kept for retries) */
     struct bytebuf resp_head;       /* copy of the upstream response head */
+    struct bytebuf resp_out;        /* the response head being built for the client */
     struct http_header *headers;
     size_t cap_headers;
 

@@ -95,10 +95,10 @@ struct conn *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t
     struct conn *conn = c->conn;
     unlink_conn(c);
     free(c);
-    /* Reading stays enabled (no epoll change); the caller installs its
-     * callbacks before control returns to the loop. */
+    /* Reading stays enabled and the idle timeout armed (no epoll or timer
+     * change); the caller installs its callbacks and timeouts before
+     * control returns to the loop. */
     conn_setcb(conn, NULL, NULL, NULL, NULL);
-    conn_set_timeouts(conn, NULL, NULL);
     return conn;
 }
 

@@ -16,9 +16,9 @@
 struct pool;
 
 struct pool *pool_new(struct event_base *base, int max_idle, int idle_timeout_ms);
-/* Returns an idle connection to addr (callbacks cleared, reading still
- * enabled: install callbacks before returning to the loop), or NULL. The
- * caller owns it. */
+/* Returns an idle connection to addr (callbacks cleared; reading enabled
+ * and the idle timeout still set: install callbacks and timeouts before
+ * returning to the loop), or NULL. The caller owns it. */
 struct conn *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len);
 /* Takes ownership of a connection with no request in flight and nothing
  * buffered; it is closed instead when the pool is full or disabled. */

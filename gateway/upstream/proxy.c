@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/fmt.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "http/client_conn.h"
@@ -126,9 +127,8 @@ static void build_upstream_head(struct client_conn *c) {
     if (trusted && (h = first_of(c, HDR_X_FORWARDED_PORT))) {
         add_header(b, "X-Forwarded-Port", h->value, h->value_len);
     } else {
-        char port[16];
-        int n = snprintf(port, sizeof port, "%d", c->listen_port);
-        add_header(b, "X-Forwarded-Port", port, (size_t)n);
+        char port[20];
+        add_header(b, "X-Forwarded-Port", port, fmt_u64(port, (uint64_t)c->listen_port));
     }
     if (trusted && (h = first_of(c, HDR_X_FORWARDED_PREFIX)))
         add_header(b, "X-Forwarded-Prefix", h->value, h->value_len);
@@ -142,9 +142,10 @@ static void build_upstream_head(struct client_conn *c) {
         /* The rightmost untrusted hop is the client. Only the first XFF line
          * is consulted when a client split the list over several lines. */
     } else {
-        snprintf(real_ip, sizeof real_ip, "%s", c->peer_ip);
+        real_ip[0] = '\0'; /* the peer itself */
     }
-    add_header(b, "X-Real-IP", real_ip, strlen(real_ip));
+    const char *real = real_ip[0] ? real_ip : c->peer_ip;
+    add_header(b, "X-Real-IP", real, strlen(real));
     add_header(b, "X-Request-ID", r->request_id, r->request_id_len);
     adds(b, "Via: ");
     add_joined(b, c, HDR_VIA, &found);
@@ -153,10 +154,8 @@ static void build_upstream_head(struct client_conn *c) {
     if (r->chunked) {
         adds(b, "Transfer-Encoding: chunked\r\n");
     } else if (r->has_content_length) {
-        char cl[48];
-        int n = snprintf(cl, sizeof cl, "Content-Length: %llu\r\n",
-                         (unsigned long long)r->content_length);
-        add(b, cl, (size_t)n);
+        char cl[20];
+        add_header(b, "Content-Length", cl, fmt_u64(cl, r->content_length));
     }
     if (r->upgrade && (h = first_of(c, HDR_UPGRADE))) {
         add_header(b, "Upgrade", h->value, h->value_len);
@@ -233,19 +232,7 @@ static void connect_attempt(struct client_conn *c, bool allow_pool) {
         up->addr = (const struct sockaddr *)&svc->addr;
         up->addrlen = svc->addrlen;
     }
-    char ip[INET6_ADDRSTRLEN];
-    int port;
-    if (up->addr->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)up->addr;
-        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
-        port = ntohs(s6->sin6_port);
-        snprintf(up->addr_text, sizeof up->addr_text, "[%s]:%d", ip, port);
-    } else {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)up->addr;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
-        port = ntohs(s4->sin_port);
-        snprintf(up->addr_text, sizeof up->addr_text, "%s:%d", ip, port);
-    }
+    up->addr_text[0] = '\0'; /* formatted on demand: proxy_upstream_addr() */
 
     http_parser_init(&up->parser, HTTP_RESPONSE);
     up->parser.data = c;
@@ -267,7 +254,7 @@ static void connect_attempt(struct client_conn *c, bool allow_pool) {
     struct timeval ct = {svc->connect_timeout_ms / 1000, (svc->connect_timeout_ms % 1000) * 1000};
     up->conn = conn_connect(c->worker->base, up->addr, up->addrlen, &ct);
     if (!up->conn) {
-        log_err("cannot create a socket for upstream %s", up->addr_text);
+        log_err("cannot create a socket for upstream %s", proxy_upstream_addr(c));
         fail(c, 502, MSG_CONNECT);
         return;
     }
@@ -298,7 +285,7 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
     }
     if (up->state == UP_CONNECTING) {
         bool timeout = what & CONN_TIMEOUT;
-        log_warn("upstream %s: %s", up->addr_text, timeout ? "connect timed out" : "connect failed");
+        log_warn("upstream %s: %s", proxy_upstream_addr(c), timeout ? "connect timed out" : "connect failed");
         free_upstream_bev(c);
         if (up->target >= 0 && up->n_tried < sizeof up->tried / sizeof up->tried[0])
             up->tried[up->n_tried++] = up->target;
@@ -312,7 +299,7 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
     }
     if (up->state == UP_WAITING_HEAD) {
         if (what & CONN_TIMEOUT) {
-            log_warn("upstream %s: timed out", up->addr_text);
+            log_warn("upstream %s: timed out", proxy_upstream_addr(c));
             fail(c, 504, MSG_TIMEOUT);
             return;
         }
@@ -322,7 +309,7 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
             connect_attempt(c, false);
             return;
         }
-        log_warn("upstream %s: closed the connection before the response head", up->addr_text);
+        log_warn("upstream %s: closed the connection before the response head", proxy_upstream_addr(c));
         fail(c, 502, MSG_BAD_RESPONSE);
         return;
     }
@@ -344,7 +331,7 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
                 return;
             }
         }
-        log_warn("upstream %s: response cut short", up->addr_text);
+        log_warn("upstream %s: response cut short", proxy_upstream_addr(c));
         fail(c, 502, MSG_BAD_RESPONSE);
     }
 }
@@ -398,12 +385,14 @@ static int on_resp_body(http_parser *p, const char *at, size_t len) {
     struct client_conn *c = p->data;
     struct evbuffer *out = conn_output(c->conn);
     if (c->req.response_chunked) {
-        char size[24];
-        int n = snprintf(size, sizeof size, "%zx\r\n", len);
-        evbuffer_add(out, size, (size_t)n);
+        char size[20];
+        size_t n = fmt_hex(size, len);
+        size[n++] = '\r';
+        size[n++] = '\n';
+        evbuffer_add(out, size, n);
         evbuffer_add(out, at, len);
         evbuffer_add(out, "\r\n", 2);
-        c->req.bytes_sent += (size_t)n + len + 2;
+        c->req.bytes_sent += n + len + 2;
     } else {
         evbuffer_add(out, at, len);
         c->req.bytes_sent += len;
@@ -462,21 +451,23 @@ static bool check_response_headers(struct client_conn *c) {
 static void write_response_head(struct client_conn *c, int status, bool final) {
     struct request *r = &c->req;
     struct upstream_side *up = &c->up;
-    struct bytebuf b = {0};
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
-    bytebuf_append(&b, line, (size_t)n);
-    bytebuf_append(&b, up->reason ? up->reason : "", up->reason ? up->reason_len : 0);
-    bytebuf_append(&b, "\r\n", 2);
+    struct bytebuf *b = &c->resp_out;
+    b->len = 0;
+    char line[20];
+    bytebuf_append(b, "HTTP/1.1 ", 9);
+    bytebuf_append(b, line, fmt_u64(line, (uint64_t)status));
+    bytebuf_append(b, " ", 1);
+    bytebuf_append(b, up->reason ? up->reason : "", up->reason ? up->reason_len : 0);
+    bytebuf_append(b, "\r\n", 2);
     bool via_found = false;
     for (size_t i = 0; i < up->n_headers; i++) {
         const struct http_header *h = &up->headers[i];
         if (h->drop) continue;
         if (h->kind == HDR_VIA) {
-            bytebuf_append(&b, h->name, h->name_len);
-            bytebuf_append(&b, ": ", 2);
-            bytebuf_append(&b, h->value, h->value_len);
-            bytebuf_append(&b, ", 1.1 weir\r\n", 12);
+            bytebuf_append(b, h->name, h->name_len);
+            bytebuf_append(b, ": ", 2);
+            bytebuf_append(b, h->value, h->value_len);
+            bytebuf_append(b, ", 1.1 weir\r\n", 12);
             via_found = true;
             continue;
         }
@@ -486,45 +477,44 @@ static void write_response_head(struct client_conn *c, int status, bool final) {
                    h->kind == HDR_X_REQUEST_ID) {
             continue;
         }
-        bytebuf_append(&b, h->name, h->name_len);
-        bytebuf_append(&b, ": ", 2);
-        bytebuf_append(&b, h->value, h->value_len);
-        bytebuf_append(&b, "\r\n", 2);
+        bytebuf_append(b, h->name, h->name_len);
+        bytebuf_append(b, ": ", 2);
+        bytebuf_append(b, h->value, h->value_len);
+        bytebuf_append(b, "\r\n", 2);
     }
     if (final) {
         bool no_body = r->is_head || status == 204 || status == 304 || status < 200;
         if (no_body) {
             if (up->resp_has_content_length && status != 204) {
-                n = snprintf(line, sizeof line, "Content-Length: %llu\r\n",
-                             (unsigned long long)up->resp_content_length);
-                bytebuf_append(&b, line, (size_t)n);
+                bytebuf_append(b, "Content-Length: ", 16);
+                bytebuf_append(b, line, fmt_u64(line, up->resp_content_length));
+                bytebuf_append(b, "\r\n", 2);
             }
         } else if (up->resp_has_content_length) {
-            n = snprintf(line, sizeof line, "Content-Length: %llu\r\n",
-                         (unsigned long long)up->resp_content_length);
-            bytebuf_append(&b, line, (size_t)n);
+            bytebuf_append(b, "Content-Length: ", 16);
+            bytebuf_append(b, line, fmt_u64(line, up->resp_content_length));
+            bytebuf_append(b, "\r\n", 2);
         } else if (r->http_minor == 1) {
             r->response_chunked = true;
-            bytebuf_append(&b, "Transfer-Encoding: chunked\r\n", 28);
+            bytebuf_append(b, "Transfer-Encoding: chunked\r\n", 28);
         } else {
             r->response_close_delimited = true;
             c->close_after = true;
         }
-        bytebuf_append(&b, "X-Request-ID: ", 14);
-        bytebuf_append(&b, r->request_id, r->request_id_len);
-        bytebuf_append(&b, "\r\n", 2);
-        if (!via_found) bytebuf_append(&b, "Via: 1.1 weir\r\n", 15);
+        bytebuf_append(b, "X-Request-ID: ", 14);
+        bytebuf_append(b, r->request_id, r->request_id_len);
+        bytebuf_append(b, "\r\n", 2);
+        if (!via_found) bytebuf_append(b, "Via: 1.1 weir\r\n", 15);
         if (status != 101) {
             if (c->close_after || c->eof || c->worker->stopping)
-                bytebuf_append(&b, "Connection: close\r\n", 19);
+                bytebuf_append(b, "Connection: close\r\n", 19);
             else if (r->http_minor == 0)
-                bytebuf_append(&b, "Connection: keep-alive\r\n", 24);
+                bytebuf_append(b, "Connection: keep-alive\r\n", 24);
         }
     }
-    bytebuf_append(&b, "\r\n", 2);
-    evbuffer_add(conn_output(c->conn), b.data, b.len);
-    r->bytes_sent += b.len;
-    free(b.data);
+    bytebuf_append(b, "\r\n", 2);
+    evbuffer_add(conn_output(c->conn), b->data, b->len);
+    r->bytes_sent += b->len;
 }
 
 static void finish_response(struct client_conn *c) {
@@ -567,7 +557,7 @@ static void feed_response_body(struct client_conn *c) {
             const char *why = NULL;
             size_t ok = chunk_check_feed(&up->chunk, vec.iov_base, len, &why);
             if (ok == (size_t)-1) {
-                log_warn("upstream %s: bad chunked body: %s", up->addr_text, why);
+                log_warn("upstream %s: bad chunked body: %s", proxy_upstream_addr(c), why);
                 fail(c, 502, MSG_BAD_RESPONSE);
                 return;
             }
@@ -577,7 +567,7 @@ static void feed_response_body(struct client_conn *c) {
         enum http_errno err = HTTP_PARSER_ERRNO(&up->parser);
         evbuffer_drain(in, parsed);
         if (err != HPE_OK && err != HPE_PAUSED) {
-            log_warn("upstream %s: bad response body: %s", up->addr_text,
+            log_warn("upstream %s: bad response body: %s", proxy_upstream_addr(c),
                      http_errno_description(err));
             fail(c, 502, MSG_BAD_RESPONSE);
             return;
@@ -612,13 +602,13 @@ static void read_response_head(struct client_conn *c) {
             head_check(buf, scan_len, false, &up->head_scanned, &head_len, &n_fields, &reason);
         if (hs == HEAD_INCOMPLETE) {
             if (scan_len >= lim->max_header_bytes) {
-                log_warn("upstream %s: response head too large", up->addr_text);
+                log_warn("upstream %s: response head too large", proxy_upstream_addr(c));
                 fail(c, 502, MSG_BAD_RESPONSE);
             }
             return;
         }
         if (hs == HEAD_BAD || head_len > lim->max_header_bytes) {
-            log_warn("upstream %s: malformed response head: %s", up->addr_text,
+            log_warn("upstream %s: malformed response head: %s", proxy_upstream_addr(c),
                      reason ? reason : "too large");
             fail(c, 502, MSG_BAD_RESPONSE);
             return;
@@ -644,7 +634,7 @@ static void read_response_head(struct client_conn *c) {
         http_parser_execute(&up->parser, &response_settings, c->resp_head.data, c->resp_head.len);
         enum http_errno err = HTTP_PARSER_ERRNO(&up->parser);
         if ((err != HPE_OK && err != HPE_PAUSED) || !check_response_headers(c)) {
-            log_warn("upstream %s: malformed response head: %s", up->addr_text,
+            log_warn("upstream %s: malformed response head: %s", proxy_upstream_addr(c),
                      err != HPE_OK && err != HPE_PAUSED ? http_errno_description(err)
                                                         : "bad framing headers");
             fail(c, 502, MSG_BAD_RESPONSE);
@@ -664,7 +654,7 @@ static void read_response_head(struct client_conn *c) {
         if (status == 101) {
             if (!r->upgrade) {
                 log_warn("upstream %s: 101 to a request that did not ask to upgrade",
-                         up->addr_text);
+                         proxy_upstream_addr(c));
                 fail(c, 502, MSG_BAD_RESPONSE);
                 return;
             }
@@ -725,6 +715,23 @@ static void up_write_cb(struct conn *conn, void *arg) {
     client_resume_read(c);
 }
 
+const char *proxy_upstream_addr(struct client_conn *c) {
+    struct upstream_side *up = &c->up;
+    if (!up->addr) return NULL;
+    if (up->addr_text[0]) return up->addr_text;
+    char ip[INET6_ADDRSTRLEN];
+    if (up->addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)up->addr;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+        snprintf(up->addr_text, sizeof up->addr_text, "[%s]:%d", ip, ntohs(s6->sin6_port));
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)up->addr;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+        snprintf(up->addr_text, sizeof up->addr_text, "%s:%d", ip, ntohs(s4->sin_port));
+    }
+    return up->addr_text;
+}
+
 bool proxy_upstream_output_full(const struct client_conn *c) {
     return c->up.conn &&
            evbuffer_get_length(conn_output(c->up.conn)) >= PROXY_HIGH_WATERMARK;
@@ -733,9 +740,11 @@ bool proxy_upstream_output_full(const struct client_conn *c) {
 void proxy_forward_body(struct client_conn *c, const char *data, size_t len) {
     struct evbuffer *out = conn_output(c->up.conn);
     if (c->req.chunked) {
-        char size[24];
-        int n = snprintf(size, sizeof size, "%zx\r\n", len);
-        evbuffer_add(out, size, (size_t)n);
+        char size[20];
+        size_t n = fmt_hex(size, len);
+        size[n++] = '\r';
+        size[n++] = '\n';
+        evbuffer_add(out, size, n);
         evbuffer_add(out, data, len);
         evbuffer_add(out, "\r\n", 2);
     } else {

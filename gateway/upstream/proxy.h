@@ -34,6 +34,8 @@ void proxy_client_drained(struct client_conn *c);
 void proxy_tunnel_from_client(struct client_conn *c);
 /* The client side ended its half of the tunnel. */
 void proxy_tunnel_client_eof(struct client_conn *c);
+/* "ip:port" of the upstream tried last, or NULL when none was. */
+const char *proxy_upstream_addr(struct client_conn *c);
 /* Drops the upstream connection (never pooled). Safe when there is none. */
 void proxy_abort(struct client_conn *c);
 
