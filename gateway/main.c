@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "config/snapshot.h"
 #include "core/access_log.h"
+#include "core/listener.h"
 #include "core/log.h"
 #include "core/worker.h"
 
@@ -182,6 +183,17 @@ int main(int argc, char **argv) {
     sigaddset(&control_signals, SIGQUIT);
     sigaddset(&control_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &control_signals, &old_mask);
+
+    for (size_t i = 0; i < ws->n_proxy_listen; i++) {
+        char err[256];
+        if (listener_probe(&ws->proxy_listen[i], err, sizeof err) != 0) {
+            fprintf(stderr, "weir: %s\n", err);
+            pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+            access_log_close(alog);
+            snapshot_release(snap);
+            return 1;
+        }
+    }
 
     struct control ctl = {.config_path = config_path, .snapshot = snap, .version = 1};
     ctl.n_workers = ws->workers;

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -10,7 +11,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+static int make_socket(const struct listen_addr *a, bool reuseport, char *err, size_t errlen);
+
 int listener_open(const struct listen_addr *a, char *err, size_t errlen) {
+    return make_socket(a, true, err, errlen);
+}
+
+int listener_probe(const struct listen_addr *a, char *err, size_t errlen) {
+    int fd = make_socket(a, false, err, errlen);
+    if (fd < 0) return -1;
+    close(fd);
+    return 0;
+}
+
+static int make_socket(const struct listen_addr *a, bool reuseport, char *err, size_t errlen) {
     struct sockaddr_storage ss;
     socklen_t sslen;
     memset(&ss, 0, sizeof ss);
@@ -35,7 +49,7 @@ int listener_open(const struct listen_addr *a, char *err, size_t errlen) {
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 4096) != 0) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", a->host, a->port, strerror(errno));

@@ -6,7 +6,7 @@ import re
 import socket
 import subprocess
 
-from harness import (REPO, Skip, assert_eq, base_config, check, free_port, make_tmpdir, route,
+from harness import (start_weir, REPO, Skip, assert_eq, base_config, check, free_port, make_tmpdir, route,
                      run_weir, service, wait_port, weir_bin)
 
 
@@ -246,3 +246,21 @@ def test_check_mode_accepts_kong_entity_fields():
            "upstreams": [{"name": "pool", "tags": ["t"], "targets": [{"target": "127.0.0.1:9002"}]}]}
     rc, out, err = run_weir(["-t", "-c", write(cfg)])
     assert_eq(rc, 0, "exit status for Kong-shaped entities", out + err)
+
+
+def test_a_second_weir_on_the_same_port_refuses_to_start():
+    # Weir's own listeners use SO_REUSEPORT, which would let a second gateway silently share the
+    # port (and half the traffic); start-up must refuse it like any other port in use.
+    port = free_port()
+    cfg = base_config(free_port(), proxy_listen=["127.0.0.1:%d" % port])
+    first = start_weir(cfg)
+    try:
+        rc, out, err = run_weir(["-c", write(cfg)], timeout=10)
+        text = out + err
+        check(rc != 0, "a second weir on port %d exited %s:\n%s" % (port, rc, text))
+        mentions = [l for l in error_lines(text) if str(port) in l]
+        check(len(mentions) == 1 and re.search(r"in use", mentions[0], re.I),
+              "expected one line saying port %d is in use, got:\n%s" % (port, text))
+        check(first.alive(), "the first weir died")
+    finally:
+        first.stop()
