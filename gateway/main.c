@@ -18,6 +18,7 @@
 #include "core/access_log.h"
 #include "core/listener.h"
 #include "core/log.h"
+#include "core/paths.h"
 #include "core/worker.h"
 
 struct control {
@@ -115,7 +116,7 @@ int main(int argc, char **argv) {
             test_only = true;
             break;
         case 'v':
-            printf("weir %s\n", WEIR_VERSION);
+            printf("weir %s\ndata directory: %s\n", WEIR_VERSION, paths_data_dir());
             return 0;
         case 'h':
             usage(stdout);

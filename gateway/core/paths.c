@@ -10,8 +10,13 @@ const char *paths_data_dir(void) {
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         exe[n] = '\0';
-        size_t src_len = strlen(WEIR_SRCDIR);
-        if (strncmp(exe, WEIR_SRCDIR, src_len) == 0 && exe[src_len] == '/') return WEIR_SRCDIR;
+        /* Uninstalled: the executable sits in the build tree (in or out of
+         * the source tree); the data files are in the source tree. */
+        const char *trees[] = {WEIR_BUILDDIR, WEIR_SRCDIR};
+        for (size_t i = 0; i < sizeof trees / sizeof trees[0]; i++) {
+            size_t len = strlen(trees[i]);
+            if (strncmp(exe, trees[i], len) == 0 && exe[len] == '/') return WEIR_SRCDIR;
+        }
     }
     return WEIR_DATADIR;
 }

@@ -264,3 +264,32 @@ def test_a_second_weir_on_the_same_port_refuses_to_start():
         check(first.alive(), "the first weir died")
     finally:
         first.stop()
+
+
+def _data_directory(text):
+    m = re.search(r"^data directory: (.*)$", text, re.M)
+    check(m, "weir -v does not name its data directory:\n%s" % text)
+    return m.group(1).strip()
+
+
+def test_uninstalled_binary_finds_its_data_in_the_source_tree():
+    rc, out, err = run_weir(["-v"])
+    assert_eq(rc, 0, "exit status of weir -v", out + err)
+    assert_eq(os.path.realpath(_data_directory(out)), os.path.realpath(REPO), "data directory")
+
+
+def test_installed_binary_finds_its_data_under_the_prefix():
+    builddir = os.path.dirname(os.path.dirname(os.path.abspath(weir_bin())))
+    if not os.path.exists(os.path.join(builddir, "Makefile")):
+        raise Skip("no Makefile beside %s" % weir_bin())
+    dest = make_tmpdir("install")
+    p = subprocess.run(["make", "-s", "install", "DESTDIR=" + dest], cwd=builddir,
+                       capture_output=True, timeout=120)
+    assert_eq(p.returncode, 0, "make install", p.stderr.decode("utf-8", "replace"))
+    bins = [os.path.join(r, f) for r, _, fs in os.walk(dest) for f in fs if f == "weir"]
+    check(len(bins) == 1, "make install did not install one weir binary: %s" % bins)
+    p = subprocess.run([bins[0], "-v"], capture_output=True, timeout=10)
+    data = _data_directory(p.stdout.decode())
+    check(data.endswith("/share/weir"), "installed data directory is %r" % data)
+    for sub in ("schemas", "plugins", "lua"):
+        check(os.path.isdir(dest + data + "/" + sub), "%s/ is not installed under %s" % (sub, data))
