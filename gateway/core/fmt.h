@@ -1,4 +1,4 @@
-/* fmt: number formatting for the request path.
+/* fmt: number formatting and time arithmetic for the request path.
  *
  * snprintf showed up in the proxy's profile (a locale-aware, varargs
  * formatter per header line); these write plain decimal or hex digits into
@@ -8,6 +8,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
+
+/* Milliseconds elapsed since t0 (CLOCK_MONOTONIC), for latencies. */
+static inline double clock_ms_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
 
 /* `out` needs 20 bytes for any uint64_t. No NUL is written. */
 static inline size_t fmt_u64(char *out, uint64_t v) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/access_log.h"
+#include "core/fmt.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "http/error_response.h"
@@ -208,11 +209,6 @@ void client_conn_shutdown(struct client_conn *c) {
 
 /* ---- access log ---------------------------------------------------------- */
 
-static double ms_since(const struct timespec *t0) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
-}
 
 /* Appends s as JSON string contents (escaping quotes, backslashes, controls
  * and bytes >= 0x80, which a request path may not be valid UTF-8 for). */
@@ -287,7 +283,7 @@ static void log_request(struct client_conn *c) {
     else
         n = snprintf(num, sizeof num, ",\"upstream_status\":null");
     bytebuf_append(&b, num, (size_t)n);
-    n = snprintf(num, sizeof num, ",\"latency_ms\":%.3f", ms_since(&r->start));
+    n = snprintf(num, sizeof num, ",\"latency_ms\":%.3f", clock_ms_since(&r->start));
     bytebuf_append(&b, num, (size_t)n);
     if (c->up.status)
         n = snprintf(num, sizeof num, ",\"upstream_latency_ms\":%.3f}", c->up.latency_ms);
@@ -342,28 +338,13 @@ static int on_url(http_parser *p, const char *at, size_t len) {
 
 static int on_header_field(http_parser *p, const char *at, size_t len) {
     struct client_conn *c = p->data;
-    struct request *r = &c->req;
-    if (r->headers_done) return 0; /* trailer fields are not forwarded */
-    struct http_header *last = r->n_headers ? &c->headers[r->n_headers - 1] : NULL;
-    if (last && last->value == NULL && last->name + last->name_len == at) {
-        last->name_len += len;
-        return 0;
-    }
-    if (r->n_headers >= c->cap_headers) return -1; /* counted by head_check: cannot happen */
-    struct http_header *h = &c->headers[r->n_headers++];
-    memset(h, 0, sizeof *h);
-    h->name = at;
-    h->name_len = len;
-    return 0;
+    if (c->req.headers_done) return 0; /* trailer fields are not forwarded */
+    return header_collect_field(c->headers, &c->req.n_headers, c->cap_headers, at, len);
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len) {
     struct client_conn *c = p->data;
-    struct request *r = &c->req;
-    if (r->headers_done || r->n_headers == 0) return 0;
-    struct http_header *h = &c->headers[r->n_headers - 1];
-    if (!h->value) h->value = at;
-    h->value_len = (size_t)(at + len - h->value);
+    if (!c->req.headers_done) header_collect_value(c->headers, c->req.n_headers, at, len);
     return 0;
 }
 
@@ -456,10 +437,7 @@ static int check_request_headers(struct client_conn *c, const char **why) {
     const struct http_header *te = NULL;
     for (size_t i = 0; i < r->n_headers; i++) {
         struct http_header *h = &c->headers[i];
-        if (!h->value) h->value = h->name + h->name_len; /* empty value */
-        while (h->value_len && (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
-            h->value_len--;
-        h->kind = header_kind_of(h->name, h->name_len);
+        header_finish(h);
         switch (h->kind) {
         case HDR_HOST:
             n_host++;

@@ -42,6 +42,34 @@ enum header_kind header_kind_of(const char *name, size_t len) {
     return HDR_OTHER;
 }
 
+int header_collect_field(struct http_header *h, size_t *n, size_t cap, const char *at, size_t len) {
+    struct http_header *last = *n ? &h[*n - 1] : NULL;
+    if (last && last->value == NULL && last->name + last->name_len == at) {
+        last->name_len += len;
+        return 0;
+    }
+    if (*n >= cap) return -1;
+    struct http_header *e = &h[(*n)++];
+    memset(e, 0, sizeof *e);
+    e->name = at;
+    e->name_len = len;
+    return 0;
+}
+
+void header_collect_value(struct http_header *h, size_t n, const char *at, size_t len) {
+    if (n == 0) return;
+    struct http_header *e = &h[n - 1];
+    if (!e->value) e->value = at;
+    e->value_len = (size_t)(at + len - e->value);
+}
+
+void header_finish(struct http_header *h) {
+    if (!h->value) h->value = h->name + h->name_len;
+    while (h->value_len && (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
+        h->value_len--;
+    h->kind = header_kind_of(h->name, h->name_len);
+}
+
 bool header_is_hop_by_hop(enum header_kind kind) {
     switch (kind) {
     case HDR_CONNECTION:

@@ -48,6 +48,18 @@ struct http_header {
 };
 
 enum header_kind header_kind_of(const char *name, size_t len);
+
+/* Header collection from http-parser's on_header_field/on_header_value
+ * callbacks, shared by the request and response sides. Pieces of one name
+ * or value that arrive in several callbacks are contiguous in the head
+ * buffer, so they extend the last entry. header_collect_field returns -1
+ * when `cap` entries are used (head_check counted the fields, so callers
+ * size the array and this cannot happen). */
+int header_collect_field(struct http_header *h, size_t *n, size_t cap, const char *at, size_t len);
+void header_collect_value(struct http_header *h, size_t n, const char *at, size_t len);
+/* After parsing: an absent value becomes empty, trailing whitespace (RFC
+ * 9110 5.5 OWS) is removed and the kind is recognised. */
+void header_finish(struct http_header *h);
 bool header_is_hop_by_hop(enum header_kind kind);
 
 /* True when the comma-separated `list` contains `token` (case-insensitive). */

@@ -349,26 +349,12 @@ static int on_resp_header_field(http_parser *p, const char *at, size_t len) {
     struct client_conn *c = p->data;
     struct upstream_side *up = &c->up;
     if (up->resp_headers_done) return 0;
-    struct http_header *last = up->n_headers ? &up->headers[up->n_headers - 1] : NULL;
-    if (last && last->value == NULL && last->name + last->name_len == at) {
-        last->name_len += len;
-        return 0;
-    }
-    if (up->n_headers >= up->cap_headers) return -1;
-    struct http_header *h = &up->headers[up->n_headers++];
-    memset(h, 0, sizeof *h);
-    h->name = at;
-    h->name_len = len;
-    return 0;
+    return header_collect_field(up->headers, &up->n_headers, up->cap_headers, at, len);
 }
 
 static int on_resp_header_value(http_parser *p, const char *at, size_t len) {
     struct client_conn *c = p->data;
-    struct upstream_side *up = &c->up;
-    if (up->resp_headers_done || up->n_headers == 0) return 0;
-    struct http_header *h = &up->headers[up->n_headers - 1];
-    if (!h->value) h->value = at;
-    h->value_len = (size_t)(at + len - h->value);
+    if (!c->up.resp_headers_done) header_collect_value(c->up.headers, c->up.n_headers, at, len);
     return 0;
 }
 
@@ -424,11 +410,7 @@ static bool check_response_headers(struct client_conn *c) {
     const struct http_header *te = NULL;
     for (size_t i = 0; i < up->n_headers; i++) {
         struct http_header *h = &up->headers[i];
-        if (!h->value) h->value = h->name + h->name_len;
-        while (h->value_len &&
-               (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
-            h->value_len--;
-        h->kind = header_kind_of(h->name, h->name_len);
+        header_finish(h);
         if (h->kind == HDR_CONTENT_LENGTH) {
             n_cl++;
             if (!head_parse_content_length(h->value, h->value_len, &up->resp_content_length))
@@ -576,11 +558,6 @@ static void feed_response_body(struct client_conn *c) {
     if (up->message_done) finish_response(c);
 }
 
-static double ms_since(const struct timespec *t0) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
-}
 
 /* Reads and handles response heads until a final one arrives (1xx heads are
  * forwarded to HTTP/1.1 clients as they come). */
@@ -649,7 +626,7 @@ static void read_response_head(struct client_conn *c) {
             continue;
         }
         up->status = status;
-        up->latency_ms = ms_since(&up->start);
+        up->latency_ms = clock_ms_since(&up->start);
         r->status = status;
         if (status == 101) {
             if (!r->upgrade) {

@@ -103,6 +103,43 @@ static void test_real_ip_garbage_is_rejected(void **state) {
     assert_false(header_real_ip_from_xff(&w, xff, strlen(xff), out, sizeof out));
 }
 
+static void test_collect_joins_split_names_and_values(void **state) {
+    (void)state;
+    const char head[] = "X-Long-Name: va lue";
+    struct http_header h[2];
+    size_t n = 0;
+    assert_int_equal(header_collect_field(h, &n, 2, head, 4), 0);
+    assert_int_equal(header_collect_field(h, &n, 2, head + 4, 7), 0); /* same name, continued */
+    header_collect_value(h, n, head + 13, 3);
+    header_collect_value(h, n, head + 16, 3);
+    assert_int_equal(n, 1);
+    assert_int_equal(h[0].name_len, 11);
+    assert_memory_equal(h[0].value, "va lue", 6);
+    assert_int_equal(h[0].value_len, 6);
+}
+
+static void test_collect_refuses_more_than_capacity(void **state) {
+    (void)state;
+    const char head[] = "A: 1B: 2";
+    struct http_header h[1];
+    size_t n = 0;
+    assert_int_equal(header_collect_field(h, &n, 1, head, 1), 0);
+    header_collect_value(h, n, head + 3, 1);
+    assert_int_equal(header_collect_field(h, &n, 1, head + 4, 1), -1);
+}
+
+static void test_finish_trims_trailing_whitespace_and_fills_empty_values(void **state) {
+    (void)state;
+    struct http_header h = {"Content-Length", 14, "42 \t", 4, HDR_OTHER, false};
+    header_finish(&h);
+    assert_int_equal(h.value_len, 2);
+    assert_int_equal(h.kind, HDR_CONTENT_LENGTH);
+    struct http_header e = {"X-Empty", 7, NULL, 0, HDR_OTHER, false};
+    header_finish(&e);
+    assert_non_null(e.value);
+    assert_int_equal(e.value_len, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_known_headers_are_recognised_case_insensitively),
@@ -113,6 +150,9 @@ int main(void) {
         cmocka_unit_test(test_real_ip_is_rightmost_untrusted),
         cmocka_unit_test(test_real_ip_all_trusted_is_leftmost),
         cmocka_unit_test(test_real_ip_garbage_is_rejected),
+        cmocka_unit_test(test_collect_joins_split_names_and_values),
+        cmocka_unit_test(test_collect_refuses_more_than_capacity),
+        cmocka_unit_test(test_finish_trims_trailing_whitespace_and_fills_empty_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
