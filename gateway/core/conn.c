@@ -35,7 +35,8 @@ struct conn {
     bool want_read;         /* `later` will read again (edge-triggered) */
     int connect_errno;      /* connect() failed at once: reported by `later` */
     bool connecting;
-    bool closed;            /* EOF or error seen: no more I/O */
+    bool closed;            /* error or timeout: no more I/O */
+    bool read_eof;          /* the peer finished sending: no more reads, writes go on */
     bool peer_closed;       /* EPOLLRDHUP seen: read on until EOF (edge-triggered) */
     bool shut_pending;      /* shutdown(SHUT_WR) once the output is empty */
     bool dead;              /* conn_free() called inside a callback */
@@ -98,7 +99,7 @@ static void write_deadline_restart(struct conn *c) {
     })
 
 static void update_read_event(struct conn *c) {
-    bool want = c->reading && !c->closed && !c->connecting &&
+    bool want = c->reading && !c->closed && !c->read_eof && !c->connecting &&
                 !(c->read_high && evbuffer_get_length(c->in) >= c->read_high);
     if (want && !c->read_added) {
         event_add(&c->rev, NULL);
@@ -112,6 +113,13 @@ static void update_read_event(struct conn *c) {
 }
 
 static void fail(struct conn *c, short what) {
+    if (what & CONN_EOF) {
+        /* A half-close: the peer may still read what we send. */
+        c->read_eof = true;
+        update_read_event(c);
+        if (c->eventcb) CALLBACK(c, c->eventcb(c, what, c->arg));
+        return;
+    }
     c->closed = true;
     update_read_event(c);
     if (c->write_added) {
@@ -225,7 +233,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     struct conn *c = arg;
     if (what & EV_CLOSED) c->peer_closed = true;
-    if (c->read_added && !c->closed) do_read(c);
+    if (c->read_added && !c->closed && !c->read_eof) do_read(c);
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg) {
@@ -273,7 +281,7 @@ static void on_later(evutil_socket_t fd, short what, void *arg) {
     }
     if (c->want_read) {
         c->want_read = false;
-        if (c->read_added && !c->closed) CALLBACK(c, do_read(c));
+        if (c->read_added && !c->closed && !c->read_eof) CALLBACK(c, do_read(c));
     }
 }
 

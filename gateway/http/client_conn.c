@@ -891,7 +891,8 @@ static void client_write_cb(struct conn *conn, void *arg) {
 static void client_event_cb(struct conn *conn, short what, void *arg) {
     (void)conn;
     struct client_conn *c = arg;
-    if (what & CONN_ERROR) {
+    if (what & (CONN_ERROR | CONN_TIMEOUT)) {
+        /* A reset, or a client that stopped reading for send_timeout. */
         client_conn_close(c);
         return;
     }

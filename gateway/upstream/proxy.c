@@ -192,6 +192,12 @@ static void fail(struct client_conn *c, int status, const char *msg) {
 }
 
 void proxy_start(struct client_conn *c) {
+    /* A client that stops reading holds its upstream connection too: the
+     * service's write_timeout bounds each wait to send it more (nginx's
+     * send_timeout). */
+    int ms = c->req.match.route->service->write_timeout_ms;
+    struct timeval wt = {ms / 1000, (ms % 1000) * 1000};
+    conn_set_timeouts(c->conn, NULL, &wt);
     build_upstream_head(c);
     c->up.attempts = 0;
     c->up.n_tried = 0;

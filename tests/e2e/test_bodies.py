@@ -2,12 +2,13 @@
 Expect: 100-continue; 100 MB streamed each way with the gateway's memory bounded."""
 
 import hashlib
+import socket
 import threading
 import time
 
 from harness import (BLOCK, BLOCK_SIZE, Conn, assert_eq, assert_gateway_error, assert_header,
                      assert_status, build_request, check, echo, gateway, generated_sha256,
-                     parse_response, raw, timeout)
+                     parse_response, raw, route, service, timeout)
 
 MB = 1024 * 1024
 RSS_LIMIT_KB = 64 * 1024
@@ -279,3 +280,55 @@ def test_client_closing_while_waiting_for_the_response_leaves_the_gateway_health
         with Conn(w.port) as c:
             for i in range(3):
                 assert_eq(echo(c.request("GET", "/after%d" % i))["path"], "/after%d" % i, "requests afterwards")
+
+
+def test_client_that_half_closes_after_its_request_still_gets_the_response():
+    # shutdown(SHUT_WR) after a complete request ends the client's sending side only (RFC 9112
+    # 9.6): the response must still arrive, then the gateway closes.
+    with gateway() as (w, b):
+        s = socket.create_connection(("127.0.0.1", w.port), timeout=5)
+        try:
+            s.sendall(build_request("GET", "/half?bytes=300000"))
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            s.close()
+        r = parse_response(data)
+        assert_status(r, 200)
+        assert_eq(len(r.body), 300000, "body length after the client half-closed")
+
+
+@timeout(30)
+def test_client_that_stops_reading_is_cut_after_the_services_write_timeout():
+    # A client that never reads would otherwise hold its connection and an upstream connection
+    # forever; write_timeout bounds each wait to send it more, like nginx's send_timeout. (What
+    # the client still receives afterwards is the kernel flushing the closed socket's buffer
+    # through a tiny window, so the test watches the upstream side, which Weir must drop.)
+    with gateway(make_config=base_config_with_write_timeout) as (w, b):
+        s = socket.create_connection(("127.0.0.1", w.port), timeout=10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            s.sendall(build_request("GET", "/stall?bytes=%d" % (200 * MB)))
+            time.sleep(0.5)
+            check(b.stats()["open_connections"] == 2, "the upstream request did not start")
+            deadline = time.monotonic() + 4      # write_timeout is 1 s
+            while b.stats()["open_connections"] > 1:       # 1: the stats connection itself
+                check(time.monotonic() < deadline, "the upstream connection of a client that "
+                      "stopped reading stayed open past write_timeout")
+                time.sleep(0.05)
+        finally:
+            s.close()
+        check(w.alive(), "weir died")
+        with Conn(w.port) as c:
+            assert_eq(echo(c.request("GET", "/after"))["path"], "/after", "the next request")
+
+
+def base_config_with_write_timeout(port):
+    from harness import base_config
+    return base_config(port, services=[service("echo", port, write_timeout=1000,
+                                               routes=[route("echo", ["/"])])])
