@@ -218,9 +218,9 @@ static void load_service(struct loader *ld, const json_t *js, size_t i, size_t *
         "read_timeout", "write_timeout", "retries", "enabled",
         "tags",         "routes",        NULL};
     static const struct field_unsupported unsupported[] = {
-        {"plugins", PLUGINS_NOT_SUPPORTED}, {"tls_verify", NULL},
-        {"tls_verify_depth", NULL},         {"ca_certificates", NULL},
-        {"client_certificate", NULL},       {NULL, NULL}};
+        {"plugins", PLUGINS_NOT_SUPPORTED, NULL}, {"tls_verify", NULL, NULL},
+        {"tls_verify_depth", NULL, NULL},         {"ca_certificates", NULL, NULL},
+        {"client_certificate", NULL, NULL},       {NULL, NULL, NULL}};
     struct service *s = &ld->c->services[i];
     struct note *note = &ld->services[i];
     const char *path = note->path;
@@ -402,8 +402,8 @@ static void load_route(struct loader *ld, const json_t *js, size_t r) {
         "preserve_host", "regex_priority", "protocols", "https_redirect_status_code",
         "path_handling", "request_buffering", "response_buffering", "tags", NULL};
     static const struct field_unsupported unsupported[] = {
-        {"plugins", PLUGINS_NOT_SUPPORTED}, {"snis", NULL}, {"sources", NULL},
-        {"destinations", NULL}, {"expression", NULL}, {"priority", NULL}, {NULL, NULL}};
+        {"plugins", PLUGINS_NOT_SUPPORTED, NULL}, {"snis", NULL, NULL}, {"sources", NULL, NULL},
+        {"destinations", NULL, NULL}, {"expression", NULL, NULL}, {"priority", NULL, NULL}, {NULL, NULL, NULL}};
     /* clang-format on */
     struct route *rt = &ld->c->routes[r];
     struct note *note = &ld->routes[r];
@@ -524,12 +524,14 @@ static void load_upstream(struct loader *ld, const json_t *js, size_t u, size_t 
     static const char *const keys[] = {"id", "name", "algorithm", "targets", "tags", NULL};
     /* clang-format off */
     static const struct field_unsupported unsupported[] = {
-        {"healthchecks", NULL}, {"hash_on", NULL}, {"hash_fallback", NULL},
-        {"hash_on_header", NULL}, {"hash_fallback_header", NULL}, {"hash_on_cookie", NULL},
-        {"hash_on_cookie_path", NULL}, {"hash_on_query_arg", NULL},
-        {"hash_fallback_query_arg", NULL}, {"hash_on_uri_capture", NULL},
-        {"hash_fallback_uri_capture", NULL}, {"slots", NULL}, {"host_header", NULL},
-        {"client_certificate", NULL}, {"use_srv_name", NULL}, {NULL, NULL}};
+        {"healthchecks", "not supported yet (accepted only with every check disabled, Kong's default)", field_inert_healthchecks}, {"hash_on", NULL, field_inert_none},
+        {"hash_fallback", NULL, field_inert_none}, {"hash_on_header", NULL, NULL},
+        {"hash_fallback_header", NULL, NULL}, {"hash_on_cookie", NULL, NULL},
+        {"hash_on_cookie_path", NULL, field_inert_root_path}, {"hash_on_query_arg", NULL, NULL},
+        {"hash_fallback_query_arg", NULL, NULL}, {"hash_on_uri_capture", NULL, NULL},
+        {"hash_fallback_uri_capture", NULL, NULL}, {"slots", NULL, field_inert_slots},
+        {"host_header", NULL, NULL}, {"client_certificate", NULL, NULL},
+        {"use_srv_name", NULL, field_inert_false}, {NULL, NULL, NULL}};
     /* clang-format on */
     static const char *const later[] = {"least-connections", "consistent-hashing", "latency", NULL};
     struct upstream *up = &ld->c->upstreams[u];
@@ -737,9 +739,9 @@ static void load_root(struct loader *ld, const json_t *root) {
                                        "services",        "routes",     "upstreams", NULL};
     /* clang-format off */
     static const struct field_unsupported unsupported[] = {
-        {"plugins", PLUGINS_NOT_SUPPORTED}, {"consumers", NULL}, {"certificates", NULL},
-        {"ca_certificates", NULL}, {"snis", NULL}, {"vaults", NULL}, {"_workspace", NULL},
-        {NULL, NULL}};
+        {"plugins", PLUGINS_NOT_SUPPORTED, NULL}, {"consumers", NULL, NULL}, {"certificates", NULL, NULL},
+        {"ca_certificates", NULL, NULL}, {"snis", NULL, NULL}, {"vaults", NULL, NULL}, {"_workspace", NULL, NULL},
+        {NULL, NULL, NULL}};
     /* clang-format on */
     struct config *c = ld->c;
     struct errlist *errs = ld->errs;

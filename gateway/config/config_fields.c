@@ -77,13 +77,50 @@ void field_check_keys(const json_t *obj, const char *path, const char *const *kn
         while (u && u->name && strcmp(u->name, key) != 0)
             u++;
         if (u && u->name) {
-            if (json_is_null(value) || (json_is_array(value) && json_array_size(value) == 0))
+            if (json_is_null(value) || (json_is_array(value) && json_array_size(value) == 0) ||
+                (u->inert && u->inert(value)))
                 continue;
             field_error(errs, path, key, "%s", u->message ? u->message : NOT_SUPPORTED_YET);
             continue;
         }
         field_error(errs, path, key, "unknown field");
     }
+}
+
+bool field_inert_false(const json_t *v) {
+    return json_is_false(v);
+}
+
+bool field_inert_none(const json_t *v) {
+    return json_is_string(v) && strcmp(json_string_value(v), "none") == 0;
+}
+
+bool field_inert_root_path(const json_t *v) {
+    return json_is_string(v) && strcmp(json_string_value(v), "/") == 0;
+}
+
+bool field_inert_slots(const json_t *v) {
+    return json_is_integer(v) && json_integer_value(v) >= 10 && json_integer_value(v) <= 65536;
+}
+
+/* The integer at a/b/c is absent, null or 0. */
+static bool zero_at(const json_t *v, const char *a, const char *b, const char *c) {
+    const json_t *x = json_object_get(v, a);
+    if (x && b) x = json_object_get(x, b);
+    if (x && c) x = json_object_get(x, c);
+    return !x || json_is_null(x) || (json_is_integer(x) && json_integer_value(x) == 0) ||
+           (json_is_real(x) && json_real_value(x) == 0);
+}
+
+bool field_inert_healthchecks(const json_t *v) {
+    /* Kong runs active checks only with a non-zero interval and passive
+     * ones only with non-zero failure counters; its default has neither. */
+    return json_is_object(v) && zero_at(v, "active", "healthy", "interval") &&
+           zero_at(v, "active", "unhealthy", "interval") &&
+           zero_at(v, "passive", "unhealthy", "http_failures") &&
+           zero_at(v, "passive", "unhealthy", "tcp_failures") &&
+           zero_at(v, "passive", "unhealthy", "timeouts") &&
+           zero_at(v, "passive", "healthy", "successes");
 }
 
 json_t *field_get(const json_t *obj, const char *key) {

@@ -24,12 +24,22 @@
 enum field_status { FIELD_BAD = -1, FIELD_ABSENT = 0, FIELD_OK = 1 };
 
 /* A Kong field Weir knows but does not implement. A null or empty-array value
- * configures nothing and is accepted; anything else reports `message`
- * ("not supported yet" when NULL). */
+ * configures nothing and is accepted, and so is any value `inert` (when
+ * set) accepts: Kong's default for the field, which configures nothing in
+ * Kong either, so that Kong's exports load unchanged. Anything else
+ * reports `message` ("not supported yet" when NULL). */
 struct field_unsupported {
     const char *name;
     const char *message;
+    bool (*inert)(const json_t *value);
 };
+
+/* Inert-value checks for field_unsupported. */
+bool field_inert_false(const json_t *v);
+bool field_inert_none(const json_t *v);        /* "none" (hash_on, hash_fallback) */
+bool field_inert_root_path(const json_t *v);   /* "/" (hash_on_cookie_path) */
+bool field_inert_slots(const json_t *v);       /* any ring size 10..65536 */
+bool field_inert_healthchecks(const json_t *v); /* every check disabled (Kong's default) */
 
 /* Checks (and may rewrite in place, e.g. lower-case) one string of an array;
  * reports at `path` and returns false when it is wrong. */

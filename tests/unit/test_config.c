@@ -564,8 +564,9 @@ static void test_unsupported_features_are_refused(void **state) {
             : [ {"name" : "p", "algorithm" : "least-connections"} ]),
         "upstreams[0].algorithm: \"least-connections\" is not supported yet (only round-robin)");
     expect_error(DOC("upstreams"
-                     : [ {"name" : "p", "healthchecks" : {}} ]),
-                 "upstreams[0].healthchecks: not supported yet");
+                     : [ {"name" : "p", "healthchecks" : {"active" : {"healthy" : {"interval" : 5}}}} ]),
+                 "upstreams[0].healthchecks: not supported yet (accepted only with every check "
+                 "disabled, Kong's default)");
 }
 
 /* ---- routes ---- */
@@ -724,8 +725,43 @@ static void test_missing_file_is_reported(void **state) {
     errlist_free(&errs);
 }
 
+/* An upstream as Kong exports it: every field at its default. */
+#define KONG_UPSTREAM(healthy_interval)                                                            \
+    "{\"_format_version\":\"3.0\",\"upstreams\":[{\"name\":\"pool\",\"algorithm\":\"round-robin\","   \
+    "\"slots\":10000,\"hash_on\":\"none\",\"hash_fallback\":\"none\",\"hash_on_cookie_path\":\"/\","     \
+    "\"use_srv_name\":false,\"host_header\":null,\"client_certificate\":null,"                    \
+    "\"healthchecks\":{\"threshold\":0,\"active\":{\"type\":\"http\",\"http_path\":\"/\","          \
+    "\"timeout\":1,\"concurrency\":10,\"healthy\":{\"interval\":" healthy_interval                \
+    ",\"successes\":0,\"http_statuses\":[200,302]},\"unhealthy\":{\"interval\":0,"                \
+    "\"http_failures\":0,\"tcp_failures\":0,\"timeouts\":0}},\"passive\":{\"type\":\"http\","       \
+    "\"healthy\":{\"successes\":0},\"unhealthy\":{\"http_failures\":0,\"tcp_failures\":0,"       \
+    "\"timeouts\":0}}},\"targets\":[{\"target\":\"127.0.0.1:9000\"}]}]}"
+
+static void test_kong_defaults_of_unsupported_upstream_fields_load(void **state) {
+    (void)state;
+    struct config *c = load_ok(KONG_UPSTREAM("0"));
+    assert_int_equal(c->n_upstreams, 1);
+    config_free(c);
+}
+
+static void test_enabled_health_checks_are_refused_until_supported(void **state) {
+    (void)state;
+    expect_error(KONG_UPSTREAM("5"), "upstreams[0].healthchecks: not supported yet (accepted only "
+                                     "with every check disabled, Kong's default)");
+}
+
+static void test_non_default_hash_on_is_refused(void **state) {
+    (void)state;
+    expect_error("{\"_format_version\":\"3.0\",\"upstreams\":[{\"name\":\"pool\","
+                 "\"hash_on\":\"ip\"}]}",
+                 "upstreams[0].hash_on: not supported yet");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kong_defaults_of_unsupported_upstream_fields_load),
+        cmocka_unit_test(test_enabled_health_checks_are_refused_until_supported),
+        cmocka_unit_test(test_non_default_hash_on_is_refused),
         cmocka_unit_test(test_issue_example_loads),
         cmocka_unit_test(test_embedded_default_loads),
         cmocka_unit_test(test_weir_defaults_are_filled),
