@@ -310,6 +310,8 @@ void client_send_error(struct client_conn *c, int status, const char *message, b
     char body[768];
     size_t body_len = error_body_json(body, sizeof body, message, c->req.request_id);
     if (body_len >= sizeof body) body_len = sizeof body - 1;
+    if (close) c->close_after = true;
+    close = c->close_after;
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
@@ -322,7 +324,6 @@ void client_send_error(struct client_conn *c, int status, const char *message, b
     c->req.status = status;
     c->req.response_started = true;
     c->req.bytes_sent += (size_t)n + (c->req.is_head ? 0 : body_len);
-    if (close) c->close_after = true;
     if (c->state == CLIENT_READING_HEAD) c->state = CLIENT_PROXYING;
     client_response_done(c);
 }
@@ -623,7 +624,8 @@ static void handle_request(struct client_conn *c) {
                     c->parser.method == HTTP_PUT || c->parser.method == HTTP_DELETE ||
                     c->parser.method == HTTP_OPTIONS || c->parser.method == HTTP_TRACE;
     r->keep_alive = http_should_keep_alive(&c->parser);
-    if (!r->keep_alive) c->close_after = true;
+    /* keepalive_timeout 0 disables client keep-alive, as in nginx. */
+    if (!r->keep_alive || limits_of(c)->keepalive_timeout_ms == 0) c->close_after = true;
 
     r->snap = worker_acquire_snapshot(c->worker);
     struct route_request rr = {
@@ -825,8 +827,14 @@ void client_response_done(struct client_conn *c) {
     if (c->close_after) {
         c->state = CLIENT_DRAINING;
         conn_read_disable(c->conn);
-        if (evbuffer_get_length(conn_output(c->conn)) == 0) start_lingering(c);
-        else timer_set(c, limits_of(c)->keepalive_timeout_ms ? limits_of(c)->keepalive_timeout_ms : LINGER_MS);
+        if (evbuffer_get_length(conn_output(c->conn)) == 0) {
+            start_lingering(c);
+        } else {
+            /* Flushing is bounded by the client's write timeout; this is the
+             * backstop for responses Weir made itself. */
+            int ka = limits_of(c)->keepalive_timeout_ms;
+            timer_set(c, ka > 0 ? ka : LINGER_MS);
+        }
         return;
     }
     memset(r, 0, sizeof *r);
@@ -837,13 +845,9 @@ void client_response_done(struct client_conn *c) {
     c->up.cap_headers = up_cap;
     c->state = CLIENT_READING_HEAD;
     c->head_scanned = 0;
-    if (c->client_read_paused) {
-        c->client_read_paused = false;
-    }
+    c->client_read_paused = false;
     conn_read_enable(c->conn);
-    int ka = limits_of(c)->keepalive_timeout_ms;
-    if (ka > 0) timer_set(c, ka);
-    else c->close_after = true;
+    timer_set(c, limits_of(c)->keepalive_timeout_ms);
     if (evbuffer_get_length(conn_input(c->conn)) > 0) {
         c->want_next = true;
         schedule(c);

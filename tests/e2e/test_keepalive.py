@@ -124,3 +124,13 @@ def test_idle_upstream_connections_are_closed_before_five_seconds():
                   "an idle upstream keep-alive connection was still open %.1fs after its last "
                   "response (the default idle timeout should be below Node's 5s)" % (time.monotonic() - done))
             time.sleep(0.2)
+
+
+def test_keepalive_timeout_zero_closes_after_each_response():
+    with gateway(limits={"keepalive_timeout": 0}) as (w, b):
+        with Conn(w.port) as c:
+            r = c.request("GET", "/proxied")
+            assert_status(r, 200)
+            check("close" in (r.header("connection") or "").lower(),
+                  "no Connection: close with keepalive_timeout 0", r)
+            check(c.wait_closed(2), "the connection stayed open with keepalive_timeout 0")

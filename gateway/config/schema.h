@@ -1,0 +1,58 @@
+/* schema: one JSON Schema (draft 2020-12) validator over jansson values.
+ *
+ * Every entity schema in schemas/ and every plugin config schema goes through here, so the config
+ * file, the admin API and `weir -t` report the same problems in the same words.
+ *
+ * Contract
+ * - schema_compile() takes its own reference on `doc` (the caller keeps its own and may drop it).
+ *   The document must not be modified afterwards: compiled patterns and resolved $refs point into
+ *   it. All "pattern"/"patternProperties" regexes are compiled (PCRE2, UTF, JIT when available) and
+ *   every "$ref" is resolved up front, so a schema that compiles never fails later for those reasons.
+ *   $ref may name "#", "#/json/pointer" (~0 ~1 and %XX escapes), "#anchor" ($anchor and
+ *   $dynamicAnchor), and any "$id" embedded in the same document, relative or absolute. Remote
+ *   references (anything not defined inside the document, including the draft meta-schema) are
+ *   compile errors.
+ * - A compiled schema is immutable: schema_validate() and schema_apply_defaults() may run from any
+ *   number of threads at once on one schema. schema_free() must not race with them.
+ * - schema_validate() collects every problem as "<path>: <what was expected>", the path in the style
+ *   services[0].routes[1].paths (empty for the root: just the message). `errs` may be NULL when only
+ *   the verdict matters; that stops at the first problem.
+ * - Unknown keywords are ignored, as the specification requires. Not implemented: unevaluatedItems,
+ *   unevaluatedProperties, $dynamicRef, format (annotation only), content*.
+ * - Limits: instances nested deeper than SCHEMA_MAX_DEPTH and schema recursion ($ref cycles that
+ *   do not consume the instance) deeper than SCHEMA_MAX_RECURSION give an error, never a crash.
+ */
+#ifndef WEIR_SCHEMA_H
+#define WEIR_SCHEMA_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "core/errlist.h"
+
+#define SCHEMA_MAX_DEPTH 128
+#define SCHEMA_MAX_RECURSION 512
+
+struct schema;
+
+/* Compiles `doc` (an object or a boolean). Returns NULL and appends to `errs` (schema locations
+ * as paths, e.g. "properties.paths.items.pattern: invalid regex ...") when the schema is unusable. */
+struct schema *schema_compile(json_t *doc, struct errlist *errs);
+
+/* True when `instance` is valid. Every problem is appended to `errs` (if not NULL). */
+bool schema_validate(const struct schema *s, const json_t *instance, struct errlist *errs);
+
+/* Returns a deep copy of `instance` (the caller owns it) where each absent property whose schema in
+ * "properties" has a "default" is set to a copy of that default, recursively: into present and
+ * newly defaulted objects, array items ("prefixItems", "items"), "patternProperties",
+ * "additionalProperties", "$ref" and "allOf". Conditional keywords (anyOf, oneOf, if/then/else)
+ * are not followed, since which branch applies is ambiguous. Given values are never overridden. */
+json_t *schema_apply_defaults(const struct schema *s, const json_t *instance);
+
+/* The compiled document (borrowed), e.g. to serve GET /schemas/{entity}. */
+const json_t *schema_document(const struct schema *s);
+
+void schema_free(struct schema *s);
+
+#endif
