@@ -22,7 +22,7 @@
 #include "core/worker.h"
 
 struct control {
-    const char *config_path;        /* NULL: the embedded default */
+    const char *config_path; /* NULL: the embedded default */
     struct snapshot *snapshot;
     struct worker **workers;
     int n_workers;
@@ -32,13 +32,13 @@ struct control {
 };
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "Usage: weir [-c FILE] [-t] [-v] [-h]\n"
-            "  -c FILE  run with this declarative JSON config (default: the embedded demo config)\n"
-            "  -t       validate the configuration and exit (0: valid; 1: every problem listed)\n"
-            "  -v       print the version and exit\n"
-            "  -h       print this help and exit\n"
-            "Signals: HUP reloads the config file, TERM/QUIT stop gracefully, INT stops at once.\n");
+    fprintf(
+        f, "Usage: weir [-c FILE] [-t] [-v] [-h]\n"
+           "  -c FILE  run with this declarative JSON config (default: the embedded demo config)\n"
+           "  -t       validate the configuration and exit (0: valid; 1: every problem listed)\n"
+           "  -v       print the version and exit\n"
+           "  -h       print this help and exit\n"
+           "Signals: HUP reloads the config file, TERM/QUIT stop gracefully, INT stops at once.\n");
 }
 
 static struct config *load(const char *path, struct errlist *errs) {
@@ -59,11 +59,13 @@ static void reload(struct control *ctl) {
     struct errlist errs;
     errlist_init(&errs);
     struct config *cfg = load(ctl->config_path, &errs);
-    struct snapshot *snap = cfg ? snapshot_build(cfg, ctl->n_workers, ctl->version + 1, &errs) : NULL;
+    struct snapshot *snap =
+        cfg ? snapshot_build(cfg, ctl->n_workers, ctl->version + 1, &errs) : NULL;
     if (!snap) {
         log_err("reload failed, keeping the running configuration (%zu problem%s):", errs.n,
                 errs.n == 1 ? "" : "s");
-        for (size_t i = 0; i < errs.n; i++) log_err("  %s", errs.items[i]);
+        for (size_t i = 0; i < errs.n; i++)
+            log_err("  %s", errs.items[i]);
         errlist_free(&errs);
         return;
     }
@@ -76,7 +78,8 @@ static void reload(struct control *ctl) {
                  "the rest is applied");
     log_configure(neu->error_log, neu->log_level);
     ctl->version++;
-    for (int i = 0; i < ctl->n_workers; i++) worker_publish(ctl->workers[i], snap);
+    for (int i = 0; i < ctl->n_workers; i++)
+        worker_publish(ctl->workers[i], snap);
     snapshot_release(ctl->snapshot);
     ctl->snapshot = snap;
     log_notice("configuration reloaded (version %llu, hash %.12s)",
@@ -146,7 +149,8 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr, "weir: invalid configuration (%zu problem%s):\n", errs.n,
                     errs.n == 1 ? "" : "s");
-            for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "%s\n", errs.items[i]);
+            for (size_t i = 0; i < errs.n; i++)
+                fprintf(stderr, "%s\n", errs.items[i]);
         }
         errlist_free(&errs);
         return 1;
@@ -205,7 +209,8 @@ int main(int argc, char **argv) {
         ctl.workers[i] = worker_new(i, snap, alog, err, sizeof err);
         if (!ctl.workers[i]) {
             fprintf(stderr, "weir: %s\n", err);
-            for (int j = 0; j < i; j++) worker_join_and_free(ctl.workers[j]);
+            for (int j = 0; j < i; j++)
+                worker_join_and_free(ctl.workers[j]);
             free(ctl.workers);
             access_log_close(alog);
             snapshot_release(snap);
@@ -230,10 +235,13 @@ int main(int argc, char **argv) {
 
     event_base_dispatch(ctl.base);
 
-    for (int i = 0; i < ctl.n_workers; i++) worker_stop(ctl.workers[i], ctl.fast);
-    for (int i = 0; i < ctl.n_workers; i++) worker_join_and_free(ctl.workers[i]);
+    for (int i = 0; i < ctl.n_workers; i++)
+        worker_stop(ctl.workers[i], ctl.fast);
+    for (int i = 0; i < ctl.n_workers; i++)
+        worker_join_and_free(ctl.workers[i]);
     free(ctl.workers);
-    for (int i = 0; i < 4; i++) event_free(sev[i]);
+    for (int i = 0; i < 4; i++)
+        event_free(sev[i]);
     event_base_free(ctl.base);
     access_log_close(alog);
     snapshot_release(ctl.snapshot);

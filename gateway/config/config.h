@@ -23,28 +23,34 @@
 
 #define WEIR_UUID_LEN 36
 
-enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_NOTICE, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
+enum log_level {
+    LOG_LEVEL_DEBUG,
+    LOG_LEVEL_INFO,
+    LOG_LEVEL_NOTICE,
+    LOG_LEVEL_WARN,
+    LOG_LEVEL_ERROR
+};
 
 struct listen_addr {
-    char host[64];          /* numeric IPv4/IPv6 address, "0.0.0.0" for all */
+    char host[64]; /* numeric IPv4/IPv6 address, "0.0.0.0" for all */
     int port;
 };
 
 struct cidr {
-    int family;             /* AF_INET or AF_INET6 */
-    uint8_t addr[16];       /* network byte order */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network byte order */
     int prefix_len;
 };
 
 struct weir_limits {
-    size_t max_header_bytes;        /* 32768: request/response head size -> 431 / 502 */
-    int max_headers;                /* 100: header count -> 431 */
-    uint64_t max_body_bytes;        /* 10485760: request body -> 413; 0 = unlimited */
-    int header_timeout_ms;          /* 10000: head not complete -> 408 */
-    int keepalive_timeout_ms;       /* 60000: idle client keep-alive connection */
-    int max_connections;            /* 10000: per process, client connections */
-    int shutdown_timeout_ms;        /* 10000: SIGTERM drain limit */
-    int upstream_keepalive_pool;    /* 64: idle upstream connections per target per worker */
+    size_t max_header_bytes;           /* 32768: request/response head size -> 431 / 502 */
+    int max_headers;                   /* 100: header count -> 431 */
+    uint64_t max_body_bytes;           /* 10485760: request body -> 413; 0 = unlimited */
+    int header_timeout_ms;             /* 10000: head not complete -> 408 */
+    int keepalive_timeout_ms;          /* 60000: idle client keep-alive connection */
+    int max_connections;               /* 10000: per process, client connections */
+    int shutdown_timeout_ms;           /* 10000: SIGTERM drain limit */
+    int upstream_keepalive_pool;       /* 64: idle upstream connections per target per worker */
     int upstream_keepalive_timeout_ms; /* 4000: below Node's 5 s default */
 };
 
@@ -53,28 +59,28 @@ struct weir_settings {
     size_t n_proxy_listen;
     struct listen_addr *admin_listen;
     size_t n_admin_listen;
-    int workers;                    /* default: number of CPUs */
+    int workers; /* default: number of CPUs */
     struct cidr *trusted_ips;
     size_t n_trusted_ips;
-    char *access_log;               /* absolute path, "-" for stdout, or NULL for off ("off") */
-    char *error_log;                /* absolute path or "-" for stderr */
+    char *access_log; /* absolute path, "-" for stdout, or NULL for off ("off") */
+    char *error_log;  /* absolute path or "-" for stderr */
     enum log_level log_level;
     struct weir_limits limits;
 };
 
 struct upstream_target {
     char id[WEIR_UUID_LEN + 1];
-    char *target;                   /* "host:port" as written */
+    char *target; /* "host:port" as written */
     char *host;
     int port;
-    int weight;                     /* 0..65535, 0 = disabled */
-    struct sockaddr_storage addr;   /* resolved at load time */
+    int weight;                   /* 0..65535, 0 = disabled */
+    struct sockaddr_storage addr; /* resolved at load time */
     socklen_t addrlen;
 };
 
 struct upstream {
     char id[WEIR_UUID_LEN + 1];
-    char *name;                     /* also the virtual host services point at */
+    char *name; /* also the virtual host services point at */
     struct upstream_target *targets;
     size_t n_targets;
     char **tags;
@@ -83,27 +89,27 @@ struct upstream {
 
 struct service {
     char id[WEIR_UUID_LEN + 1];
-    char *name;                     /* may be NULL */
-    char *protocol;                 /* "http" */
+    char *name;     /* may be NULL */
+    char *protocol; /* "http" */
     char *host;
     int port;
-    char *path;                     /* NULL when none */
-    int connect_timeout_ms;         /* 60000 */
-    int read_timeout_ms;            /* 60000 */
-    int write_timeout_ms;           /* 60000 */
-    int retries;                    /* 5 */
+    char *path;             /* NULL when none */
+    int connect_timeout_ms; /* 60000 */
+    int read_timeout_ms;    /* 60000 */
+    int write_timeout_ms;   /* 60000 */
+    int retries;            /* 5 */
     bool enabled;
-    const struct upstream *upstream;   /* when host names an upstream, else NULL */
-    struct sockaddr_storage addr;   /* resolved host:port when upstream == NULL */
+    const struct upstream *upstream; /* when host names an upstream, else NULL */
+    struct sockaddr_storage addr;    /* resolved host:port when upstream == NULL */
     socklen_t addrlen;
-    char *host_header;              /* "host" or "host:port" (non-default port) */
+    char *host_header; /* "host" or "host:port" (non-default port) */
     char **tags;
     size_t n_tags;
 };
 
 struct route_header {
-    char *name;                     /* lower case */
-    char **values;                  /* compared case-insensitively */
+    char *name;    /* lower case */
+    char **values; /* compared case-insensitively */
     size_t n_values;
 };
 
@@ -111,13 +117,13 @@ enum route_protocol { ROUTE_PROTO_HTTP = 1, ROUTE_PROTO_HTTPS = 2 };
 
 struct route {
     char id[WEIR_UUID_LEN + 1];
-    char *name;                     /* may be NULL */
-    const struct service *service;  /* never NULL after load */
-    char **paths;                   /* as written; "~" prefix = regex */
+    char *name;                    /* may be NULL */
+    const struct service *service; /* never NULL after load */
+    char **paths;                  /* as written; "~" prefix = regex */
     size_t n_paths;
-    char **hosts;                   /* lower case; "*.x.y" wildcards */
+    char **hosts; /* lower case; "*.x.y" wildcards */
     size_t n_hosts;
-    char **methods;                 /* upper case */
+    char **methods; /* upper case */
     size_t n_methods;
     struct route_header *headers;
     size_t n_headers;
@@ -129,19 +135,19 @@ struct route {
     size_t order;                   /* position in the file: the tie-breaker */
     char **tags;
     size_t n_tags;
-    char *source_path;              /* "services[0].routes[1]" or "routes[2]", for messages */
+    char *source_path; /* "services[0].routes[1]" or "routes[2]", for messages */
 };
 
 struct config {
     struct weir_settings weir;
     struct service *services;
     size_t n_services;
-    struct route *routes;           /* nested and top-level routes, in file order */
+    struct route *routes; /* nested and top-level routes, in file order */
     size_t n_routes;
     struct upstream *upstreams;
     size_t n_upstreams;
-    char *source_path;              /* absolute path of the file, NULL for embedded */
-    char *hash;                     /* hex SHA-256 of the source text */
+    char *source_path; /* absolute path of the file, NULL for embedded */
+    char *hash;        /* hex SHA-256 of the source text */
 };
 
 /* Load and validate. `path` is the file name; relative paths inside resolve

@@ -36,9 +36,9 @@ struct field_unsupported {
 
 /* Inert-value checks for field_unsupported. */
 bool field_inert_false(const json_t *v);
-bool field_inert_none(const json_t *v);        /* "none" (hash_on, hash_fallback) */
-bool field_inert_root_path(const json_t *v);   /* "/" (hash_on_cookie_path) */
-bool field_inert_slots(const json_t *v);       /* any ring size 10..65536 */
+bool field_inert_none(const json_t *v);         /* "none" (hash_on, hash_fallback) */
+bool field_inert_root_path(const json_t *v);    /* "/" (hash_on_cookie_path) */
+bool field_inert_slots(const json_t *v);        /* any ring size 10..65536 */
 bool field_inert_healthchecks(const json_t *v); /* every check disabled (Kong's default) */
 
 /* Checks (and may rewrite in place, e.g. lower-case) one string of an array;

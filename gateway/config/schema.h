@@ -7,16 +7,16 @@
  * - schema_compile() takes its own reference on `doc` (the caller keeps its own and may drop it).
  *   The document must not be modified afterwards: compiled patterns and resolved $refs point into
  *   it. All "pattern"/"patternProperties" regexes are compiled (PCRE2, UTF, JIT when available) and
- *   every "$ref" is resolved up front, so a schema that compiles never fails later for those reasons.
- *   $ref may name "#", "#/json/pointer" (~0 ~1 and %XX escapes), "#anchor" ($anchor and
+ *   every "$ref" is resolved up front, so a schema that compiles never fails later for those
+ * reasons. $ref may name "#", "#/json/pointer" (~0 ~1 and %XX escapes), "#anchor" ($anchor and
  *   $dynamicAnchor), and any "$id" embedded in the same document, relative or absolute. Remote
  *   references (anything not defined inside the document, including the draft meta-schema) are
  *   compile errors.
  * - A compiled schema is immutable: schema_validate() and schema_apply_defaults() may run from any
  *   number of threads at once on one schema. schema_free() must not race with them.
- * - schema_validate() collects every problem as "<path>: <what was expected>", the path in the style
- *   services[0].routes[1].paths (empty for the root: just the message). `errs` may be NULL when only
- *   the verdict matters; that stops at the first problem.
+ * - schema_validate() collects every problem as "<path>: <what was expected>", the path in the
+ * style services[0].routes[1].paths (empty for the root: just the message). `errs` may be NULL when
+ * only the verdict matters; that stops at the first problem.
  * - Unknown keywords are ignored, as the specification requires. Not implemented: unevaluatedItems,
  *   unevaluatedProperties, $dynamicRef, format (annotation only), content*.
  * - Limits: instances nested deeper than SCHEMA_MAX_DEPTH and schema recursion ($ref cycles that
@@ -37,7 +37,8 @@
 struct schema;
 
 /* Compiles `doc` (an object or a boolean). Returns NULL and appends to `errs` (schema locations
- * as paths, e.g. "properties.paths.items.pattern: invalid regex ...") when the schema is unusable. */
+ * as paths, e.g. "properties.paths.items.pattern: invalid regex ...") when the schema is unusable.
+ */
 struct schema *schema_compile(json_t *doc, struct errlist *errs);
 
 /* True when `instance` is valid. Every problem is appended to `errs` (if not NULL). */

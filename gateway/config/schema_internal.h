@@ -13,7 +13,7 @@
 #include "config/schema.h"
 
 struct schema_pattern_prop {
-    const char *key;      /* points into the (immutable) document */
+    const char *key; /* points into the (immutable) document */
     pcre2_code *re;
     const json_t *schema;
 };
@@ -21,8 +21,8 @@ struct schema_pattern_prop {
 /* What compilation learnt about one schema object; only objects with a $ref, a pattern or
  * patternProperties get one, so lookups of other objects find nothing. */
 struct schema_node {
-    const json_t *ref;    /* resolved "$ref" target, or NULL */
-    pcre2_code *pattern;  /* "pattern", or NULL */
+    const json_t *ref;   /* resolved "$ref" target, or NULL */
+    pcre2_code *pattern; /* "pattern", or NULL */
     struct schema_pattern_prop *pp;
     size_t npp;
 };
@@ -47,8 +47,7 @@ struct schema_path {
 
 const struct schema_node *schema_node_find(const struct schema *s, const json_t *obj);
 /* Unanchored search, as JSON Schema's "pattern" demands. */
-bool schema_regex_search(const pcre2_code *re, const char *str, size_t len,
-                         pcre2_match_data *md);
+bool schema_regex_search(const pcre2_code *re, const char *str, size_t len, pcre2_match_data *md);
 /* JSON equality where 1 == 1.0; deeper than SCHEMA_MAX_DEPTH compares unequal. */
 bool schema_json_equal(const json_t *a, const json_t *b, unsigned depth);
 void schema_path_render(const struct schema_path *p, char *buf, size_t size);

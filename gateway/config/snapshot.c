@@ -35,7 +35,8 @@ void snapshot_retain(struct snapshot *s) {
 void snapshot_release(struct snapshot *s) {
     if (!s) return;
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
-    for (size_t u = 0; u < s->config->n_upstreams; u++) free(s->balancer_current[u]);
+    for (size_t u = 0; u < s->config->n_upstreams; u++)
+        free(s->balancer_current[u]);
     free(s->balancer_current);
     router_free(s->router);
     config_free(s->config);

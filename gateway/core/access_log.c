@@ -99,7 +99,8 @@ struct access_log *access_log_open(const char *path, int n_workers) {
     l->n_workers = n_workers;
     l->buffers = calloc((size_t)n_workers, sizeof *l->buffers);
     if (!l->buffers) abort();
-    for (int i = 0; i < n_workers; i++) pthread_mutex_init(&l->buffers[i].lock, NULL);
+    for (int i = 0; i < n_workers; i++)
+        pthread_mutex_init(&l->buffers[i].lock, NULL);
     pthread_mutex_init(&l->stop_lock, NULL);
     pthread_cond_init(&l->stop_cond, NULL);
     if (pthread_create(&l->writer, NULL, writer_main, l) != 0) abort();
@@ -115,7 +116,8 @@ void access_log_write(struct access_log *l, int worker, const char *line, size_t
     } else {
         if (b->len + len + 1 > b->cap) {
             size_t cap = b->cap ? b->cap * 2 : 16384;
-            while (cap < b->len + len + 1) cap *= 2;
+            while (cap < b->len + len + 1)
+                cap *= 2;
             b->data = realloc(b->data, cap);
             if (!b->data) abort();
             b->cap = cap;
@@ -134,7 +136,8 @@ void access_log_close(struct access_log *l) {
     pthread_cond_signal(&l->stop_cond);
     pthread_mutex_unlock(&l->stop_lock);
     pthread_join(l->writer, NULL);
-    for (int i = 0; i < l->n_workers; i++) pthread_mutex_destroy(&l->buffers[i].lock);
+    for (int i = 0; i < l->n_workers; i++)
+        pthread_mutex_destroy(&l->buffers[i].lock);
     free(l->buffers);
     if (l->owns_fd) close(l->fd);
     pthread_mutex_destroy(&l->stop_lock);

@@ -21,30 +21,30 @@ struct conn {
     struct event_base *base;
     int fd;
     struct event rev, wev;
-    struct event timer;     /* read and write timeouts, moved lazily */
-    struct event later;     /* work deferred to the end of this loop iteration */
+    struct event timer; /* read and write timeouts, moved lazily */
+    struct event later; /* work deferred to the end of this loop iteration */
     struct evbuffer *in, *out;
     conn_data_cb readcb, writecb;
     conn_event_cb eventcb;
     void *arg;
 
-    bool reading;           /* the owner wants reads */
-    bool read_added;        /* rev is in the event loop */
-    bool write_added;       /* wev waits for the socket to take more */
-    bool want_flush;        /* `later` will write the output */
-    bool want_read;         /* `later` will read again (edge-triggered) */
-    int connect_errno;      /* connect() failed at once: reported by `later` */
+    bool reading;      /* the owner wants reads */
+    bool read_added;   /* rev is in the event loop */
+    bool write_added;  /* wev waits for the socket to take more */
+    bool want_flush;   /* `later` will write the output */
+    bool want_read;    /* `later` will read again (edge-triggered) */
+    int connect_errno; /* connect() failed at once: reported by `later` */
     bool connecting;
-    bool closed;            /* error or timeout: no more I/O */
-    bool read_eof;          /* the peer finished sending: no more reads, writes go on */
-    bool peer_closed;       /* EPOLLRDHUP seen: read on until EOF (edge-triggered) */
-    bool shut_pending;      /* shutdown(SHUT_WR) once the output is empty */
-    bool dead;              /* conn_free() called inside a callback */
-    int depth;              /* callbacks of this conn on the stack */
-    uint64_t rto_ms, wto_ms;        /* 0: no timeout */
-    uint64_t read_deadline;         /* while reading is enabled */
-    uint64_t write_deadline;        /* while output waits for the socket, or connecting */
-    uint64_t timer_at;              /* when `timer` fires; 0: not armed */
+    bool closed;             /* error or timeout: no more I/O */
+    bool read_eof;           /* the peer finished sending: no more reads, writes go on */
+    bool peer_closed;        /* EPOLLRDHUP seen: read on until EOF (edge-triggered) */
+    bool shut_pending;       /* shutdown(SHUT_WR) once the output is empty */
+    bool dead;               /* conn_free() called inside a callback */
+    int depth;               /* callbacks of this conn on the stack */
+    uint64_t rto_ms, wto_ms; /* 0: no timeout */
+    uint64_t read_deadline;  /* while reading is enabled */
+    uint64_t write_deadline; /* while output waits for the socket, or connecting */
+    uint64_t timer_at;       /* when `timer` fires; 0: not armed */
     size_t read_high, write_low;
 };
 
@@ -290,8 +290,7 @@ static void on_later(evutil_socket_t fd, short what, void *arg) {
 static void output_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg) {
     (void)buf;
     struct conn *c = arg;
-    if (info->n_added == 0 || c->write_added || c->want_flush || c->connecting || c->closed)
-        return;
+    if (info->n_added == 0 || c->write_added || c->want_flush || c->connecting || c->closed) return;
     c->want_flush = true;
     schedule_later(c);
 }
@@ -335,7 +334,8 @@ struct conn *conn_connect(struct event_base *base, const struct sockaddr *sa, so
     struct conn *c = conn_alloc(base, fd);
     c->connecting = true;
     if (connect_timeout)
-        c->wto_ms = (uint64_t)connect_timeout->tv_sec * 1000 + (uint64_t)connect_timeout->tv_usec / 1000;
+        c->wto_ms =
+            (uint64_t)connect_timeout->tv_sec * 1000 + (uint64_t)connect_timeout->tv_usec / 1000;
     int r = connect(fd, sa, len);
     if (r == 0 || errno == EINPROGRESS) {
         event_add(&c->wev, NULL);
@@ -402,8 +402,7 @@ void conn_set_timeouts(struct conn *c, const struct timeval *read, const struct 
     c->wto_ms = tv_ms(write);
     /* New durations count from now, like bufferevent_set_timeouts. */
     c->read_deadline = c->rto_ms && c->read_added ? now_ms() + c->rto_ms : 0;
-    c->write_deadline =
-        c->wto_ms && (c->write_added || c->connecting) ? now_ms() + c->wto_ms : 0;
+    c->write_deadline = c->wto_ms && (c->write_added || c->connecting) ? now_ms() + c->wto_ms : 0;
     timer_update(c);
 }
 

@@ -33,7 +33,8 @@ void errlist_addf(struct errlist *e, const char *path, const char *fmt, ...) {
 }
 
 void errlist_free(struct errlist *e) {
-    for (size_t i = 0; i < e->n; i++) free(e->items[i]);
+    for (size_t i = 0; i < e->n; i++)
+        free(e->items[i]);
     free(e->items);
     errlist_init(e);
 }

@@ -13,10 +13,9 @@ static const unsigned char weir_namespace[16] = {0x6b, 0x2d, 0x8c, 0x4e, 0x1f, 0
                                                  0x9a, 0x41, 0x2e, 0x7c, 0x0b, 0x93, 0xd4, 0x61};
 
 static void format_uuid(const unsigned char b[16], char out[37]) {
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 void uuid_v4(char out[37]) {

@@ -53,8 +53,9 @@ static void shutdown_timeout_cb(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    if (w->n_conns) log_warn("worker %d: shutdown_timeout reached with %zu connections open", w->id,
-                             w->n_conns);
+    if (w->n_conns)
+        log_warn("worker %d: shutdown_timeout reached with %zu connections open", w->id,
+                 w->n_conns);
     event_base_loopbreak(w->base);
 }
 
@@ -84,7 +85,8 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
         w->stopping = true;
         close_listeners(w);
         pool_close_all(w->pool);
-        for (struct client_conn *c = w->conns; c; c = c->next) client_conn_shutdown(c);
+        for (struct client_conn *c = w->conns; c; c = c->next)
+            client_conn_shutdown(c);
         int ms = w->snapshot->config->weir.limits.shutdown_timeout_ms;
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         w->shutdown_timer = evtimer_new(w->base, shutdown_timeout_cb, w);
@@ -217,8 +219,10 @@ void worker_conn_added(struct worker *w, struct client_conn *c) {
 }
 
 void worker_conn_removed(struct worker *w, struct client_conn *c) {
-    if (c->prev) c->prev->next = c->next;
-    else w->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     w->n_conns--;
     atomic_fetch_sub(&weir_connections, 1);

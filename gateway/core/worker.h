@@ -30,32 +30,32 @@ struct worker {
     struct evconnlistener **listeners;
     int *listen_ports;
     size_t n_listeners;
-    struct snapshot *snapshot;      /* the worker's current reference */
+    struct snapshot *snapshot; /* the worker's current reference */
     struct pool *pool;
     struct access_log *access_log;
-    struct client_conn *conns;      /* every open client connection */
+    struct client_conn *conns; /* every open client connection */
     size_t n_conns;
     bool stopping;
-    uint64_t rng[2];                /* xorshift128+ state for request ids */
+    uint64_t rng[2]; /* xorshift128+ state for request ids */
 
     pthread_mutex_t mailbox_lock;
-    struct snapshot *mailbox;       /* a newer snapshot, handed over by control */
+    struct snapshot *mailbox; /* a newer snapshot, handed over by control */
     bool stop_requested;
     bool fast_stop;
-    int wake_fd;                    /* eventfd the control thread writes to */
+    int wake_fd; /* eventfd the control thread writes to */
     struct event *wake;
     struct event *shutdown_timer;
 };
 
 /* Process-wide state the control thread and workers share (read-mostly). */
-extern atomic_int weir_connections;     /* open client connections, all workers */
+extern atomic_int weir_connections; /* open client connections, all workers */
 
 /* Creates a worker with its listeners (fds opened here, one set per worker).
  * Returns NULL with a message in err. */
 struct worker *worker_new(int id, struct snapshot *snap, struct access_log *alog, char *err,
                           size_t errlen);
 int worker_start(struct worker *w);
-void worker_publish(struct worker *w, struct snapshot *snap);  /* takes a reference */
+void worker_publish(struct worker *w, struct snapshot *snap); /* takes a reference */
 void worker_stop(struct worker *w, bool fast);
 void worker_join_and_free(struct worker *w);
 

@@ -35,7 +35,8 @@ static void feed_body(struct client_conn *c);
 void bytebuf_reserve(struct bytebuf *b, size_t extra) {
     if (b->len + extra <= b->cap) return;
     size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + extra) cap *= 2;
+    while (cap < b->len + extra)
+        cap *= 2;
     b->data = realloc(b->data, cap);
     if (!b->data) abort();
     b->cap = cap;
@@ -209,7 +210,6 @@ void client_conn_shutdown(struct client_conn *c) {
 
 /* ---- access log ---------------------------------------------------------- */
 
-
 /* Appends s as JSON string contents (escaping quotes, backslashes, controls
  * and bytes >= 0x80, which a request path may not be valid UTF-8 for). */
 static void json_escape(struct bytebuf *b, const char *s, size_t n) {
@@ -227,7 +227,8 @@ static void json_escape(struct bytebuf *b, const char *s, size_t n) {
     }
 }
 
-static void json_field_str(struct bytebuf *b, const char *key, const char *v, size_t n, bool comma) {
+static void json_field_str(struct bytebuf *b, const char *key, const char *v, size_t n,
+                           bool comma) {
     if (comma) bytebuf_append(b, ",", 1);
     bytebuf_append(b, "\"", 1);
     bytebuf_append(b, key, strlen(key));
@@ -508,17 +509,19 @@ static int check_request_headers(struct client_conn *c, const char **why) {
              * "chunked" ("chunked, chunked") is malformed. */
             bool only_chunked = true;
             for (size_t i = 0; i < te->value_len;) {
-                while (i < te->value_len && (te->value[i] == ',' || te->value[i] == ' ' ||
-                                             te->value[i] == '\t'))
+                while (i < te->value_len &&
+                       (te->value[i] == ',' || te->value[i] == ' ' || te->value[i] == '\t'))
                     i++;
                 size_t start = i;
                 while (i < te->value_len && te->value[i] != ',' && te->value[i] != ' ' &&
                        te->value[i] != '\t')
                     i++;
-                if (i > start && !(i - start == 7 && strncasecmp(te->value + start, "chunked", 7) == 0))
+                if (i > start &&
+                    !(i - start == 7 && strncasecmp(te->value + start, "chunked", 7) == 0))
                     only_chunked = false;
             }
-            *why = only_chunked ? "invalid Transfer-Encoding header" : "unsupported transfer coding";
+            *why =
+                only_chunked ? "invalid Transfer-Encoding header" : "unsupported transfer coding";
             return only_chunked ? 400 : 501;
         }
         r->chunked = true;
@@ -594,7 +597,8 @@ static int parse_target(struct client_conn *c, const char **why) {
 
 static const char *route_header_lookup(void *ctx, const char *name, size_t index, size_t *len) {
     struct client_conn *c = ctx;
-    const struct http_header *h = headers_find(c->headers, c->req.n_headers, name, strlen(name), index);
+    const struct http_header *h =
+        headers_find(c->headers, c->req.n_headers, name, strlen(name), index);
     if (!h) return NULL;
     *len = h->value_len;
     return h->value;
@@ -779,9 +783,9 @@ static void feed_body(struct client_conn *c) {
         if (err != HPE_OK && err != HPE_PAUSED) {
             bool too_large = err == HPE_CB_body;
             if (!r->response_started)
-                client_send_error(c, too_large ? 413 : 400,
-                                  too_large ? "request body too large" : http_errno_description(err),
-                                  true);
+                client_send_error(
+                    c, too_large ? 413 : 400,
+                    too_large ? "request body too large" : http_errno_description(err), true);
             else
                 client_conn_close(c);
             return;
@@ -797,8 +801,7 @@ static void feed_body(struct client_conn *c) {
 void client_start_body(struct client_conn *c) {
     struct request *r = &c->req;
     if (r->body_done) return;
-    if (r->expect_continue && r->http_minor == 1 &&
-        evbuffer_get_length(conn_input(c->conn)) == 0) {
+    if (r->expect_continue && r->http_minor == 1 && evbuffer_get_length(conn_input(c->conn)) == 0) {
         evbuffer_add(conn_output(c->conn), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
     feed_body(c);
@@ -910,8 +913,10 @@ static void client_event_cb(struct conn *conn, short what, void *arg) {
         case CLIENT_PROXYING:
             /* A client that half-closes after a complete request still gets
              * its response; one that leaves mid-request is gone. */
-            if (!c->req.body_done) client_conn_close(c);
-            else c->close_after = true;
+            if (!c->req.body_done)
+                client_conn_close(c);
+            else
+                c->close_after = true;
             break;
         case CLIENT_TUNNEL:
             proxy_tunnel_client_eof(c);

@@ -35,18 +35,18 @@ struct bytebuf {
 };
 
 enum client_state {
-    CLIENT_READING_HEAD,    /* waiting for (the rest of) a request head */
-    CLIENT_PROXYING,        /* a request is being answered */
-    CLIENT_TUNNEL,          /* after a 101: bytes flow both ways untouched */
-    CLIENT_DRAINING,        /* last response queued; close once flushed */
-    CLIENT_LINGERING,       /* write side shut; discarding input before close */
+    CLIENT_READING_HEAD, /* waiting for (the rest of) a request head */
+    CLIENT_PROXYING,     /* a request is being answered */
+    CLIENT_TUNNEL,       /* after a 101: bytes flow both ways untouched */
+    CLIENT_DRAINING,     /* last response queued; close once flushed */
+    CLIENT_LINGERING,    /* write side shut; discarding input before close */
 };
 
 enum upstream_state {
-    UP_IDLE,                /* no upstream exchange */
+    UP_IDLE, /* no upstream exchange */
     UP_CONNECTING,
-    UP_WAITING_HEAD,        /* connected (or reused), request sent or sending */
-    UP_BODY,                /* final response head forwarded, body streaming */
+    UP_WAITING_HEAD, /* connected (or reused), request sent or sending */
+    UP_BODY,         /* final response head forwarded, body streaming */
     UP_DONE,
 };
 
@@ -56,14 +56,14 @@ struct request {
     size_t method_len;
     const char *target;
     size_t target_len;
-    const char *query;              /* after '?', NULL when absent */
+    const char *query; /* after '?', NULL when absent */
     size_t query_len;
-    const char *host;               /* Host (or absolute-form authority) without port */
+    const char *host; /* Host (or absolute-form authority) without port */
     size_t host_len;
-    const char *host_full;          /* with port, as the client sent it */
+    const char *host_full; /* with port, as the client sent it */
     size_t host_full_len;
-    int http_minor;                 /* HTTP/1.0 or HTTP/1.1 */
-    bool keep_alive;                /* client wants the connection kept */
+    int http_minor;  /* HTTP/1.0 or HTTP/1.1 */
+    bool keep_alive; /* client wants the connection kept */
     bool chunked;
     bool has_content_length;
     uint64_t content_length;
@@ -72,75 +72,75 @@ struct request {
     bool idempotent;
     bool is_head;
     size_t n_headers;
-    bool headers_done;              /* later header callbacks are trailers */
+    bool headers_done; /* later header callbacks are trailers */
     struct timespec start;
     char request_id[129];
     size_t request_id_len;
 
     /* Routing. */
-    struct snapshot *snap;          /* retained for the request's lifetime */
+    struct snapshot *snap; /* retained for the request's lifetime */
     struct route_match match;
     bool routed;
 
     /* Body progress (client -> upstream). */
     uint64_t body_received;
     bool body_done;
-    bool body_started;              /* a body byte was forwarded upstream */
+    bool body_started; /* a body byte was forwarded upstream */
     struct chunk_check chunk;
 
     /* Response progress (upstream -> client). */
-    int status;                     /* sent to the client */
-    bool response_started;          /* a final head was queued for the client */
-    bool response_chunked;          /* re-encoding the body as chunks */
-    bool response_close_delimited;  /* HTTP/1.0 client, unknown length */
+    int status;                    /* sent to the client */
+    bool response_started;         /* a final head was queued for the client */
+    bool response_chunked;         /* re-encoding the body as chunks */
+    bool response_close_delimited; /* HTTP/1.0 client, unknown length */
     uint64_t bytes_sent;
 };
 
 struct upstream_side {
     enum upstream_state state;
     struct conn *conn;
-    bool reused;                    /* came from the keep-alive pool */
+    bool reused; /* came from the keep-alive pool */
     const struct sockaddr *addr;
     socklen_t addrlen;
-    char addr_text[64];           /* "ip:port", filled by proxy_upstream_addr() */
-    int target;                     /* index in the upstream, -1 for a plain host */
+    char addr_text[64]; /* "ip:port", filled by proxy_upstream_addr() */
+    int target;         /* index in the upstream, -1 for a plain host */
     int tried[32];
     size_t n_tried;
     int attempts;
     http_parser parser;
     size_t head_scanned;
-    int status;                     /* upstream's final status, 0 before */
-    bool got_bytes;                 /* any response byte arrived */
+    int status;     /* upstream's final status, 0 before */
+    bool got_bytes; /* any response byte arrived */
     bool keep_alive;
-    bool read_paused;               /* back-pressure from the client side */
-    struct http_header *headers;    /* response head fields (into conn->resp_head) */
+    bool read_paused;            /* back-pressure from the client side */
+    struct http_header *headers; /* response head fields (into conn->resp_head) */
     size_t n_headers, cap_headers;
     bool resp_headers_done;
     bool resp_has_content_length;
     uint64_t resp_content_length;
     struct timespec start;
-    double latency_ms;              /* until the response head */
-    const char *reason;             /* upstream reason phrase (into conn->resp_head) */
+    double latency_ms;  /* until the response head */
+    const char *reason; /* upstream reason phrase (into conn->resp_head) */
     size_t reason_len;
-    bool chunked;                   /* upstream body is chunked */
+    bool chunked; /* upstream body is chunked */
     bool message_done;
-    struct chunk_check chunk;       /* framing check of a chunked upstream body */
+    struct chunk_check chunk; /* framing check of a chunked upstream body */
 };
 
 struct client_conn {
     struct worker *worker;
-    struct client_conn *prev, *next;  /* worker's connection list */
+    struct client_conn *prev, *next; /* worker's connection list */
     struct conn *conn;
-    struct event *timer;            /* head / keep-alive timeouts */
-    uint64_t deadline_ms;           /* when the current timeout expires; 0: none */
-    uint64_t timer_armed_ms;        /* when the libevent timer fires; 0: not armed */
-    struct event *deferred;         /* runs close / next request outside callbacks */
+    struct event *timer;     /* head / keep-alive timeouts */
+    uint64_t deadline_ms;    /* when the current timeout expires; 0: none */
+    uint64_t timer_armed_ms; /* when the libevent timer fires; 0: not armed */
+    struct event *deferred;  /* runs close / next request outside callbacks */
     enum client_state state;
-    bool close_after;               /* close once the current response is flushed */
-    bool want_close;                /* close now (from the deferred event) */
-    bool want_next;                 /* look for the next request (deferred) */
-    bool client_read_paused;        /* back-pressure from the upstream side */
-    bool eof;                       /* client closed its sending side */
+    bool close_after;        /* close once the current response is flushed */
+    bool want_close;         /* close now (from the deferred event) */
+    bool want_next;          /* look for the next request (deferred) */
+    bool client_read_paused; /* back-pressure from the upstream side */
+    bool eof;                /* client closed its sending side */
     int listen_port;
     struct sockaddr_storage peer;
     char peer_ip[INET6_ADDRSTRLEN];
@@ -148,11 +148,11 @@ struct client_conn {
 
     http_parser parser;
     size_t head_scanned;
-    struct bytebuf head;            /* copy of the request head */
-    struct bytebuf path;            /* normalised path */
-    struct bytebuf uphead;          /* upstream request head (kept for retries) */
-    struct bytebuf resp_head;       /* copy of the upstream response head */
-    struct bytebuf resp_out;        /* the response head being built for the client */
+    struct bytebuf head;      /* copy of the request head */
+    struct bytebuf path;      /* normalised path */
+    struct bytebuf uphead;    /* upstream request head (kept for retries) */
+    struct bytebuf resp_head; /* copy of the upstream response head */
+    struct bytebuf resp_out;  /* the response head being built for the client */
     struct http_header *headers;
     size_t cap_headers;
 
@@ -175,7 +175,7 @@ void client_send_error(struct client_conn *c, int status, const char *message, b
 /* Called by the upstream side. */
 void client_response_head_sent(struct client_conn *c);
 void client_response_done(struct client_conn *c);
-void client_start_body(struct client_conn *c);  /* upstream ready for the body */
+void client_start_body(struct client_conn *c); /* upstream ready for the body */
 void client_resume_read(struct client_conn *c);
 void client_start_tunnel(struct client_conn *c);
 

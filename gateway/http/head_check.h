@@ -14,9 +14,9 @@
 #include <stdint.h>
 
 enum head_status {
-    HEAD_INCOMPLETE = 0,   /* no blank line yet: read more (caller enforces size/time) */
-    HEAD_COMPLETE,         /* a well-formed head ends at *head_len */
-    HEAD_BAD,              /* malformed: *reason says why (400 for requests, 502 for responses) */
+    HEAD_INCOMPLETE = 0, /* no blank line yet: read more (caller enforces size/time) */
+    HEAD_COMPLETE,       /* a well-formed head ends at *head_len */
+    HEAD_BAD,            /* malformed: *reason says why (400 for requests, 502 for responses) */
 };
 
 /* Scans buf[0..len) for a complete head (start line + fields + CRLF CRLF).
@@ -58,14 +58,24 @@ bool head_parse_content_length(const char *v, size_t len, uint64_t *out);
  * (obs-fold). Once CHUNK_DONE, feeding consumes nothing (returns 0: the bytes
  * belong to the next message); CHUNK_ERROR is sticky. */
 enum chunk_state {
-    CHUNK_SIZE_START, CHUNK_SIZE, CHUNK_EXT, CHUNK_SIZE_LF, CHUNK_DATA, CHUNK_DATA_CR,
-    CHUNK_DATA_LF, CHUNK_TRAILER_START, CHUNK_TRAILER, CHUNK_TRAILER_LF, CHUNK_END_LF,
-    CHUNK_DONE, CHUNK_ERROR,
+    CHUNK_SIZE_START,
+    CHUNK_SIZE,
+    CHUNK_EXT,
+    CHUNK_SIZE_LF,
+    CHUNK_DATA,
+    CHUNK_DATA_CR,
+    CHUNK_DATA_LF,
+    CHUNK_TRAILER_START,
+    CHUNK_TRAILER,
+    CHUNK_TRAILER_LF,
+    CHUNK_END_LF,
+    CHUNK_DONE,
+    CHUNK_ERROR,
 };
 struct chunk_check {
     enum chunk_state state;
-    uint64_t remaining;     /* bytes of chunk data left */
-    int size_digits;        /* size digits read; negated once SP/HT follows them */
+    uint64_t remaining; /* bytes of chunk data left */
+    int size_digits;    /* size digits read; negated once SP/HT follows them */
     bool last_chunk;
 };
 void chunk_check_init(struct chunk_check *c);

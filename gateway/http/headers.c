@@ -12,7 +12,8 @@ struct known_header {
     enum header_kind kind;
 };
 
-#define KH(s, k) {s, sizeof(s) - 1, k}
+#define KH(s, k)                                                                                   \
+    { s, sizeof(s) - 1, k }
 static const struct known_header known_headers[] = {
     KH("host", HDR_HOST),
     KH("content-length", HDR_CONTENT_LENGTH),
@@ -65,7 +66,8 @@ void header_collect_value(struct http_header *h, size_t n, const char *at, size_
 
 void header_finish(struct http_header *h) {
     if (!h->value) h->value = h->name + h->name_len;
-    while (h->value_len && (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
+    while (h->value_len &&
+           (h->value[h->value_len - 1] == ' ' || h->value[h->value_len - 1] == '\t'))
         h->value_len--;
     h->kind = header_kind_of(h->name, h->name_len);
 }
@@ -92,11 +94,14 @@ static bool is_ows(char c) {
 bool header_list_has(const char *list, size_t list_len, const char *token, size_t token_len) {
     size_t i = 0;
     while (i < list_len) {
-        while (i < list_len && (is_ows(list[i]) || list[i] == ',')) i++;
+        while (i < list_len && (is_ows(list[i]) || list[i] == ','))
+            i++;
         size_t start = i;
-        while (i < list_len && list[i] != ',') i++;
+        while (i < list_len && list[i] != ',')
+            i++;
         size_t end = i;
-        while (end > start && is_ows(list[end - 1])) end--;
+        while (end > start && is_ows(list[end - 1]))
+            end--;
         if (end - start == token_len && strncasecmp(list + start, token, token_len) == 0)
             return true;
     }
@@ -137,8 +142,10 @@ bool header_request_id_valid(const char *v, size_t len) {
  * whitespace) into a sockaddr for the trust check. */
 static bool parse_ip(const char *s, size_t len, struct sockaddr_storage *ss, char *text,
                      size_t text_len) {
-    while (len && is_ows(*s)) s++, len--;
-    while (len && is_ows(s[len - 1])) len--;
+    while (len && is_ows(*s))
+        s++, len--;
+    while (len && is_ows(s[len - 1]))
+        len--;
     if (len == 0 || len >= text_len || len >= INET6_ADDRSTRLEN) return false;
     memcpy(text, s, len);
     text[len] = '\0';
@@ -162,7 +169,8 @@ bool header_real_ip_from_xff(const struct weir_settings *w, const char *xff, siz
     size_t end = len;
     while (end > 0) {
         size_t start = end;
-        while (start > 0 && xff[start - 1] != ',') start--;
+        while (start > 0 && xff[start - 1] != ',')
+            start--;
         struct sockaddr_storage ss;
         char text[INET6_ADDRSTRLEN];
         if (parse_ip(xff + start, end - start, &ss, text, sizeof text)) {

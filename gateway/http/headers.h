@@ -41,10 +41,10 @@ enum header_kind {
 struct http_header {
     const char *name;
     size_t name_len;
-    const char *value;      /* leading and trailing whitespace removed */
+    const char *value; /* leading and trailing whitespace removed */
     size_t value_len;
     enum header_kind kind;
-    bool drop;              /* hop-by-hop for this message (named in Connection) */
+    bool drop; /* hop-by-hop for this message (named in Connection) */
 };
 
 enum header_kind header_kind_of(const char *name, size_t len);

@@ -50,10 +50,10 @@ struct route_request {
 
 struct route_match {
     const struct route *route;
-    size_t path_index;          /* which of route->paths matched */
-    size_t matched_len;         /* bytes of the path matched by the prefix or regex */
+    size_t path_index;  /* which of route->paths matched */
+    size_t matched_len; /* bytes of the path matched by the prefix or regex */
     bool is_regex;
-    int n_captures;             /* regex only: groups including group 0 */
+    int n_captures;                          /* regex only: groups including group 0 */
     size_t captures[ROUTER_MAX_CAPTURES][2]; /* [start, end) offsets in path; SIZE_MAX if unset */
 };
 

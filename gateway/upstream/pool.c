@@ -32,7 +32,8 @@ struct pool {
 static unsigned addr_hash(const struct sockaddr *a, socklen_t len) {
     const unsigned char *b = (const unsigned char *)a;
     unsigned h = 2166136261u;
-    for (socklen_t i = 0; i < len; i++) h = (h ^ b[i]) * 16777619u;
+    for (socklen_t i = 0; i < len; i++)
+        h = (h ^ b[i]) * 16777619u;
     return h % POOL_BUCKETS;
 }
 
@@ -53,10 +54,14 @@ static struct pool_key *key_find(struct pool *p, const struct sockaddr *a, sockl
 
 static void unlink_conn(struct pool_conn *c) {
     struct pool_key *k = c->key;
-    if (c->prev) c->prev->next = c->next;
-    else k->head = c->next;
-    if (c->next) c->next->prev = c->prev;
-    else k->tail = c->prev;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        k->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        k->tail = c->prev;
     k->count--;
 }
 
@@ -102,8 +107,7 @@ struct conn *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t
     return conn;
 }
 
-void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
-                  struct conn *conn) {
+void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len, struct conn *conn) {
     if (p->max_idle <= 0 || evbuffer_get_length(conn_input(conn)) != 0) {
         conn_free(conn);
         return;
@@ -128,7 +132,8 @@ void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
 void pool_close_all(struct pool *p) {
     for (int i = 0; i < POOL_BUCKETS; i++)
         for (struct pool_key *k = p->buckets[i]; k; k = k->next_key)
-            while (k->head) close_conn(k->head);
+            while (k->head)
+                close_conn(k->head);
 }
 
 void pool_free(struct pool *p) {

@@ -22,8 +22,7 @@ struct pool *pool_new(struct event_base *base, int max_idle, int idle_timeout_ms
 struct conn *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len);
 /* Takes ownership of a connection with no request in flight and nothing
  * buffered; it is closed instead when the pool is full or disabled. */
-void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
-                  struct conn *conn);
+void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len, struct conn *conn);
 /* Closes every idle connection (used at shutdown). */
 void pool_close_all(struct pool *p);
 void pool_free(struct pool *p);

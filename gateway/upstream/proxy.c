@@ -291,7 +291,8 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
     }
     if (up->state == UP_CONNECTING) {
         bool timeout = what & CONN_TIMEOUT;
-        log_warn("upstream %s: %s", proxy_upstream_addr(c), timeout ? "connect timed out" : "connect failed");
+        log_warn("upstream %s: %s", proxy_upstream_addr(c),
+                 timeout ? "connect timed out" : "connect failed");
         free_upstream_bev(c);
         if (up->target >= 0 && up->n_tried < sizeof up->tried / sizeof up->tried[0])
             up->tried[up->n_tried++] = up->target;
@@ -315,7 +316,8 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
             connect_attempt(c, false);
             return;
         }
-        log_warn("upstream %s: closed the connection before the response head", proxy_upstream_addr(c));
+        log_warn("upstream %s: closed the connection before the response head",
+                 proxy_upstream_addr(c));
         fail(c, 502, MSG_BAD_RESPONSE);
         return;
     }
@@ -514,8 +516,7 @@ static void finish_response(struct client_conn *c) {
     }
     bool reusable = http_should_keep_alive(&up->parser) && r->body_done && !r->upgrade &&
                     evbuffer_get_length(conn_input(up->conn)) == 0 &&
-                    evbuffer_get_length(conn_output(up->conn)) == 0 &&
-                    !c->worker->stopping;
+                    evbuffer_get_length(conn_output(up->conn)) == 0 && !c->worker->stopping;
     if (reusable) {
         pool_release(c->worker->pool, up->addr, up->addrlen, up->conn);
         up->conn = NULL;
@@ -563,7 +564,6 @@ static void feed_response_body(struct client_conn *c) {
     }
     if (up->message_done) finish_response(c);
 }
-
 
 /* Reads and handles response heads until a final one arrives (1xx heads are
  * forwarded to HTTP/1.1 clients as they come). */
@@ -663,8 +663,7 @@ static void read_response_head(struct client_conn *c) {
 
 static void tunnel_relay(struct conn *from, struct conn *to) {
     evbuffer_add_buffer(conn_output(to), conn_input(from));
-    if (evbuffer_get_length(conn_output(to)) >= PROXY_HIGH_WATERMARK)
-        conn_read_disable(from);
+    if (evbuffer_get_length(conn_output(to)) >= PROXY_HIGH_WATERMARK) conn_read_disable(from);
 }
 
 static void up_read_cb(struct conn *conn, void *arg) {
@@ -716,8 +715,7 @@ const char *proxy_upstream_addr(struct client_conn *c) {
 }
 
 bool proxy_upstream_output_full(const struct client_conn *c) {
-    return c->up.conn &&
-           evbuffer_get_length(conn_output(c->up.conn)) >= PROXY_HIGH_WATERMARK;
+    return c->up.conn && evbuffer_get_length(conn_output(c->up.conn)) >= PROXY_HIGH_WATERMARK;
 }
 
 void proxy_forward_body(struct client_conn *c, const char *data, size_t len) {
@@ -736,8 +734,7 @@ void proxy_forward_body(struct client_conn *c, const char *data, size_t len) {
 }
 
 void proxy_body_done(struct client_conn *c) {
-    if (c->req.chunked && c->up.conn)
-        evbuffer_add(conn_output(c->up.conn), "0\r\n\r\n", 5);
+    if (c->req.chunked && c->up.conn) evbuffer_add(conn_output(c->up.conn), "0\r\n\r\n", 5);
 }
 
 void proxy_client_drained(struct client_conn *c) {
@@ -755,8 +752,7 @@ void proxy_client_drained(struct client_conn *c) {
 void proxy_tunnel_from_client(struct client_conn *c) {
     if (!c->up.conn) return;
     /* Anything the upstream sent right after its 101 goes to the client. */
-    if (evbuffer_get_length(conn_input(c->up.conn)))
-        tunnel_relay(c->up.conn, c->conn);
+    if (evbuffer_get_length(conn_input(c->up.conn))) tunnel_relay(c->up.conn, c->conn);
     tunnel_relay(c->conn, c->up.conn);
     conn_read_enable(c->up.conn);
 }
@@ -766,6 +762,5 @@ void proxy_tunnel_client_eof(struct client_conn *c) {
         client_conn_close(c);
         return;
     }
-    if (evbuffer_get_length(conn_output(c->up.conn)) == 0)
-        conn_shutdown_write(c->up.conn);
+    if (evbuffer_get_length(conn_output(c->up.conn)) == 0) conn_shutdown_write(c->up.conn);
 }

@@ -24,7 +24,8 @@ static void test_picks_in_proportion_to_weight(void **state) {
     set_weights(100, 50, 0);
     up.n_targets = 2;
     int current[2] = {0, 0}, count[2] = {0, 0};
-    for (int i = 0; i < 30; i++) count[balancer_pick(&up, current, NULL, 0)]++;
+    for (int i = 0; i < 30; i++)
+        count[balancer_pick(&up, current, NULL, 0)]++;
     assert_int_equal(count[0], 20);
     assert_int_equal(count[1], 10);
 }
@@ -34,7 +35,8 @@ static void test_interleaves_picks_smoothly(void **state) {
     set_weights(5, 1, 1);
     int current[3] = {0, 0, 0};
     int seq[7];
-    for (int i = 0; i < 7; i++) seq[i] = balancer_pick(&up, current, NULL, 0);
+    for (int i = 0; i < 7; i++)
+        seq[i] = balancer_pick(&up, current, NULL, 0);
     /* nginx's documented sequence for 5,1,1: a a b a c a a */
     int expected[7] = {0, 0, 1, 0, 2, 0, 0};
     assert_memory_equal(seq, expected, sizeof seq);
@@ -44,7 +46,8 @@ static void test_skips_zero_weight_targets(void **state) {
     (void)state;
     set_weights(0, 10, 0);
     int current[3] = {0, 0, 0};
-    for (int i = 0; i < 5; i++) assert_int_equal(balancer_pick(&up, current, NULL, 0), 1);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(balancer_pick(&up, current, NULL, 0), 1);
 }
 
 static void test_skips_tried_targets(void **state) {
@@ -52,7 +55,8 @@ static void test_skips_tried_targets(void **state) {
     set_weights(10, 10, 10);
     int current[3] = {0, 0, 0};
     int tried[2] = {0, 2};
-    for (int i = 0; i < 5; i++) assert_int_equal(balancer_pick(&up, current, tried, 2), 1);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(balancer_pick(&up, current, tried, 2), 1);
 }
 
 static void test_none_left_returns_minus_one(void **state) {

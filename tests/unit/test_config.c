@@ -563,10 +563,11 @@ static void test_unsupported_features_are_refused(void **state) {
         DOC("upstreams"
             : [ {"name" : "p", "algorithm" : "least-connections"} ]),
         "upstreams[0].algorithm: \"least-connections\" is not supported yet (only round-robin)");
-    expect_error(DOC("upstreams"
-                     : [ {"name" : "p", "healthchecks" : {"active" : {"healthy" : {"interval" : 5}}}} ]),
-                 "upstreams[0].healthchecks: not supported yet (accepted only with every check "
-                 "disabled, Kong's default)");
+    expect_error(
+        DOC("upstreams"
+            : [ {"name" : "p", "healthchecks" : {"active" : {"healthy" : {"interval" : 5}}}} ]),
+        "upstreams[0].healthchecks: not supported yet (accepted only with every check "
+        "disabled, Kong's default)");
 }
 
 /* ---- routes ---- */
@@ -727,14 +728,16 @@ static void test_missing_file_is_reported(void **state) {
 
 /* An upstream as Kong exports it: every field at its default. */
 #define KONG_UPSTREAM(healthy_interval)                                                            \
-    "{\"_format_version\":\"3.0\",\"upstreams\":[{\"name\":\"pool\",\"algorithm\":\"round-robin\","   \
-    "\"slots\":10000,\"hash_on\":\"none\",\"hash_fallback\":\"none\",\"hash_on_cookie_path\":\"/\","     \
-    "\"use_srv_name\":false,\"host_header\":null,\"client_certificate\":null,"                    \
-    "\"healthchecks\":{\"threshold\":0,\"active\":{\"type\":\"http\",\"http_path\":\"/\","          \
-    "\"timeout\":1,\"concurrency\":10,\"healthy\":{\"interval\":" healthy_interval                \
-    ",\"successes\":0,\"http_statuses\":[200,302]},\"unhealthy\":{\"interval\":0,"                \
-    "\"http_failures\":0,\"tcp_failures\":0,\"timeouts\":0}},\"passive\":{\"type\":\"http\","       \
-    "\"healthy\":{\"successes\":0},\"unhealthy\":{\"http_failures\":0,\"tcp_failures\":0,"       \
+    "{\"_format_version\":\"3.0\",\"upstreams\":[{\"name\":\"pool\",\"algorithm\":\"round-"        \
+    "robin\","                                                                                     \
+    "\"slots\":10000,\"hash_on\":\"none\",\"hash_fallback\":\"none\",\"hash_on_cookie_path\":\"/"  \
+    "\","                                                                                          \
+    "\"use_srv_name\":false,\"host_header\":null,\"client_certificate\":null,"                     \
+    "\"healthchecks\":{\"threshold\":0,\"active\":{\"type\":\"http\",\"http_path\":\"/\","         \
+    "\"timeout\":1,\"concurrency\":10,\"healthy\":{\"interval\":" healthy_interval                 \
+    ",\"successes\":0,\"http_statuses\":[200,302]},\"unhealthy\":{\"interval\":0,"                 \
+    "\"http_failures\":0,\"tcp_failures\":0,\"timeouts\":0}},\"passive\":{\"type\":\"http\","      \
+    "\"healthy\":{\"successes\":0},\"unhealthy\":{\"http_failures\":0,\"tcp_failures\":0,"         \
     "\"timeouts\":0}}},\"targets\":[{\"target\":\"127.0.0.1:9000\"}]}]}"
 
 static void test_kong_defaults_of_unsupported_upstream_fields_load(void **state) {

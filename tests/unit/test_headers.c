@@ -10,7 +10,8 @@
 
 #include "http/headers.h"
 
-#define H(n, v) {n, sizeof(n) - 1, v, sizeof(v) - 1, HDR_OTHER, false}
+#define H(n, v)                                                                                    \
+    { n, sizeof(n) - 1, v, sizeof(v) - 1, HDR_OTHER, false }
 
 static void test_known_headers_are_recognised_case_insensitively(void **state) {
     (void)state;
@@ -37,7 +38,8 @@ static void test_connection_named_headers_are_dropped(void **state) {
     (void)state;
     struct http_header h[] = {H("Connection", "close, X-Secret ,foo"), H("X-Secret", "1"),
                               H("Foo", "2"), H("X-Keep", "3")};
-    for (size_t i = 0; i < 4; i++) h[i].kind = header_kind_of(h[i].name, h[i].name_len);
+    for (size_t i = 0; i < 4; i++)
+        h[i].kind = header_kind_of(h[i].name, h[i].name_len);
     headers_mark_connection_named(h, 4);
     assert_true(h[1].drop);
     assert_true(h[2].drop);
