@@ -1,0 +1,361 @@
+/* The schema validator as Weir uses it: exactly what a client reads for each kind of mistake,
+ * every problem reported at once, defaults that produce stored entities, one compiled schema
+ * shared by threads, and hostile input (deep nesting, $ref cycles) that errors instead of
+ * crashing. The official test suite runs separately in test_schema_suite.c. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/schema.h"
+#include "core/errlist.h"
+
+/* J(json...) parses JSON written as plain C tokens (the preprocessor stringizes it). */
+#define J(...) parse(#__VA_ARGS__)
+
+static json_t *parse(const char *text) {
+    json_error_t err;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &err);
+    if (!v) fail_msg("bad test JSON: %s: %s", text, err.text);
+    return v;
+}
+
+static struct schema *compile(json_t *doc) {
+    struct errlist errs;
+    errlist_init(&errs);
+    struct schema *s = schema_compile(doc, &errs);
+    for (size_t i = 0; i < errs.n; i++) print_error("compile: %s\n", errs.items[i]);
+    assert_non_null(s);
+    errlist_free(&errs);
+    json_decref(doc); /* the schema holds its own reference */
+    return s;
+}
+
+static bool has_error(const struct errlist *errs, const char *want) {
+    for (size_t i = 0; i < errs->n; i++)
+        if (!strcmp(errs->items[i], want)) return true;
+    return false;
+}
+
+static void assert_error(const struct errlist *errs, const char *want) {
+    if (has_error(errs, want)) return;
+    for (size_t i = 0; i < errs->n; i++) print_error("  have: %s\n", errs->items[i]);
+    fail_msg("missing error: %s", want);
+}
+
+/* A cut-down service schema in the shape of schemas/, enough to exercise paths. */
+static struct schema *service_schema(void) {
+    return compile(J({
+        "type": "object",
+        "required": ["services"],
+        "additionalProperties": false,
+        "properties": {
+            "services": {"type": "array", "items": {"$ref": "#/$defs/service"}}
+        },
+        "$defs": {
+            "service": {
+                "type": "object",
+                "required": ["host"],
+                "additionalProperties": false,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 5},
+                    "host": {"type": "string"},
+                    "protocol": {"enum": ["http", "https"], "default": "http"},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 80},
+                    "retries": {"type": "integer", "default": 5},
+                    "routes": {"type": "array", "items": {"$ref": "#/$defs/route"}}
+                }
+            },
+            "route": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "paths": {"type": "array", "maxItems": 3,
+                              "items": {"type": "string", "pattern": "^/"}},
+                    "strip_path": {"type": "boolean", "default": true},
+                    "methods": {"type": "array", "uniqueItems": true, "default": ["GET"]}
+                }
+            }
+        }
+    }));
+}
+
+static void test_error_names_nested_property_and_array_index(void **state) {
+    struct schema *s = service_schema();
+    json_t *in = J({"services": [{"host": "a", "routes": [{"paths": ["/a"]}, {"paths": "/b"}]}]});
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_false(schema_validate(s, in, &errs));
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.items[0], "services[0].routes[1].paths: expected an array");
+    errlist_free(&errs);
+    json_decref(in);
+    schema_free(s);
+}
+
+static void test_every_error_is_reported_at_once(void **state) {
+    struct schema *s = service_schema();
+    json_t *in = J({"services": [
+        {"name": "", "protocol": "ftp", "port": 0, "colour": "red",
+         "routes": [{"paths": ["x", "/ok", "/a", "/b"], "methods": ["GET", "GET"]}]},
+        {"host": 7, "retries": 1.5}
+    ], "extra": 1});
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_false(schema_validate(s, in, &errs));
+    assert_error(&errs, "services[0].host: required field missing");
+    assert_error(&errs, "services[0].name: must be at least 1 character long");
+    assert_error(&errs, "services[0].protocol: expected one of: \"http\", \"https\"");
+    assert_error(&errs, "services[0].port: must be at least 1");
+    assert_error(&errs, "services[0].colour: unknown field");
+    assert_error(&errs, "services[0].routes[0].paths[0]: does not match pattern ^/");
+    assert_error(&errs, "services[0].routes[0].paths: expected at most 3 items");
+    assert_error(&errs,
+                 "services[0].routes[0].methods: expected unique items (items 0 and 1 are equal)");
+    assert_error(&errs, "services[1].host: expected a string");
+    assert_error(&errs, "services[1].retries: expected an integer");
+    assert_error(&errs, "extra: unknown field");
+    assert_int_equal(errs.n, 11);
+    errlist_free(&errs);
+    json_decref(in);
+    schema_free(s);
+}
+
+static void test_root_error_is_just_the_message(void **state) {
+    struct schema *s = service_schema();
+    json_t *in = J([1]);
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_false(schema_validate(s, in, &errs));
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.items[0], "expected an object");
+    errlist_free(&errs);
+    json_decref(in);
+    schema_free(s);
+}
+
+static void test_valid_instance_reports_nothing(void **state) {
+    struct schema *s = service_schema();
+    json_t *in = J({"services": [{"name": "héllo", "host": "a", "port": 8080.0}]});
+    struct errlist errs;
+    errlist_init(&errs);
+    /* 5 code points in 6 bytes fits maxLength 5; 8080.0 is an integer */
+    assert_true(schema_validate(s, in, &errs));
+    assert_int_equal(errs.n, 0);
+    assert_true(schema_validate(s, in, NULL));
+    errlist_free(&errs);
+    json_decref(in);
+    schema_free(s);
+}
+
+static void test_dependent_required_names_the_missing_field(void **state) {
+    struct schema *s = compile(J({"dependentRequired": {"cert": ["key"]}}));
+    json_t *in = J({"tls": {"cert": "x"}});
+    json_t *nested = J({"cert": "x"});
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_true(schema_validate(s, in, &errs));
+    assert_false(schema_validate(s, nested, &errs));
+    assert_string_equal(errs.items[0], "key: required field missing (because \"cert\" is set)");
+    errlist_free(&errs);
+    json_decref(in);
+    json_decref(nested);
+    schema_free(s);
+}
+
+static void test_defaults_fill_absent_fields_recursively(void **state) {
+    struct schema *s = service_schema();
+    json_t *in = J({"services": [{"host": "a", "port": 8080, "routes": [{"paths": ["/"]}]}]});
+    json_t *out = schema_apply_defaults(s, in);
+    json_t *want = J({"services": [{"host": "a", "port": 8080, "protocol": "http", "retries": 5,
+                                    "routes": [{"paths": ["/"], "strip_path": true,
+                                                "methods": ["GET"]}]}]});
+    assert_true(json_equal(out, want));
+    /* the input is untouched, and the copy is valid */
+    assert_null(json_object_get(json_array_get(json_object_get(in, "services"), 0), "protocol"));
+    assert_true(schema_validate(s, out, NULL));
+    json_decref(want);
+    json_decref(out);
+    json_decref(in);
+    schema_free(s);
+}
+
+static void test_defaults_never_override_given_values(void **state) {
+    struct schema *s = service_schema();
+    json_t *in = J({"services": [{"host": "a", "protocol": "https", "retries": 0,
+                                  "routes": [{"strip_path": false, "methods": []}]}]});
+    json_t *out = schema_apply_defaults(s, in);
+    json_t *svc = json_array_get(json_object_get(out, "services"), 0);
+    json_t *route = json_array_get(json_object_get(svc, "routes"), 0);
+    assert_string_equal(json_string_value(json_object_get(svc, "protocol")), "https");
+    assert_int_equal(json_integer_value(json_object_get(svc, "retries")), 0);
+    assert_int_equal(json_integer_value(json_object_get(svc, "port")), 80);
+    assert_true(json_is_false(json_object_get(route, "strip_path")));
+    assert_int_equal(json_array_size(json_object_get(route, "methods")), 0);
+    json_decref(out);
+    json_decref(in);
+    schema_free(s);
+}
+
+static void test_defaults_descend_into_a_defaulted_object(void **state) {
+    struct schema *s = compile(J({
+        "properties": {"limits": {"type": "object", "default": {},
+                                  "properties": {"max_body": {"default": 1024}}}}
+    }));
+    json_t *in = J({});
+    json_t *out = schema_apply_defaults(s, in);
+    json_t *want = J({"limits": {"max_body": 1024}});
+    assert_true(json_equal(out, want));
+    json_decref(want);
+    json_decref(out);
+    json_decref(in);
+    schema_free(s);
+}
+
+struct worker_arg {
+    const struct schema *s;
+    const json_t *good, *bad;
+    int mistakes;
+};
+
+static void *validate_many(void *p) {
+    struct worker_arg *a = p;
+    for (int i = 0; i < 2000; i++) {
+        struct errlist errs;
+        errlist_init(&errs);
+        if (!schema_validate(a->s, a->good, &errs) || errs.n) a->mistakes++;
+        if (schema_validate(a->s, a->bad, &errs) || errs.n != 11) a->mistakes++;
+        errlist_free(&errs);
+    }
+    return NULL;
+}
+
+static void test_one_schema_validates_from_many_threads(void **state) {
+    struct schema *s = service_schema();
+    json_t *good = J({"services": [{"host": "a", "routes": [{"paths": ["/a", "/b"]}]}]});
+    json_t *bad = J({"services": [
+        {"name": "", "protocol": "ftp", "port": 0, "colour": "red",
+         "routes": [{"paths": ["x", "/ok", "/a", "/b"], "methods": ["GET", "GET"]}]},
+        {"host": 7, "retries": 1.5}
+    ], "extra": 1});
+    enum { NTHREADS = 8 };
+    pthread_t tids[NTHREADS];
+    struct worker_arg args[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++) {
+        args[i] = (struct worker_arg){.s = s, .good = good, .bad = bad};
+        assert_int_equal(pthread_create(&tids[i], NULL, validate_many, &args[i]), 0);
+    }
+    for (int i = 0; i < NTHREADS; i++) {
+        pthread_join(tids[i], NULL);
+        assert_int_equal(args[i].mistakes, 0);
+    }
+    json_decref(good);
+    json_decref(bad);
+    schema_free(s);
+}
+
+static json_t *nested_arrays(int depth) {
+    json_t *v = json_array();
+    for (int i = 0; i < depth; i++) {
+        json_t *outer = json_array();
+        json_array_append_new(outer, v);
+        v = outer;
+    }
+    return v;
+}
+
+static void test_deep_instance_is_an_error_not_a_crash(void **state) {
+    struct schema *s = compile(J({"type": "array", "items": {"$ref": "#"}, "uniqueItems": true}));
+    json_t *deep = nested_arrays(5000);
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_false(schema_validate(s, deep, &errs));
+    assert_int_equal(errs.n, 1);
+    assert_non_null(strstr(errs.items[0], "nested too deeply (more than 128 levels)"));
+    errlist_free(&errs);
+    json_t *ok = nested_arrays(100);
+    assert_true(schema_validate(s, ok, NULL));
+    json_t *filled = schema_apply_defaults(s, deep); /* bounded too */
+    assert_non_null(filled);
+    json_decref(filled);
+    json_decref(ok);
+    json_decref(deep);
+    schema_free(s);
+}
+
+static void test_ref_cycle_is_an_error_not_a_crash(void **state) {
+    struct schema *s = compile(J({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
+                                  "$ref": "#/$defs/a"}));
+    json_t *in = J({"x": 1});
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_false(schema_validate(s, in, &errs));
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.items[0], "schema recursion too deep (circular $ref?)");
+    errlist_free(&errs);
+    json_t *filled = schema_apply_defaults(s, in);
+    json_decref(filled);
+    json_decref(in);
+    schema_free(s);
+}
+
+static void test_broken_schema_reports_every_problem(void **state) {
+    json_t *doc = J({
+        "properties": {
+            "a": {"pattern": "(unclosed"},
+            "b": {"$ref": "#/$defs/missing"},
+            "c": {"$ref": "https://example.com/other.json"},
+            "d": {"type": "strng"}
+        }
+    });
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_null(schema_compile(doc, &errs));
+    assert_int_equal(errs.n, 4);
+    assert_non_null(strstr(errs.items[0], "properties.a.pattern: invalid regex at offset 9"));
+    assert_error(&errs, "properties.d.type: unknown type strng");
+    assert_error(&errs, "properties.b.$ref: \"weir:/schema.json#/$defs/missing\" points to "
+                        "nothing in this document");
+    assert_error(&errs, "properties.c.$ref: cannot resolve \"https://example.com/other.json\" "
+                        "(remote references are not supported)");
+    errlist_free(&errs);
+    /* compile took no lasting reference on failure */
+    assert_int_equal(doc->refcount, 1);
+    json_decref(doc);
+}
+
+static void test_pattern_is_a_search_with_ecma_categories(void **state) {
+    /* built with json_pack: J() would double the backslash */
+    struct schema *s = compile(json_pack("{s:s}", "pattern", "\\p{Letter}x"));
+    json_t *yes = json_string("123 éx tail"), *no = json_string("12x");
+    assert_true(schema_validate(s, yes, NULL));
+    assert_false(schema_validate(s, no, NULL));
+    json_decref(yes);
+    json_decref(no);
+    schema_free(s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_names_nested_property_and_array_index),
+        cmocka_unit_test(test_every_error_is_reported_at_once),
+        cmocka_unit_test(test_root_error_is_just_the_message),
+        cmocka_unit_test(test_valid_instance_reports_nothing),
+        cmocka_unit_test(test_dependent_required_names_the_missing_field),
+        cmocka_unit_test(test_defaults_fill_absent_fields_recursively),
+        cmocka_unit_test(test_defaults_never_override_given_values),
+        cmocka_unit_test(test_defaults_descend_into_a_defaulted_object),
+        cmocka_unit_test(test_one_schema_validates_from_many_threads),
+        cmocka_unit_test(test_deep_instance_is_an_error_not_a_crash),
+        cmocka_unit_test(test_ref_cycle_is_an_error_not_a_crash),
+        cmocka_unit_test(test_broken_schema_reports_every_problem),
+        cmocka_unit_test(test_pattern_is_a_search_with_ecma_categories),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
