@@ -13,12 +13,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "admin/admin.h"
 #include "config/config.h"
 #include "config/snapshot.h"
 #include "core/access_log.h"
 #include "core/listener.h"
 #include "core/log.h"
 #include "core/paths.h"
+#include "core/uuid.h"
 #include "core/worker.h"
 
 struct control {
@@ -29,6 +31,8 @@ struct control {
     uint64_t version;
     struct event_base *base;
     bool fast;
+    struct admin *admin;
+    struct admin_state admin_state;
 };
 
 static void usage(FILE *f) {
@@ -77,6 +81,7 @@ static void reload(struct control *ctl) {
         log_warn("reload: proxy_listen, workers and access_log changes need a restart; "
                  "the rest is applied");
     log_configure(neu->error_log, neu->log_level);
+    admin_settings_changed(ctl->admin, neu);
     ctl->version++;
     for (int i = 0; i < ctl->n_workers; i++)
         worker_publish(ctl->workers[i], snap);
@@ -221,6 +226,26 @@ int main(int argc, char **argv) {
         if (worker_start(ctl.workers[i]) != 0) abort();
 
     ctl.base = event_base_new();
+    ctl.admin_state = (struct admin_state){
+        .snapshot = &ctl.snapshot,
+        .config_version = &ctl.version,
+        .workers = ctl.workers,
+        .n_workers = ctl.n_workers,
+    };
+    uuid_v4(ctl.admin_state.node_id);
+    clock_gettime(CLOCK_MONOTONIC, &ctl.admin_state.started);
+    char admin_err[256];
+    ctl.admin = admin_start(ctl.base, &ctl.admin_state, ws, admin_err, sizeof admin_err);
+    if (!ctl.admin) {
+        fprintf(stderr, "weir: admin API: %s\n", admin_err);
+        for (int i = 0; i < ctl.n_workers; i++) worker_stop(ctl.workers[i], true);
+        for (int i = 0; i < ctl.n_workers; i++) worker_join_and_free(ctl.workers[i]);
+        free(ctl.workers);
+        event_base_free(ctl.base);
+        access_log_close(alog);
+        snapshot_release(ctl.snapshot);
+        return 1;
+    }
     int sigs[] = {SIGHUP, SIGTERM, SIGQUIT, SIGINT};
     struct event *sev[4];
     for (int i = 0; i < 4; i++) {
@@ -228,12 +253,16 @@ int main(int argc, char **argv) {
         evsignal_add(sev[i], NULL);
     }
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    for (size_t i = 0; i < ws->n_admin_listen; i++)
+        log_notice("admin API listening on %s:%d%s", ws->admin_listen[i].host,
+                   ws->admin_listen[i].port, ws->admin_token ? " (token required)" : "");
     for (size_t i = 0; i < ws->n_proxy_listen; i++)
         log_notice("weir %s: proxy listening on %s:%d (%d worker%s)", WEIR_VERSION,
                    ws->proxy_listen[i].host, ws->proxy_listen[i].port, ctl.n_workers,
                    ctl.n_workers == 1 ? "" : "s");
 
     event_base_dispatch(ctl.base);
+    admin_stop(ctl.admin);
 
     for (int i = 0; i < ctl.n_workers; i++)
         worker_stop(ctl.workers[i], ctl.fast);

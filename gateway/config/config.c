@@ -813,11 +813,12 @@ static struct config *load_text(const char *text, size_t len, const char *base_d
     free(ld.routes);
     free(ld.upstreams);
     free(ld.targets);
-    json_decref(root);
     if (errs->n != errs_before) {
+        json_decref(root);
         config_free(c);
         return NULL;
     }
+    c->source_json = root; /* kept for the admin API's GET /config */
     return c;
 }
 
@@ -895,6 +896,8 @@ void config_free(struct config *c) {
     free(w->trusted_ips);
     free(w->access_log);
     free(w->error_log);
+    free(w->admin_token);
+    json_decref(c->source_json);
     for (size_t i = 0; i < c->n_services; i++) {
         struct service *s = &c->services[i];
         free(s->name);

@@ -66,6 +66,7 @@ struct weir_settings {
     char *error_log;  /* absolute path or "-" for stderr */
     enum log_level log_level;
     struct weir_limits limits;
+    char *admin_token;              /* NULL: none (admin API on loopback only) */
 };
 
 struct upstream_target {
@@ -148,6 +149,7 @@ struct config {
     size_t n_upstreams;
     char *source_path; /* absolute path of the file, NULL for embedded */
     char *hash;        /* hex SHA-256 of the source text */
+    struct json_t *source_json; /* the document as loaded (jansson, owned) */
 };
 
 /* Load and validate. `path` is the file name; relative paths inside resolve

@@ -807,12 +807,36 @@ static void load_log_settings(struct weir_loader *ld, const json_t *js) {
     }
 }
 
+static bool loopback(const struct listen_addr *a) {
+    return strncmp(a->host, "127.", 4) == 0 || strcmp(a->host, "::1") == 0;
+}
+
+/* The admin API controls everything the gateway does: off loopback it
+ * needs a token, and a short one is as good as none. */
+static void load_admin_token(struct weir_loader *ld, const json_t *js) {
+    struct weir_settings *w = ld->w;
+    const char *v;
+    if (js && field_string(js, "admin_token", "weir", ld->errs, &v) == FIELD_OK) {
+        if (strlen(v) < 16)
+            field_error(ld->errs, "weir", "admin_token", "must be at least 16 characters");
+        else
+            w->admin_token = field_xstrdup(v);
+    }
+    for (size_t i = 0; i < w->n_admin_listen; i++) {
+        if (w->admin_token || loopback(&w->admin_listen[i])) continue;
+        char path[FIELD_PATH_MAX];
+        field_index_path(path, "weir.admin_listen", i);
+        errlist_addf(ld->errs, path, "not a loopback address: set weir.admin_token first");
+    }
+}
+
 void config_weir_load(const json_t *root, const char *base_dir, struct weir_settings *w,
                       struct errlist *errs) {
     struct weir_loader loader = {w, errs, base_dir}, *ld = &loader;
     static const char *const keys[] = {"proxy_listen", "admin_listen", "workers",
                                        "trusted_ips",  "access_log",   "error_log",
-                                       "log_level",    "limits",       NULL};
+                                       "log_level",    "limits",       "admin_token",
+                                       NULL};
     w->workers = default_workers();
     w->access_log = field_xstrdup("-");
     w->error_log = field_xstrdup("-");
@@ -829,4 +853,5 @@ void config_weir_load(const json_t *root, const char *base_dir, struct weir_sett
     check_listener_overlap(ld);
     load_trusted_ips(ld, js);
     load_limits(ld, js);
+    load_admin_token(ld, js);
 }

@@ -37,6 +37,9 @@ struct worker {
     size_t n_conns;
     bool stopping;
     uint64_t rng[2]; /* xorshift128+ state for request ids */
+    /* Requests answered; written by this worker only (relaxed, no RMW
+     * contention), read by the admin API on the control thread. */
+    atomic_uint_fast64_t requests;
 
     pthread_mutex_t mailbox_lock;
     struct snapshot *mailbox; /* a newer snapshot, handed over by control */

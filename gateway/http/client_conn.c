@@ -821,6 +821,10 @@ void client_response_head_sent(struct client_conn *c) {
 }
 
 void client_response_done(struct client_conn *c) {
+    struct worker *w = c->worker;
+    atomic_store_explicit(&w->requests,
+                          atomic_load_explicit(&w->requests, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     log_request(c);
     release_request(c);
     struct request *r = &c->req;

@@ -293,6 +293,14 @@ def base_config(backend_port, **overrides):
     return cfg
 
 
+def write_config_file(cfg, name="config.json"):
+    """Writes a config (dict, or text as is) to a new temporary directory; returns the path."""
+    path = os.path.join(make_tmpdir("cfg"), name)
+    with open(path, "w") as f:
+        f.write(cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2))
+    return path
+
+
 def _listen_port(cfg):
     spec = cfg["weir"]["proxy_listen"][0]
     host, _, port = spec.rpartition(":")

@@ -6,15 +6,12 @@ import re
 import socket
 import subprocess
 
-from harness import (start_weir, REPO, Skip, assert_eq, base_config, check, free_port, make_tmpdir, route,
+from harness import (start_weir, write_config_file, REPO, Skip, assert_eq, base_config, check, free_port, make_tmpdir, route,
                      run_weir, service, wait_port, weir_bin)
 
 
 def write(cfg, name="config.json"):
-    path = os.path.join(make_tmpdir("cli"), name)
-    with open(path, "w") as f:
-        f.write(cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2))
-    return path
+    return write_config_file(cfg, name)
 
 
 def field_error(text, dotted):

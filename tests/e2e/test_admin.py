@@ -1,0 +1,160 @@
+"""The admin API's first endpoints (issue 3, in progress): GET /, /status, /config, /debug/match,
+the admin token and the admin listener's errors."""
+
+import re
+import socket
+
+from harness import (assert_eq, base_config, check, free_port, gateway, get, http, route, run_weir,
+                     service, start_weir, write_config_file)
+
+TOKEN = "test-admin-token-0123456789"
+
+
+def admin_port(w):
+    return int(w.config["weir"]["admin_listen"][0].rsplit(":", 1)[1])
+
+
+def test_root_says_what_the_node_is():
+    with gateway() as (w, b):
+        r = get(admin_port(w), "/")
+        assert_eq(r.status, 200, "GET / status")
+        doc = r.json()
+        check(re.fullmatch(r"\d+\.\d+\.\d+", doc["version"]), "version: %r" % doc["version"])
+        check(re.fullmatch(r"[0-9a-f-]{36}", doc["node_id"]), "node_id: %r" % doc["node_id"])
+        assert_eq(doc["hostname"], socket.gethostname(), "hostname")
+        check("plugins" in doc, "no plugins section: %r" % doc)
+        assert_eq(r.header("content-type"), "application/json; charset=utf-8", "content type")
+
+
+def test_status_counts_requests_and_reports_the_config_hash():
+    with gateway() as (w, b):
+        before = get(admin_port(w), "/status").json()
+        for i in range(3):
+            assert_eq(get(w.port, "/x%d" % i).status, 200, "proxied request")
+        after = get(admin_port(w), "/status").json()
+        assert_eq(after["server"]["total_requests"] - before["server"]["total_requests"], 3,
+                  "requests counted between two /status calls")
+        check(re.fullmatch(r"[0-9a-f]{64}", after["configuration_hash"]),
+              "configuration_hash: %r" % after["configuration_hash"])
+        check(after["memory"]["rss_bytes"] > 0, "rss_bytes: %r" % after["memory"])
+
+
+def test_config_exports_the_running_configuration_without_the_token():
+    with gateway(admin_token=TOKEN) as (w, b):
+        r = get(admin_port(w), "/config", headers={"Authorization": "Bearer " + TOKEN})
+        assert_eq(r.status, 200, "GET /config")
+        doc = r.json()
+        assert_eq(doc["_format_version"], "3.0", "_format_version")
+        assert_eq([s["name"] for s in doc["services"]], ["echo"], "services")
+        check(TOKEN not in r.body.decode(), "GET /config echoed the admin token")
+
+
+def test_token_is_required_on_every_request_when_set():
+    with gateway(admin_token=TOKEN) as (w, b):
+        port = admin_port(w)
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
+                        {"Authorization": "Bearer " + TOKEN + "x"}, {"Authorization": TOKEN}):
+            r = get(port, "/status", headers=headers)
+            assert_eq(r.status, 401, "status with %r" % headers)
+            check("token" in r.json()["message"], "401 body: %r" % r.body)
+        r = get(port, "/status", headers={"Authorization": "Bearer " + TOKEN})
+        assert_eq(r.status, 200, "status with the right token")
+
+
+def test_a_non_loopback_admin_listener_needs_a_token():
+    cfg = base_config(free_port())
+    cfg["weir"]["admin_listen"] = ["0.0.0.0:%d" % free_port()]
+    rc, out, err = run_weir(["-t", "-c", write_config_file(cfg)])
+    assert_eq(rc, 1, "exit status of weir -t", out + err)
+    check(re.search(r"^weir\.admin_listen\[0\]: .*admin_token", err, re.M),
+          "no weir.admin_listen[0] error naming admin_token:\n%s" % err)
+    cfg["weir"]["admin_token"] = TOKEN
+    rc, out, err = run_weir(["-t", "-c", write_config_file(cfg)])
+    assert_eq(rc, 0, "exit status with a token", out + err)
+
+
+def test_short_tokens_are_refused():
+    cfg = base_config(free_port())
+    cfg["weir"]["admin_token"] = "short"
+    rc, out, err = run_weir(["-t", "-c", write_config_file(cfg)])
+    assert_eq(rc, 1, "exit status of weir -t", out + err)
+    check("weir.admin_token: must be at least 16 characters" in err, err)
+
+
+def test_unknown_paths_are_404_and_wrong_methods_405_in_json():
+    with gateway() as (w, b):
+        port = admin_port(w)
+        r = get(port, "/no-such-thing")
+        assert_eq(r.status, 404, "unknown path")
+        assert_eq(r.json(), {"message": "Not found"}, "404 body")
+        r = http("DELETE", port, "/status")
+        assert_eq(r.status, 405, "DELETE /status")
+        assert_eq(r.json(), {"message": "Method not allowed"}, "405 body")
+
+
+def test_debug_match_explains_the_route_and_the_upstream_url():
+    def make(port):
+        return base_config(port, services=[
+            service("orders", port, path="/v1", routes=[
+                route("orders", ["/api/orders"], methods=["GET"], hosts=["api.example.com"])])])
+    with gateway(make_config=make) as (w, b):
+        r = get(admin_port(w), "/debug/match?method=GET&host=api.example.com:8000"
+                               "&path=/api/./orders/7%3Fx%3D1")
+        assert_eq(r.status, 200, "debug/match status")
+        doc = r.json()
+        check(doc["matched"], "not matched: %r" % doc)
+        assert_eq(doc["route"]["name"], "orders", "route")
+        assert_eq(doc["service"]["name"], "orders", "service")
+        assert_eq(doc["normalized_path"], "/api/orders/7", "normalized path")
+        assert_eq(doc["upstream_url"], "http://127.0.0.1:%d/v1/7?x=1" % b.port, "upstream URL")
+        assert_eq(doc["plugins"], [], "plugins")
+        # the proxy agrees with the explanation
+        r = get(w.port, "/api/orders/7?x=1", headers={"Host": "api.example.com"})
+        assert_eq(r.status, 200, "the proxied request")
+        assert_eq(r.json()["path"], "/v1/7", "path the backend saw")
+
+
+def test_debug_match_says_why_nothing_matched():
+    def make(port):
+        return base_config(port, services=[
+            service("orders", port, routes=[
+                route("orders", ["/api/orders"], methods=["GET"], hosts=["api.example.com"])])])
+    with gateway(make_config=make) as (w, b):
+        port = admin_port(w)
+        doc = get(port, "/debug/match?method=POST&host=api.example.com&path=/api/orders").json()
+        check(not doc["matched"], "matched: %r" % doc)
+        assert_eq(doc["message"], "no Route matched with those values", "message")
+        assert_eq(doc["near_misses"], [{"route": "orders", "reason":
+                                        "methods: POST is not one of the route's methods"}],
+                  "near misses")
+        doc = get(port, "/debug/match?host=other.example.com&path=/api/orders").json()
+        check("hosts" in doc["near_misses"][0]["reason"], "reason: %r" % doc)
+        r = get(port, "/debug/match?path=/../etc")
+        assert_eq(r.status, 400, "a path a client would get 400 for")
+        assert_eq(get(port, "/debug/match").status, 400, "no path")
+
+
+def test_admin_port_in_use_gives_one_clear_line():
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    try:
+        cfg = base_config(free_port())
+        cfg["weir"]["admin_listen"] = ["127.0.0.1:%d" % port]
+        rc, out, err = run_weir(["-c", write_config_file(cfg)], timeout=10)
+    finally:
+        blocker.close()
+    check(rc != 0, "weir started although its admin port is in use:\n%s" % (out + err))
+    lines = [l for l in (out + err).splitlines() if str(port) in l]
+    check(len(lines) == 1 and "in use" in lines[0], "expected one line:\n%s" % (out + err))
+
+
+def test_admin_api_with_no_listener_is_off():
+    cfg = base_config(free_port())
+    cfg["weir"]["admin_listen"] = []
+    w = start_weir(cfg)
+    try:
+        check(w.alive(), "weir did not start without an admin listener")
+    finally:
+        w.stop()
