@@ -208,23 +208,8 @@ int main(int argc, char **argv) {
     struct control ctl = {.config_path = config_path, .snapshot = snap, .version = 1};
     ctl.n_workers = ws->workers;
     ctl.workers = calloc((size_t)ctl.n_workers, sizeof *ctl.workers);
-    int status = 0;
-    for (int i = 0; i < ctl.n_workers; i++) {
-        char err[256];
-        ctl.workers[i] = worker_new(i, snap, alog, err, sizeof err);
-        if (!ctl.workers[i]) {
-            fprintf(stderr, "weir: %s\n", err);
-            for (int j = 0; j < i; j++)
-                worker_join_and_free(ctl.workers[j]);
-            free(ctl.workers);
-            access_log_close(alog);
-            snapshot_release(snap);
-            return 1;
-        }
-    }
-    for (int i = 0; i < ctl.n_workers; i++)
-        if (worker_start(ctl.workers[i]) != 0) abort();
-
+    /* The admin listener opens before the proxy's, so that once the proxy
+     * accepts connections the admin API does too. */
     ctl.base = event_base_new();
     ctl.admin_state = (struct admin_state){
         .snapshot = &ctl.snapshot,
@@ -238,14 +223,31 @@ int main(int argc, char **argv) {
     ctl.admin = admin_start(ctl.base, &ctl.admin_state, ws, admin_err, sizeof admin_err);
     if (!ctl.admin) {
         fprintf(stderr, "weir: admin API: %s\n", admin_err);
-        for (int i = 0; i < ctl.n_workers; i++) worker_stop(ctl.workers[i], true);
-        for (int i = 0; i < ctl.n_workers; i++) worker_join_and_free(ctl.workers[i]);
         free(ctl.workers);
         event_base_free(ctl.base);
         access_log_close(alog);
         snapshot_release(ctl.snapshot);
         return 1;
     }
+    int status = 0;
+    for (int i = 0; i < ctl.n_workers; i++) {
+        char err[256];
+        ctl.workers[i] = worker_new(i, snap, alog, err, sizeof err);
+        if (!ctl.workers[i]) {
+            fprintf(stderr, "weir: %s\n", err);
+            for (int j = 0; j < i; j++)
+                worker_join_and_free(ctl.workers[j]);
+            free(ctl.workers);
+            admin_stop(ctl.admin);
+            event_base_free(ctl.base);
+            access_log_close(alog);
+            snapshot_release(snap);
+            return 1;
+        }
+    }
+    for (int i = 0; i < ctl.n_workers; i++)
+        if (worker_start(ctl.workers[i]) != 0) abort();
+
     int sigs[] = {SIGHUP, SIGTERM, SIGQUIT, SIGINT};
     struct event *sev[4];
     for (int i = 0; i < 4; i++) {
