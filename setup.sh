@@ -31,7 +31,7 @@ PACKAGES=(
   build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev libluajit2-5.1-dev libjansson-dev libjwt-dev libhiredis-dev
   libcmocka-dev libhttp-parser-dev libpcre2-dev zlib1g-dev libbrotli-dev
-  python3 curl ca-certificates valgrind
+  python3 python3-jsonschema curl ca-certificates valgrind
 )
 
 as_root() {

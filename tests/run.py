@@ -127,6 +127,38 @@ def run_unit(path, totals):
     out(indent(text, limit=60))
 
 
+# ---------------------------------------------------------------- entity schemas
+
+def run_schema_check(srcdir, builddir, totals):
+    """tests/schemas/check_schemas.py: the JSON Schemas in schemas/ against the 2020-12
+    meta-schema (with Debian's python3-jsonschema, an independent validator), good and bad
+    documents, and agreement with `weir -t`. Its own "N passed, N failed" line is added in."""
+    script = os.path.join(srcdir, "tests", "schemas", "check_schemas.py")
+    weir = os.path.join(builddir, "gateway", "weir")
+    cmd = ["/usr/bin/python3", script] + (["--weir", weir] if os.access(weir, os.X_OK) else [])
+    start = time.monotonic()
+    try:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=300, cwd=srcdir)
+        text = p.stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        text, p = str(e), None
+    m = re.search(r"^(\d+) passed, (\d+) failed$", text, re.M)
+    if p is None or not m or (p.returncode != 0 and int(m.group(2)) == 0):
+        out("FAIL schemas/check_schemas: no result (exit %s)" % (p.returncode if p else "-"))
+        out(indent(text, limit=40))
+        totals[1] += 1
+        return
+    passed, failed = int(m.group(1)), int(m.group(2))
+    totals[0] += passed
+    totals[1] += failed
+    if failed:
+        out("FAIL schemas/check_schemas: %d of %d checks failed" % (failed, passed + failed))
+        out(indent(text, limit=60))
+    else:
+        out("PASS schemas/check_schemas (%d checks, %.1fs)" % (passed, time.monotonic() - start))
+
+
 # ---------------------------------------------------------------- e2e tests
 
 def discover_e2e(srcdir):
@@ -308,6 +340,8 @@ def main():
             totals[1] += 1
         for path in binaries:
             run_unit(path, totals)
+        if not args.keyword or args.keyword in "schemas/check_schemas":
+            run_schema_check(srcdir, builddir, totals)
 
     if not args.unit_only:
         env = dict(os.environ)

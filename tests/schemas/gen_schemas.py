@@ -1,0 +1,674 @@
+#!/usr/bin/env python3
+"""gen_schemas.py: writes schemas/*.json (Weir's entity schemas, JSON Schema draft 2020-12).
+
+The JSON files in schemas/ are what Weir's validator reads; this script is how they were produced,
+so that the long patterns (IPv6, host names, ports) and the $defs shared by several files are
+written once. Edit here and re-run (`python3 tests/schemas/gen_schemas.py`), or edit the JSON and
+keep check_schemas.py passing: it checks that declarative.json's $defs equal the entity files.
+
+Every rule mirrors gateway/config/config.c and config_fields.c (see docs/configuration.md).
+Patterns are PCRE2- and ECMA-262-compatible, unanchored by the spec, so each is anchored here.
+"""
+import copy
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.path.join(ROOT, "schemas")
+BASE = "https://weir.dev/schemas/"
+
+# ---- patterns (pieces are unanchored; whole patterns are anchored) ----
+H16 = "[0-9A-Fa-f]{1,4}"
+OCT = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"  # inet_pton: no leading zeros
+IPV4 = f"{OCT}(?:\\.{OCT}){{3}}"
+LS32 = f"(?:{H16}:{H16}|{IPV4})"
+IPV6 = "(?:" + "|".join([  # RFC 3986 IPv6address, as glibc inet_pton accepts it
+    f"(?:{H16}:){{6}}{LS32}",
+    f"::(?:{H16}:){{5}}{LS32}",
+    f"(?:{H16})?::(?:{H16}:){{4}}{LS32}",
+    f"(?:(?:{H16}:){{0,1}}{H16})?::(?:{H16}:){{3}}{LS32}",
+    f"(?:(?:{H16}:){{0,2}}{H16})?::(?:{H16}:){{2}}{LS32}",
+    f"(?:(?:{H16}:){{0,3}}{H16})?::{H16}:{LS32}",
+    f"(?:(?:{H16}:){{0,4}}{H16})?::{LS32}",
+    f"(?:(?:{H16}:){{0,5}}{H16})?::{H16}",
+    f"(?:(?:{H16}:){{0,6}}{H16})?::",
+]) + ")"
+LABEL = "[A-Za-z0-9_-]{1,63}"
+# field_hostname_valid: 1..253 characters, dot-separated labels of 1..63 [A-Za-z0-9_-]
+HOSTNAME = f"(?=[A-Za-z0-9_.-]{{1,253}}(?![A-Za-z0-9_.-])){LABEL}(?:\\.{LABEL})*"
+# parse_port: 1..5 digits (leading zeros allowed), value 1..65535
+PORT = ("(?:0{0,4}[1-9]|0{0,3}[1-9][0-9]|0{0,2}[1-9][0-9]{2}|0?[1-9][0-9]{3}|[1-5][0-9]{4}"
+        "|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])")
+PATH = "/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*"  # field_url_path_check
+CTRL = "\\x00-\\x1f\\x7f"
+TOKEN = "[A-Za-z0-9!#$%&'*+.^_`|~-]+"  # RFC 9110 token (field_token_valid)
+
+P = {
+    "uuid": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    "name": "^[A-Za-z0-9._~-]+$",
+    "tag": f"^[^,/{CTRL}]+$",
+    "service_host": f"^(?:{HOSTNAME}|{IPV6}|\\[{IPV6}\\])$",
+    "url": f"^[Hh][Tt][Tt][Pp]://(?:\\[{IPV6}\\]|{HOSTNAME})(?::{PORT})?(?:{PATH})?$",
+    "path": f"^{PATH}$",
+    "route_path": f"^(?:{PATH}|~[^{CTRL}]+)$",
+    "route_host": f"^(?:\\*\\.)?{HOSTNAME}$",
+    "method": f"^{TOKEN}$",
+    "header_name": f"^{TOKEN}$",
+    "header_value": f"^(?!~\\*)[^{CTRL}]*$",
+    "hostname": f"^{HOSTNAME}$",
+    "ipv4": f"^{IPV4}$",
+    "target": f"^(?:\\[{IPV6}\\](?::{PORT})?|{IPV6}|{HOSTNAME}(?::{PORT})?)$",
+    "listen": f"^(?:{IPV4}|\\[{IPV6}\\]):{PORT}[ \\t]*$",
+    "cidr": (f"^(?:{IPV4}(?:/0*(?:3[0-2]|[12]?[0-9]))?"
+             f"|{IPV6}(?:/0*(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"),
+    "sni": f"^(?:\\*\\.)?{HOSTNAME}$",
+}
+
+NULL_NOTE = " `null` means not set (the default applies)."
+
+
+def d(text, **kw):
+    kw["description"] = text
+    return kw
+
+
+def nullable(t):
+    return [t, "null"]
+
+
+# ---- shared definitions ----
+DEFS = {
+    "uuid": d("A UUID, 8-4-4-4-12 hexadecimal digits in either case (stored lower case).",
+              type="string", pattern=P["uuid"]),
+    "name": d("A name: letters, digits, \"-\", \".\", \"_\" and \"~\"; unique per entity type.",
+              type="string", pattern=P["name"]),
+    "tags": d("Tags: strings, each non-empty, without \",\", \"/\" or control characters."
+              + NULL_NOTE, type=nullable("array"),
+              items=d("A tag.", type="string", pattern=P["tag"])),
+    "timestamp": d("Unix time in seconds, set by the admin API; read-only: accepted on input "
+                   "(as in a Kong export) and ignored.", type=nullable("integer")),
+    "inert": d("A Kong field Weir does not support yet: only `null` or `[]` (which configure "
+               "nothing) are accepted, so a Kong file never loads with something silently "
+               "ignored.", enum=[None, []]),
+    "id_ref": d("A reference to another entity by id.", type="object",
+                properties={"id": {"$ref": "#/$defs/uuid"}}, required=["id"],
+                additionalProperties=False),
+    "kong_protocols": d("A Kong protocol name.", type="string",
+                        enum=["grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough",
+                              "udp", "ws", "wss"]),
+}
+
+
+def ref(name):
+    return {"$ref": "#/$defs/" + name}
+
+
+def with_desc(name, text):
+    """A $ref with a field-specific description (2020-12 allows siblings of $ref)."""
+    return {"$ref": "#/$defs/" + name, "description": text}
+
+
+def common(entity):
+    return {
+        "id": with_desc("uuid", f"The {entity}'s id, a UUID (stored lower case). Optional: "
+                        "without one Weir derives a deterministic UUIDv5 (see "
+                        "docs/configuration.md). Unique per entity type." if entity in
+                        ("service", "route", "upstream", "target") else
+                        f"The {entity}'s id, a UUID. Optional; unique per entity type."),
+        "created_at": ref("timestamp"),
+        "updated_at": ref("timestamp"),
+    }
+
+
+def inert(text):
+    return with_desc("inert", text + " Not supported yet: only `null` or `[]` is accepted.")
+
+
+# ---- entities ----
+def route_schema():
+    props = common("route")
+    props.update({
+        "name": with_desc("name", "The route's name: letters, digits, \"-\", \".\", \"_\", "
+                          "\"~\"; unique across nested and top-level routes. Optional."),
+        "service": d(
+            "The route's service: a service name or id as a string, or {\"id\": ...} or "
+            "{\"name\": ...}. Required for a top-level route; a nested route may omit it or must "
+            "name its enclosing service." + NULL_NOTE,
+            anyOf=[
+                {"type": "null"},
+                d("A service name or id.", type="string", pattern=P["name"]),
+                d("{\"id\": ...} or {\"name\": ...}, exactly one of them.", type="object",
+                  properties={"id": {"anyOf": [ref("uuid"), {"type": "null"}],
+                                     "description": "The service's id."},
+                              "name": {"anyOf": [ref("name"), {"type": "null"}],
+                                       "description": "The service's name."}},
+                  additionalProperties=False,
+                  oneOf=[{"required": ["id"], "properties": {"id": {"type": "string"}}},
+                         {"required": ["name"], "properties": {"name": {"type": "string"}}}]),
+            ]),
+        "paths": d("Path prefixes starting with \"/\" (RFC 3986 characters, others "
+                   "percent-encoded, no query), or regexes starting with \"~\" (PCRE2, anchored "
+                   "at the start of the path)." + NULL_NOTE, type=nullable("array"),
+                   items=d("A path prefix or a \"~\" regex.", type="string",
+                           pattern=P["route_path"])),
+        "hosts": d("Host names, or a leading wildcard \"*.example.com\"; lower-cased. Ports, "
+                   "IPv6 literals and trailing wildcards (\"example.*\") are not supported yet."
+                   + NULL_NOTE, type=nullable("array"),
+                   items=d("A host name or \"*.\" followed by a domain.", type="string",
+                           pattern=P["route_host"])),
+        "methods": d("HTTP method tokens; upper-cased (\"get\" becomes \"GET\")." + NULL_NOTE,
+                     type=nullable("array"),
+                     items=d("An HTTP method token.", type="string", pattern=P["method"])),
+        "headers": d(
+            "Headers the request must carry, each with one of the listed values "
+            "(case-insensitive): {\"x-version\": [\"v1\", \"v2\"]}. Names are lower-cased and "
+            "must be unique case-insensitively; \"host\" is refused (use hosts). Values starting "
+            "with \"~*\" (Kong's regex match) are not supported yet." + NULL_NOTE,
+            type=nullable("object"),
+            propertyNames=d("A header name (an HTTP token), not \"host\".",
+                            pattern=P["header_name"], **{"not": {"pattern": "^[Hh][Oo][Ss][Tt]$"}}),
+            additionalProperties=d("The accepted values, at least one.", type="array",
+                                   minItems=1,
+                                   items=d("A value, without control characters, not starting "
+                                           "with \"~*\".", type="string",
+                                           pattern=P["header_value"]))),
+        "strip_path": d("Remove the matched prefix before joining with the service path."
+                        + NULL_NOTE, type=nullable("boolean"), default=True),
+        "preserve_host": d("Send the client's Host header upstream." + NULL_NOTE,
+                           type=nullable("boolean"), default=False),
+        "regex_priority": d("Regex routes are tried by this, highest first, then in file order."
+                            + NULL_NOTE, type=nullable("integer"), minimum=-2147483648,
+                            maximum=2147483647, default=0),
+        "protocols": d("Protocols the route accepts: \"http\", \"https\"; not empty. grpc, grpcs, "
+                       "tcp, tls, tls_passthrough, udp, ws, wss are not supported yet."
+                       + NULL_NOTE, type=nullable("array"), minItems=1,
+                       items=d("\"http\" or \"https\".", type="string", enum=["http", "https"]),
+                       default=["http", "https"]),
+        "https_redirect_status_code": d(
+            "Status of the redirect to HTTPS: 426, 301, 302, 307 or 308." + NULL_NOTE,
+            type=nullable("integer"), enum=[426, 301, 302, 307, 308, None], default=426),
+        "path_handling": d("Only \"v0\" (Kong 3's default); \"v1\" is not supported yet."
+                           + NULL_NOTE, enum=["v0", None], default="v0"),
+        "request_buffering": d("Only true (Kong's default) is accepted; false is not supported "
+                               "yet. Weir streams bodies with back-pressure either way."
+                               + NULL_NOTE, enum=[True, None], default=True),
+        "response_buffering": d("Only true (Kong's default) is accepted; false is not supported "
+                                "yet." + NULL_NOTE, enum=[True, None], default=True),
+        "tags": ref("tags"),
+        "plugins": inert("Plugins of this route (declarative files)."),
+        "snis": inert("Kong's TLS SNI matching."),
+        "sources": inert("Kong's stream source matching."),
+        "destinations": inert("Kong's stream destination matching."),
+        "expression": inert("Kong's expressions router."),
+        "priority": inert("Kong's expressions router priority."),
+    })
+    cond = [{"required": [k], "properties": {k: s}} for k, s in (
+        ("paths", {"type": "array", "minItems": 1}), ("hosts", {"type": "array", "minItems": 1}),
+        ("methods", {"type": "array", "minItems": 1}),
+        ("headers", {"type": "object", "minProperties": 1}))]
+    return {
+        "title": "Route",
+        "description": "A route: which requests go to a service (Kong's route entity). A route "
+                       "must have at least one non-empty paths, hosts, methods or headers.",
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+        "anyOf": cond,
+    }
+
+
+def service_schema():
+    props = common("service")
+    props.update({
+        "name": with_desc("name", "The service's name: letters, digits, \"-\", \".\", \"_\", "
+                          "\"~\"; unique. Optional."),
+        "url": d("Shorthand for protocol, host, port and path: \"http://host[:port][/path]\" "
+                 "(IPv6 in brackets). No user info, query or fragment; only http for now. Cannot "
+                 "be combined with protocol, host, port or path." + NULL_NOTE,
+                 type=nullable("string"), pattern=P["url"]),
+        "protocol": d("Protocol to the upstream. Only \"http\" for now; https, grpc, grpcs, tcp, "
+                      "tls, tls_passthrough, udp, ws, wss are not supported yet." + NULL_NOTE,
+                      enum=["http", None], default="http"),
+        "host": d("Host name or IP address of the upstream (lower-cased; IPv6 optionally in "
+                  "brackets, no port), or an upstream's name to balance over its targets. "
+                  "Required unless url is given. Resolved at load time.",
+                  type=nullable("string"), pattern=P["service_host"]),
+        "port": d("Upstream port. As in Kong, 80 whatever the protocol." + NULL_NOTE,
+                  type=nullable("integer"), minimum=1, maximum=65535, default=80),
+        "path": d("Path prefix of upstream requests: starts with \"/\", RFC 3986 characters "
+                  "(others percent-encoded), no query." + NULL_NOTE,
+                  type=nullable("string"), pattern=P["path"]),
+        "connect_timeout": d("Milliseconds to connect to the upstream." + NULL_NOTE,
+                             type=nullable("integer"), minimum=1, maximum=2147483646,
+                             default=60000),
+        "read_timeout": d("Milliseconds between two reads from the upstream (504 before the "
+                          "response head)." + NULL_NOTE, type=nullable("integer"), minimum=1,
+                          maximum=2147483646, default=60000),
+        "write_timeout": d("Milliseconds between two writes to the upstream." + NULL_NOTE,
+                           type=nullable("integer"), minimum=1, maximum=2147483646,
+                           default=60000),
+        "retries": d("Times a failed request may be retried on another target." + NULL_NOTE,
+                     type=nullable("integer"), minimum=0, maximum=32767, default=5),
+        "enabled": d("Whether the service is enabled." + NULL_NOTE, type=nullable("boolean"),
+                     default=True),
+        "tags": ref("tags"),
+        "plugins": inert("Plugins of this service (declarative files)."),
+        "tls_verify": inert("Verification of the upstream's TLS certificate."),
+        "tls_verify_depth": inert("Depth of the upstream certificate verification."),
+        "ca_certificates": inert("CA certificates to verify the upstream with."),
+        "client_certificate": inert("Client certificate presented to the upstream."),
+    })
+    parts = ["protocol", "host", "port", "path"]
+    return {
+        "title": "Service",
+        "description": "A service: an upstream API that routes send requests to (Kong's service "
+                       "entity). Give either url or protocol/host/port/path.",
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+        "if": {"required": ["url"], "properties": {"url": {"not": {"type": "null"}}}},
+        "then": {"properties": {p: {"type": "null"} for p in parts}},
+        "else": {"required": ["host"], "properties": {"host": {"type": "string"}}},
+    }
+
+
+def target_schema():
+    props = common("target")
+    props.update({
+        "target": d("\"host:port\", \"host\" (port 8000, as in Kong), \"[ipv6]:port\" or a bare "
+                    "IPv6 address; the host is a host name or an IP address, resolved at load "
+                    "time. Unique (as host and port) within its upstream. Required.",
+                    type="string", pattern=P["target"]),
+        "weight": d("Share of the traffic; 0 disables the target." + NULL_NOTE,
+                    type=nullable("integer"), minimum=0, maximum=65535, default=100),
+        "tags": with_desc("tags", "Tags (checked, not kept by Weir)." + NULL_NOTE),
+    })
+    return {"title": "Target",
+            "description": "A target: one address of an upstream's pool (Kong's target entity).",
+            "type": "object", "properties": props, "required": ["target"],
+            "additionalProperties": False}
+
+
+def zero_or_null(text):
+    return d(text + " Must be 0 or null (check disabled).", enum=[0, None])
+
+
+def healthchecks():
+    z = zero_or_null
+    return d(
+        "Kong's health checks. Not supported yet: accepted only as null, [] or an object with "
+        "every check disabled, as in Kong's default (active.healthy.interval, "
+        "active.unhealthy.interval, passive.unhealthy.http_failures, tcp_failures, timeouts and "
+        "passive.healthy.successes absent, null or 0); other keys are not checked.",
+        anyOf=[{"enum": [None, []]}, {
+            "type": "object",
+            "properties": {
+                "active": {"properties": {
+                    "healthy": {"properties": {"interval": z("Active healthy interval.")}},
+                    "unhealthy": {"properties": {"interval": z("Active unhealthy interval.")}}}},
+                "passive": {"properties": {
+                    "healthy": {"properties": {"successes": z("Passive successes.")}},
+                    "unhealthy": {"properties": {
+                        "http_failures": z("Passive HTTP failures."),
+                        "tcp_failures": z("Passive TCP failures."),
+                        "timeouts": z("Passive timeouts.")}}}}}}])
+
+
+def upstream_schema():
+    props = common("upstream")
+    props.update({
+        "name": d("A host name (not an IP address), lower-cased, unique; services whose host "
+                  "equals it balance over this upstream. Required.", type="string",
+                  pattern=P["hostname"], **{"not": {"pattern": P["ipv4"]}}),
+        "algorithm": d("Balancing algorithm. Only \"round-robin\" for now; least-connections, "
+                       "consistent-hashing and latency are not supported yet." + NULL_NOTE,
+                       enum=["round-robin", None], default="round-robin"),
+        "tags": ref("tags"),
+        "healthchecks": healthchecks(),
+        "hash_on": d("Kong's hashing input. Not supported yet: only null, [] or \"none\" (Kong's "
+                     "default).", enum=[None, [], "none"]),
+        "hash_fallback": d("Kong's hashing fallback. Not supported yet: only null, [] or "
+                           "\"none\" (Kong's default).", enum=[None, [], "none"]),
+        "hash_on_header": inert("Kong's hashing header."),
+        "hash_fallback_header": inert("Kong's fallback hashing header."),
+        "hash_on_cookie": inert("Kong's hashing cookie."),
+        "hash_on_cookie_path": d("Kong's hashing cookie path. Not supported yet: only null, [] "
+                                 "or \"/\" (Kong's default).", enum=[None, [], "/"]),
+        "hash_on_query_arg": inert("Kong's hashing query argument."),
+        "hash_fallback_query_arg": inert("Kong's fallback hashing query argument."),
+        "hash_on_uri_capture": inert("Kong's hashing URI capture."),
+        "hash_fallback_uri_capture": inert("Kong's fallback hashing URI capture."),
+        "slots": d("Size of Kong's consistent-hashing ring. Not supported yet: accepted as null, "
+                   "[] or 10..65536 (Kong's range, which configures nothing in Weir).",
+                   anyOf=[{"enum": [None, []]},
+                          {"type": "integer", "minimum": 10, "maximum": 65536}]),
+        "host_header": inert("Kong's Host header override."),
+        "client_certificate": inert("Client certificate presented to the targets."),
+        "use_srv_name": d("Kong's SRV name as Host. Not supported yet: only null, [] or false "
+                          "(Kong's default).", enum=[None, [], False]),
+    })
+    return {"title": "Upstream",
+            "description": "An upstream: a load-balanced pool of targets (Kong's upstream "
+                           "entity), balanced by smooth weighted round-robin.",
+            "type": "object", "properties": props, "required": ["name"],
+            "additionalProperties": False}
+
+
+def consumer_schema():
+    props = common("consumer")
+    props.update({
+        "username": d("Unique user name. At least one of username and custom_id is required.",
+                      type=nullable("string"), minLength=1),
+        "custom_id": d("Unique id in another system. At least one of username and custom_id is "
+                       "required.", type=nullable("string"), minLength=1),
+        "tags": ref("tags"),
+    })
+    return {"title": "Consumer",
+            "description": "A consumer: a user or application of the APIs (Kong's consumer "
+                           "entity). Weir does not load consumers yet.",
+            "type": "object", "properties": props, "additionalProperties": False,
+            "anyOf": [{"required": ["username"], "properties": {"username": {"type": "string"}}},
+                      {"required": ["custom_id"],
+                       "properties": {"custom_id": {"type": "string"}}}]}
+
+
+def plugin_schema():
+    props = common("plugin")
+    props.update({
+        "name": d("The plugin's name; its config is checked by schemas/plugins/<name>.json.",
+                  type="string", minLength=1),
+        "config": d("The plugin's configuration (its own schema in schemas/plugins/)."
+                    + NULL_NOTE, type=nullable("object")),
+        "enabled": d("Whether the plugin runs." + NULL_NOTE, type=nullable("boolean"),
+                     default=True),
+        "service": d("Service the plugin is scoped to, or null for all.",
+                     anyOf=[ref("id_ref"), {"type": "null"}], default=None),
+        "route": d("Route the plugin is scoped to, or null for all.",
+                   anyOf=[ref("id_ref"), {"type": "null"}], default=None),
+        "consumer": d("Consumer the plugin is scoped to, or null for all.",
+                      anyOf=[ref("id_ref"), {"type": "null"}], default=None),
+        "protocols": d("Protocols the plugin runs on (Kong's default)." + NULL_NOTE,
+                       type=nullable("array"), minItems=1, items=ref("kong_protocols"),
+                       default=["grpc", "grpcs", "http", "https"]),
+        "tags": ref("tags"),
+    })
+    return {"title": "Plugin",
+            "description": "A plugin instance (Kong's plugin entity), global or scoped to a "
+                           "service, route or consumer. Weir does not load plugins yet.",
+            "type": "object", "properties": props, "required": ["name"],
+            "additionalProperties": False}
+
+
+PEM_CERT = "^[ \\t\\r\\n]*-----BEGIN CERTIFICATE-----"
+PEM_KEY = "^[ \\t\\r\\n]*-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"
+
+
+def certificate_schema():
+    props = common("certificate")
+    props.update({
+        "cert": d("PEM-encoded certificate (chain). Required.", type="string",
+                  pattern=PEM_CERT),
+        "key": d("PEM-encoded private key of cert. Required; write-only in the admin API.",
+                 type="string", pattern=PEM_KEY),
+        "cert_alt": d("Alternate PEM certificate (e.g. ECDSA next to RSA); needs key_alt.",
+                      type=nullable("string"), pattern=PEM_CERT),
+        "key_alt": d("PEM private key of cert_alt; needs cert_alt.", type=nullable("string"),
+                     pattern=PEM_KEY),
+        "snis": d("Server names served with this certificate (creates sni entities)."
+                  + NULL_NOTE, type=nullable("array"),
+                  items=d("A host name or \"*.\" wildcard.", type="string", pattern=P["sni"])),
+        "tags": ref("tags"),
+    })
+    return {"title": "Certificate",
+            "description": "A TLS certificate and key (Kong's certificate entity). Weir does not "
+                           "load certificates yet.",
+            "type": "object", "properties": props, "required": ["cert", "key"],
+            "additionalProperties": False,
+            "dependentRequired": {"cert_alt": ["key_alt"], "key_alt": ["cert_alt"]}}
+
+
+def sni_schema():
+    props = common("sni")
+    props.update({
+        "name": d("The server name: a host name or a leading wildcard \"*.example.com\". "
+                  "Required, unique.", type="string", pattern=P["sni"]),
+        "certificate": with_desc("id_ref", "The certificate served for this name. Required."),
+        "tags": ref("tags"),
+    })
+    return {"title": "SNI",
+            "description": "A server name bound to a certificate (Kong's sni entity). Weir does "
+                           "not load snis yet.",
+            "type": "object", "properties": props, "required": ["name", "certificate"],
+            "additionalProperties": False}
+
+
+def ca_certificate_schema():
+    props = common("ca_certificate")
+    props.update({
+        "cert": d("PEM-encoded CA certificate. Required.", type="string", pattern=PEM_CERT),
+        "cert_digest": d("SHA-256 of the certificate, lower-case hex (computed when absent).",
+                         type=nullable("string"), pattern="^[0-9a-f]{64}$"),
+        "tags": ref("tags"),
+    })
+    return {"title": "CA certificate",
+            "description": "A trusted CA certificate (Kong's ca_certificate entity). Weir does "
+                           "not load CA certificates yet.",
+            "type": "object", "properties": props, "required": ["cert"],
+            "additionalProperties": False}
+
+
+LIMITS = [  # name, min, max, default, description (config_fields.c limit_fields)
+    ("max_header_bytes", 1024, 1048576, 32768,
+     "Largest request head in bytes (larger: 431); an upstream response head larger: 502."),
+    ("max_headers", 1, 1000, 100, "Most request header fields (more: 431)."),
+    ("max_body_bytes", 0, 2 ** 53, 10485760,
+     "Largest request body in bytes (larger: 413); 0 = unlimited."),
+    ("header_timeout", 1, 3600000, 10000,
+     "Milliseconds for the request head to arrive (else 408)."),
+    ("keepalive_timeout", 0, 3600000, 60000,
+     "Milliseconds an idle client keep-alive connection is kept; 0 = close after each response."),
+    ("max_connections", 1, 1000000, 10000, "Client connections per process."),
+    ("shutdown_timeout", 0, 3600000, 10000,
+     "Milliseconds in-flight requests get to finish on SIGTERM."),
+    ("upstream_keepalive_pool", 0, 10000, 64,
+     "Idle upstream connections kept per target per worker; 0 = no reuse."),
+    ("upstream_keepalive_timeout", 1, 3600000, 4000,
+     "Milliseconds an idle upstream connection is kept (below Node.js's 5 s)."),
+]
+
+
+def weir_schema():
+    listen_item = d("\"ip:port\" or \"[ipv6]:port\": a numeric address and a port. Host names "
+                    "and Kong's listener flags (ssl, http2, reuseport, ...) are not supported.",
+                    type="string", pattern=P["listen"])
+    limits = {n: d(text + NULL_NOTE, type=nullable("integer"), minimum=lo, maximum=hi,
+                   default=dflt) for n, lo, hi, dflt, text in LIMITS}
+    return {
+        "title": "Weir server settings",
+        "description": "The top-level `weir` object of the declarative file: listeners, workers, "
+                       "logs and limits. Absent or null: all defaults.",
+        "type": nullable("object"),
+        "properties": {
+            "proxy_listen": d("Proxy listeners, at least one. Two listeners (proxy or admin) "
+                              "must not overlap." + NULL_NOTE, type=nullable("array"),
+                              minItems=1, items=listen_item, default=["127.0.0.1:8000"]),
+            "admin_listen": d("Admin API listeners; [] turns the admin API off." + NULL_NOTE,
+                              type=nullable("array"), items=listen_item,
+                              default=["127.0.0.1:8001"]),
+            "workers": d("Worker threads. Default: the number of online CPUs, capped at 256."
+                         + NULL_NOTE, type=nullable("integer"), minimum=1, maximum=256),
+            "trusted_ips": d("Proxies whose X-Forwarded-For is appended to rather than "
+                             "replaced: bare addresses or CIDR ranges; [] trusts nobody."
+                             + NULL_NOTE, type=nullable("array"),
+                             items=d("An IPv4/IPv6 address or CIDR range (\"10.0.0.0/8\", "
+                                     "\"::1\").", type="string", pattern=P["cidr"]),
+                             default=[]),
+            "access_log": d("Access log: a file path (relative to the configuration file's "
+                            "directory), \"-\" = stdout, \"off\" = none." + NULL_NOTE,
+                            type=nullable("string"), minLength=1, default="-"),
+            "error_log": d("Error log: a file path (relative to the configuration file's "
+                           "directory) or \"-\" = stderr; cannot be turned off." + NULL_NOTE,
+                           type=nullable("string"), minLength=1, default="-",
+                           **{"not": {"const": "off"}}),
+            "log_level": d("Error log level." + NULL_NOTE,
+                           enum=["debug", "info", "notice", "warn", "error", None],
+                           default="info"),
+            "limits": d("Request and connection limits." + NULL_NOTE, type=nullable("object"),
+                        properties=limits, additionalProperties=False),
+        },
+        "additionalProperties": False,
+    }
+
+
+# ---- assembly ----
+def used_defs(node, defs, acc):
+    if isinstance(node, dict):
+        r = node.get("$ref")
+        if isinstance(r, str) and r.startswith("#/$defs/"):
+            n = r[len("#/$defs/"):]
+            if n not in acc:
+                acc[n] = defs[n]
+                used_defs(defs[n], defs, acc)
+        for v in node.values():
+            used_defs(v, defs, acc)
+    elif isinstance(node, list):
+        for v in node:
+            used_defs(v, defs, acc)
+    return acc
+
+
+def document(file, body):
+    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": BASE + file}
+    doc["title"] = body.pop("title")
+    doc["description"] = body.pop("description")
+    doc.update(body)
+    defs = used_defs(doc, DEFS, {})
+    if defs:
+        doc["$defs"] = {k: defs[k] for k in sorted(defs)}
+    return doc
+
+
+ENTITIES = {
+    "service.json": service_schema, "route.json": route_schema, "upstream.json": upstream_schema,
+    "target.json": target_schema, "consumer.json": consumer_schema,
+    "plugin.json": plugin_schema, "certificate.json": certificate_schema,
+    "sni.json": sni_schema, "ca_certificate.json": ca_certificate_schema,
+    "weir.json": weir_schema,
+}
+
+
+def entity_body(fn):
+    """An entity schema without $schema/$id/title/$defs: what declarative.json embeds."""
+    return fn()
+
+
+def declarative_schema():
+    defs = dict(DEFS)
+    for file, fn in ENTITIES.items():
+        body = fn()
+        defs[file[:-5]] = body
+    # declarative-only shapes: nested routes and targets, required top-level service
+    svc = copy.deepcopy(defs["service"])
+    svc["title"] = "Service (declarative)"
+    svc["description"] = "A service as in the declarative file, with its routes nested."
+    svc["properties"]["routes"] = d(
+        "Routes of this service; such a route's service must be absent or name this service."
+        + NULL_NOTE, type=nullable("array"), items=ref("route"))
+    svc["properties"]["plugins"] = d(
+        "Plugins of this service. Not supported yet (plugins are not supported yet, see the "
+        "plugin issue): only null or [].", type=nullable("array"), maxItems=0,
+        items=ref("plugin"))
+    defs["service_nested"] = svc
+    ups = copy.deepcopy(defs["upstream"])
+    ups["title"] = "Upstream (declarative)"
+    ups["description"] = "An upstream as in the declarative file, with its targets nested."
+    ups["properties"]["targets"] = d(
+        "The pool; with no usable target the proxy answers 503. Default []." + NULL_NOTE,
+        type=nullable("array"), items=ref("target"), default=[])
+    defs["upstream_nested"] = ups
+    top_route = {"title": "Route (top level)",
+                 "description": "A top-level route: a route whose service is required.",
+                 "allOf": [ref("route")], "required": ["service"],
+                 "properties": {"service": d("Required for a top-level route: a service name or id, "
+                                             "or {\"id\": ...} or {\"name\": ...}.",
+                                             **{"not": {"type": "null"}})}}
+    defs["route_top"] = top_route
+    def later(entity, text):
+        return d(text + " Not supported yet: only null or [] is accepted today; the items "
+                 "would follow this entity's schema.", type=nullable("array"), maxItems=0,
+                 items=ref(entity))
+
+    body = {
+        "title": "Weir declarative configuration",
+        "description": "The whole declarative file: Kong's declarative format 3.0 in JSON plus a "
+                       "top-level `weir` object for the server's own settings. Unknown keys are "
+                       "errors. Cross-entity rules (unique names and ids, route-to-service "
+                       "references, overlapping listeners, duplicate targets) are checked by the "
+                       "loader, not by this schema.",
+        "type": "object",
+        "properties": {
+            "_format_version": d("Format version; must be \"3.0\". Required.", type="string",
+                                 const="3.0"),
+            "_transform": d("Accepted and ignored (Kong uses it for credential hashing)."
+                            + NULL_NOTE, type=nullable("boolean")),
+            "_comment": d("Free text, ignored." + NULL_NOTE, type=nullable("string")),
+            "weir": ref("weir"),
+            "services": d("Services, with their routes nested." + NULL_NOTE,
+                          type=nullable("array"), items=ref("service_nested")),
+            "routes": d("Top-level routes, each naming its service." + NULL_NOTE,
+                        type=nullable("array"), items=ref("route_top")),
+            "upstreams": d("Load-balanced pools of targets." + NULL_NOTE,
+                           type=nullable("array"), items=ref("upstream_nested")),
+            "plugins": d("Plugins. Not supported yet (plugins are not supported yet, see the "
+                         "plugin issue): only null or [] is accepted today.",
+                         type=nullable("array"), maxItems=0, items=ref("plugin")),
+            "consumers": later("consumer", "Consumers."),
+            "certificates": later("certificate", "TLS certificates."),
+            "snis": later("sni", "Server names of certificates."),
+            "ca_certificates": later("ca_certificate", "CA certificates."),
+            "vaults": inert("Kong's secret vaults."),
+            "_workspace": inert("Kong Enterprise workspace."),
+        },
+        "required": ["_format_version"],
+        "additionalProperties": False,
+    }
+    # the route's "plugins" in a declarative file: same rule as the entity (inert)
+    doc = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+           "$id": BASE + "declarative.json"}
+    doc["title"] = body.pop("title")
+    doc["description"] = body.pop("description")
+    doc.update(body)
+    doc["$defs"] = {k: defs[k] for k in sorted(defs)}
+    return doc
+
+
+def fill_descriptions(node, defs):
+    """Gives each property that is a bare $ref the description of what it refers to."""
+    if isinstance(node, dict):
+        for v in (node.get("properties") or {}).values():
+            if isinstance(v, dict) and "$ref" in v and "description" not in v:
+                v["description"] = defs[v["$ref"][len("#/$defs/"):]]["description"]
+        for v in node.values():
+            fill_descriptions(v, defs)
+    elif isinstance(node, list):
+        for v in node:
+            fill_descriptions(v, defs)
+    return node
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    docs = {f: document(f, fn()) for f, fn in ENTITIES.items()}
+    docs["declarative.json"] = declarative_schema()
+    for doc in docs.values():
+        fill_descriptions(doc, doc.get("$defs", {}))
+    for f, doc in docs.items():
+        with open(os.path.join(OUT, f), "w") as fh:
+            json.dump(doc, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+    print("wrote", ", ".join(sorted(docs)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
