@@ -261,6 +261,7 @@ static const struct admin_route admin_routes[] = {
     {"/", admin_get_root},
     {"/status", admin_get_status},
     {"/config", admin_get_config},
+    {"/metrics", admin_get_metrics},
     {"/debug/match", admin_get_debug_match},
 };
 

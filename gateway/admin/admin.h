@@ -76,6 +76,8 @@ void admin_get_root(struct admin_state *st, const struct admin_request *req,
                     struct admin_response *res);
 void admin_get_status(struct admin_state *st, const struct admin_request *req,
                       struct admin_response *res);
+void admin_get_metrics(struct admin_state *st, const struct admin_request *req,
+                       struct admin_response *res);
 void admin_get_config(struct admin_state *st, const struct admin_request *req,
                       struct admin_response *res);
 void admin_get_debug_match(struct admin_state *st, const struct admin_request *req,

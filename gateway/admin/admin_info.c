@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "admin/admin.h"
+#include "core/metrics.h"
 #include "core/worker.h"
 
 void admin_get_root(struct admin_state *st, const struct admin_request *req,
@@ -48,6 +49,18 @@ void admin_get_status(struct admin_state *st, const struct admin_request *req,
                           "configuration_hash", c->hash ? c->hash : "", "configuration_version",
                           (json_int_t)*st->config_version, "memory", "rss_bytes",
                           (json_int_t)rss_bytes());
+}
+
+void admin_get_metrics(struct admin_state *st, const struct admin_request *req,
+                       struct admin_response *res) {
+    (void)req;
+    struct metrics *tables[256];
+    size_t n = 0;
+    for (int i = 0; i < st->n_workers && n < sizeof tables / sizeof tables[0]; i++)
+        tables[n++] = st->workers[i]->metrics;
+    res->status = 200;
+    res->text = metrics_render(tables, n, atomic_load(&weir_connections));
+    res->text_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
 void admin_get_config(struct admin_state *st, const struct admin_request *req,

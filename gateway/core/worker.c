@@ -13,6 +13,7 @@
 
 #include "core/listener.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "http/client_conn.h"
 #include "upstream/pool.h"
 
@@ -120,6 +121,7 @@ struct worker *worker_new(int id, struct snapshot *snap, struct access_log *alog
     w->snapshot = snap;
     snapshot_retain(snap);
     w->access_log = alog;
+    w->metrics = metrics_new();
     w->pool = pool_new(w->base, ws->limits.upstream_keepalive_pool,
                        ws->limits.upstream_keepalive_timeout_ms);
     if (RAND_bytes((unsigned char *)w->rng, sizeof w->rng) != 1) abort();
@@ -195,6 +197,7 @@ void worker_join_and_free(struct worker *w) {
     free(w->listeners);
     free(w->listen_ports);
     pool_free(w->pool);
+    metrics_free(w->metrics);
     if (w->wake) event_free(w->wake);
     if (w->wake_fd > 0) close(w->wake_fd);
     if (w->shutdown_timer) event_free(w->shutdown_timer);

@@ -22,6 +22,7 @@
 struct client_conn;
 struct pool;
 struct access_log;
+struct metrics;
 
 struct worker {
     int id;
@@ -40,6 +41,7 @@ struct worker {
     /* Requests answered; written by this worker only (relaxed, no RMW
      * contention), read by the admin API on the control thread. */
     atomic_uint_fast64_t requests;
+    struct metrics *metrics;        /* written by this worker, read by the admin API */
 
     pthread_mutex_t mailbox_lock;
     struct snapshot *mailbox; /* a newer snapshot, handed over by control */

@@ -13,6 +13,7 @@
 #include "core/access_log.h"
 #include "core/fmt.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/worker.h"
 #include "http/error_response.h"
 #include "http/path.h"
@@ -825,6 +826,11 @@ void client_response_done(struct client_conn *c) {
     atomic_store_explicit(&w->requests,
                           atomic_load_explicit(&w->requests, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+    const struct route *route = c->req.routed ? c->req.match.route : NULL;
+    metrics_record(w->metrics, route ? (route->name ? route->name : route->id) : NULL,
+                   route ? (route->service->name ? route->service->name : route->service->id)
+                         : NULL,
+                   c->req.status, c->req.start.tv_sec ? clock_ms_since(&c->req.start) : 0);
     log_request(c);
     release_request(c);
     struct request *r = &c->req;

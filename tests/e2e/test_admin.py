@@ -158,3 +158,19 @@ def test_admin_api_with_no_listener_is_off():
         check(w.alive(), "weir did not start without an admin listener")
     finally:
         w.stop()
+
+
+def test_metrics_count_requests_by_route_service_and_status_in_prometheus_text():
+    with gateway() as (w, b):
+        for i in range(4):
+            assert_eq(get(w.port, "/m%d" % i).status, 200, "proxied request")
+        assert_eq(get(w.port, "/m?status=503").status, 503, "proxied 503")
+        r = get(admin_port(w), "/metrics")
+        assert_eq(r.status, 200, "GET /metrics")
+        check(r.header("content-type").startswith("text/plain; version=0.0.4"),
+              "content type %r" % r.header("content-type"))
+        text = r.body.decode()
+        check('weir_http_requests_total{route="echo",service="echo",code="200"} 4\n' in text, text)
+        check('weir_http_requests_total{route="echo",service="echo",code="503"} 1\n' in text, text)
+        check('weir_request_latency_ms_count{route="echo",service="echo"} 5\n' in text, text)
+        check(re.search(r"^weir_connections_active \d+$", text, re.M), text)

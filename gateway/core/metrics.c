@@ -1,0 +1,189 @@
+#include "core/metrics.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const double metrics_bucket_bounds_ms[METRICS_BUCKETS] = {1,   2.5, 5,    10,   25,   50,
+                                                          100, 250, 500, 1000, 2500, 10000};
+
+struct metrics *metrics_new(void) {
+    struct metrics *m = calloc(1, sizeof *m);
+    if (!m) abort();
+    return m;
+}
+
+void metrics_free(struct metrics *m) {
+    free(m);
+}
+
+static uint64_t hash_key(const char *route, const char *service, int status) {
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = route; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+    for (const char *p = service; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return (h ^ (uint64_t)status) * 1099511628211ull;
+}
+
+static void add(atomic_uint_fast64_t *v, uint64_t n) {
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static struct metrics_slot *find_slot(struct metrics *m, const char *route, const char *service,
+                                      int status) {
+    uint64_t h = hash_key(route, service, status);
+    for (size_t probe = 0; probe < METRICS_SLOTS; probe++) {
+        struct metrics_slot *s = &m->slots[(h + probe) % METRICS_SLOTS];
+        if (atomic_load_explicit(&s->state, memory_order_relaxed) == 0) {
+            /* Claim it: the key is written before it is published. */
+            snprintf(s->route, sizeof s->route, "%s", route);
+            snprintf(s->service, sizeof s->service, "%s", service);
+            s->status = status;
+            atomic_store_explicit(&s->state, 1, memory_order_release);
+            return s;
+        }
+        if (s->status == status && strncmp(s->route, route, sizeof s->route - 1) == 0 &&
+            strncmp(s->service, service, sizeof s->service - 1) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+void metrics_record(struct metrics *m, const char *route, const char *service, int status,
+                    double latency_ms) {
+    struct metrics_slot *s = find_slot(m, route ? route : "", service ? service : "", status);
+    if (!s) {
+        s = &m->slots[METRICS_SLOTS];
+        if (atomic_load_explicit(&s->state, memory_order_relaxed) == 0) {
+            s->status = 0;
+            atomic_store_explicit(&s->state, 1, memory_order_release);
+        }
+    }
+    add(&s->requests, 1);
+    int b = 0;
+    while (b < METRICS_BUCKETS && latency_ms > metrics_bucket_bounds_ms[b]) b++;
+    if (b < METRICS_BUCKETS) add(&s->buckets[b], 1);
+    add(&s->latency_us_sum, latency_ms > 0 ? (uint64_t)(latency_ms * 1000.0) : 0);
+}
+
+/* ---- rendering (control thread) ---------------------------------------- */
+
+struct text {
+    char *data;
+    size_t len, cap;
+};
+
+static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct text *t, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->data ? t->data + t->len : NULL, t->data ? t->cap - t->len : 0, fmt,
+                          ap);
+        va_end(ap);
+        if (n < 0) abort();
+        if (t->data && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap ? t->cap * 2 : 8192;
+        while (cap < t->len + (size_t)n + 1) cap *= 2;
+        t->data = realloc(t->data, cap);
+        if (!t->data) abort();
+        t->cap = cap;
+    }
+}
+
+/* Prometheus label values escape backslash, double quote and newline. */
+static void escape_label(const char *in, char *out, size_t cap) {
+    size_t o = 0;
+    for (const char *p = in; *p && o + 3 < cap; p++) {
+        if (*p == '\\' || *p == '"') out[o++] = '\\', out[o++] = *p;
+        else if (*p == '\n') out[o++] = '\\', out[o++] = 'n';
+        else out[o++] = *p;
+    }
+    out[o] = '\0';
+}
+
+/* One aggregated series: the same key summed over workers. */
+struct series {
+    const struct metrics_slot *key;
+    uint64_t requests, buckets[METRICS_BUCKETS], latency_us_sum;
+};
+
+char *metrics_render(struct metrics *const *tables, size_t n, int connections) {
+    size_t cap = n * (METRICS_SLOTS + 1), count = 0;
+    struct series *all = calloc(cap ? cap : 1, sizeof *all);
+    if (!all) abort();
+    for (size_t w = 0; w < n; w++) {
+        for (size_t i = 0; i <= METRICS_SLOTS; i++) {
+            const struct metrics_slot *s = &tables[w]->slots[i];
+            if (atomic_load_explicit(&s->state, memory_order_acquire) != 1) continue;
+            struct series *dst = NULL;
+            for (size_t k = 0; k < count && !dst; k++)
+                if (all[k].key->status == s->status && strcmp(all[k].key->route, s->route) == 0 &&
+                    strcmp(all[k].key->service, s->service) == 0)
+                    dst = &all[k];
+            if (!dst) {
+                dst = &all[count++];
+                dst->key = s;
+            }
+            dst->requests += atomic_load_explicit(&s->requests, memory_order_relaxed);
+            dst->latency_us_sum += atomic_load_explicit(&s->latency_us_sum, memory_order_relaxed);
+            for (int b = 0; b < METRICS_BUCKETS; b++)
+                dst->buckets[b] += atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
+        }
+    }
+    struct text t = {0};
+    put(&t, "# HELP weir_connections_active Open client connections.\n"
+            "# TYPE weir_connections_active gauge\nweir_connections_active %d\n",
+        connections);
+    put(&t, "# HELP weir_http_requests_total Requests answered, by route, service and status.\n"
+            "# TYPE weir_http_requests_total counter\n");
+    char route[2 * METRICS_LABEL_MAX + 1], service[2 * METRICS_LABEL_MAX + 1];
+    for (size_t k = 0; k < count; k++) {
+        escape_label(all[k].key->route, route, sizeof route);
+        escape_label(all[k].key->service, service, sizeof service);
+        put(&t, "weir_http_requests_total{route=\"%s\",service=\"%s\",code=\"%d\"} %llu\n", route,
+            service, all[k].key->status, (unsigned long long)all[k].requests);
+    }
+    put(&t, "# HELP weir_request_latency_ms Time from the first byte of a request to the last "
+            "byte of its response queued, by route and service.\n"
+            "# TYPE weir_request_latency_ms histogram\n");
+    /* Latency is per route and service; fold the status codes together. */
+    for (size_t k = 0; k < count; k++) {
+        bool seen = false;
+        for (size_t j = 0; j < k && !seen; j++)
+            seen = strcmp(all[j].key->route, all[k].key->route) == 0 &&
+                   strcmp(all[j].key->service, all[k].key->service) == 0;
+        if (seen) continue;
+        uint64_t buckets[METRICS_BUCKETS] = {0}, total = 0, sum_us = 0;
+        for (size_t j = k; j < count; j++) {
+            if (strcmp(all[j].key->route, all[k].key->route) != 0 ||
+                strcmp(all[j].key->service, all[k].key->service) != 0)
+                continue;
+            for (int b = 0; b < METRICS_BUCKETS; b++) buckets[b] += all[j].buckets[b];
+            total += all[j].requests;
+            sum_us += all[j].latency_us_sum;
+        }
+        escape_label(all[k].key->route, route, sizeof route);
+        escape_label(all[k].key->service, service, sizeof service);
+        uint64_t cumulative = 0;
+        for (int b = 0; b < METRICS_BUCKETS; b++) {
+            cumulative += buckets[b];
+            put(&t, "weir_request_latency_ms_bucket{route=\"%s\",service=\"%s\",le=\"%g\"} %llu\n",
+                route, service, metrics_bucket_bounds_ms[b], (unsigned long long)cumulative);
+        }
+        put(&t, "weir_request_latency_ms_bucket{route=\"%s\",service=\"%s\",le=\"+Inf\"} %llu\n",
+            route, service, (unsigned long long)total);
+        put(&t, "weir_request_latency_ms_sum{route=\"%s\",service=\"%s\"} %.3f\n", route, service,
+            (double)sum_us / 1000.0);
+        put(&t, "weir_request_latency_ms_count{route=\"%s\",service=\"%s\"} %llu\n", route,
+            service, (unsigned long long)total);
+    }
+    free(all);
+    return t.data;
+}

@@ -1,0 +1,47 @@
+/* metrics: per-worker request counters for the admin API's GET /metrics.
+ *
+ * Each worker owns one table (struct metrics) and is its only writer; the
+ * control thread reads every worker's table to render Prometheus text.
+ * Nothing is locked: a slot's key (route, service, status) is written
+ * once, then published with a release store of its state; counters are
+ * single-writer atomics updated with relaxed load+store (no contended
+ * read-modify-write on the request path). The table has a fixed number of
+ * slots and never moves; when it is full, requests are counted in one
+ * overflow slot with empty labels rather than allocating. */
+#ifndef WEIR_METRICS_H
+#define WEIR_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define METRICS_SLOTS 1024
+#define METRICS_LABEL_MAX 64
+/* Upper bounds (ms) of the latency histogram buckets; +Inf is implied. */
+#define METRICS_BUCKETS 12
+extern const double metrics_bucket_bounds_ms[METRICS_BUCKETS];
+
+struct metrics_slot {
+    atomic_int state;                     /* 0 free, 1 ready (key readable) */
+    char route[METRICS_LABEL_MAX];        /* name, or id when unnamed; "" when none */
+    char service[METRICS_LABEL_MAX];
+    int status;
+    atomic_uint_fast64_t requests;
+    atomic_uint_fast64_t buckets[METRICS_BUCKETS]; /* cumulative counts are built when read */
+    atomic_uint_fast64_t latency_us_sum;
+};
+
+struct metrics {
+    struct metrics_slot slots[METRICS_SLOTS + 1]; /* the last one is the overflow slot */
+};
+
+struct metrics *metrics_new(void);
+void metrics_free(struct metrics *m);
+/* Worker thread only. `route`/`service` may be NULL (no route matched). */
+void metrics_record(struct metrics *m, const char *route, const char *service, int status,
+                    double latency_ms);
+/* Appends Prometheus text for `n` workers' tables to a malloc'd string
+ * (caller frees); `connections` is the current open client connections. */
+char *metrics_render(struct metrics *const *tables, size_t n, int connections);
+
+#endif
