@@ -126,7 +126,7 @@ static void send_response(struct admin_conn *ac, struct admin_response *res) {
                         "Server: weir\r\n%s\r\n",
                         res->status, http_reason_phrase(res->status), type, body_len,
                         ac->close_after ? "Connection: close\r\n" : "");
-    if (body_len) evbuffer_add(out, body, body_len);
+    if (body_len && ac->parser.method != HTTP_HEAD) evbuffer_add(out, body, body_len);
     free(body);
     json_decref(res->json);
     free(res->text);

@@ -174,3 +174,14 @@ def test_metrics_count_requests_by_route_service_and_status_in_prometheus_text()
         check('weir_http_requests_total{route="echo",service="echo",code="503"} 1\n' in text, text)
         check('weir_request_latency_ms_count{route="echo",service="echo"} 5\n' in text, text)
         check(re.search(r"^weir_connections_active \d+$", text, re.M), text)
+
+
+def test_head_gets_the_headers_of_get_without_a_body():
+    with gateway() as (w, b):
+        port = admin_port(w)
+        g = get(port, "/status")
+        h = http("HEAD", port, "/status")
+        assert_eq(h.status, 200, "HEAD /status")
+        assert_eq(h.body, b"", "HEAD body")
+        check(int(h.header("content-length")) > 0, "HEAD has no Content-Length")
+        assert_eq(h.header("content-type"), g.header("content-type"), "content type")
