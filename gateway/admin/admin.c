@@ -263,7 +263,39 @@ static const struct admin_route admin_routes[] = {
     {"/config", admin_get_config},
     {"/metrics", admin_get_metrics},
     {"/debug/match", admin_get_debug_match},
+    {"/services", admin_list_services},
+    {"/services/{}", admin_get_service},
+    {"/services/{}/routes", admin_list_service_routes},
+    {"/routes", admin_list_routes},
+    {"/routes/{}", admin_get_route},
+    {"/routes/{}/service", admin_get_route_service},
+    {"/upstreams", admin_list_upstreams},
+    {"/upstreams/{}", admin_get_upstream},
+    {"/upstreams/{}/targets", admin_list_upstream_targets},
+    {"/schemas/{}", admin_get_schema},
 };
+
+/* Matches `path` against a pattern whose "{}" segments match any one
+ * non-empty segment, collecting them into req->params. */
+static bool route_matches(const char *pattern, const char *path, struct admin_request *req) {
+    req->n_params = 0;
+    while (*pattern && *path) {
+        if (pattern[0] == '{' && pattern[1] == '}') {
+            const char *end = strchr(path, '/');
+            size_t len = end ? (size_t)(end - path) : strlen(path);
+            if (len == 0 || len >= sizeof req->params[0] || req->n_params == 2) return false;
+            memcpy(req->params[req->n_params], path, len);
+            req->params[req->n_params++][len] = '\0';
+            pattern += 2;
+            path += len;
+            continue;
+        }
+        if (*pattern != *path) return false;
+        pattern++;
+        path++;
+    }
+    return *pattern == '\0' && *path == '\0';
+}
 
 /* Constant-time comparison of the presented bearer token. */
 static bool token_ok(const struct admin *a, const struct admin_conn *ac) {
@@ -305,8 +337,8 @@ static void handle_request(struct admin_conn *ac) {
         .body_len = body_len,
     };
     const struct admin_route *route = NULL;
-    for (size_t i = 0; i < sizeof admin_routes / sizeof admin_routes[0]; i++)
-        if (strcmp(admin_routes[i].path, path) == 0) route = &admin_routes[i];
+    for (size_t i = 0; i < sizeof admin_routes / sizeof admin_routes[0] && !route; i++)
+        if (route_matches(admin_routes[i].path, path, &req)) route = &admin_routes[i];
     if (!route) {
         admin_error(&res, 404, "Not found");
     } else if (ac->parser.method == HTTP_GET || ac->parser.method == HTTP_HEAD) {

@@ -43,6 +43,10 @@ struct admin_request {
     char *query;                    /* raw, NULL when absent */
     const char *body;
     size_t body_len;
+    /* Path segments matched by "{}" in the route pattern, in order
+     * ("/services/{}/routes" on "/services/orders/routes": "orders"). */
+    char params[2][256];
+    int n_params;
 };
 
 /* A handler fills either `json` (owned, sent with application/json) or
@@ -82,5 +86,26 @@ void admin_get_config(struct admin_state *st, const struct admin_request *req,
                       struct admin_response *res);
 void admin_get_debug_match(struct admin_state *st, const struct admin_request *req,
                            struct admin_response *res);
+/* Entities, read-only from the running snapshot (admin_entities.c). */
+void admin_list_services(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res);
+void admin_get_service(struct admin_state *st, const struct admin_request *req,
+                       struct admin_response *res);
+void admin_list_routes(struct admin_state *st, const struct admin_request *req,
+                       struct admin_response *res);
+void admin_get_route(struct admin_state *st, const struct admin_request *req,
+                     struct admin_response *res);
+void admin_list_service_routes(struct admin_state *st, const struct admin_request *req,
+                               struct admin_response *res);
+void admin_get_route_service(struct admin_state *st, const struct admin_request *req,
+                             struct admin_response *res);
+void admin_list_upstreams(struct admin_state *st, const struct admin_request *req,
+                          struct admin_response *res);
+void admin_get_upstream(struct admin_state *st, const struct admin_request *req,
+                        struct admin_response *res);
+void admin_list_upstream_targets(struct admin_state *st, const struct admin_request *req,
+                                 struct admin_response *res);
+void admin_get_schema(struct admin_state *st, const struct admin_request *req,
+                      struct admin_response *res);
 
 #endif

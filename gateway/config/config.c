@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -819,6 +820,7 @@ static struct config *load_text(const char *text, size_t len, const char *base_d
         return NULL;
     }
     c->source_json = root; /* kept for the admin API's GET /config */
+    c->loaded_at = (long long)time(NULL);
     return c;
 }
 

@@ -150,6 +150,7 @@ struct config {
     char *source_path; /* absolute path of the file, NULL for embedded */
     char *hash;        /* hex SHA-256 of the source text */
     struct json_t *source_json; /* the document as loaded (jansson, owned) */
+    long long loaded_at;        /* Unix seconds: created_at/updated_at of file entities */
 };
 
 /* Load and validate. `path` is the file name; relative paths inside resolve

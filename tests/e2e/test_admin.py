@@ -185,3 +185,61 @@ def test_head_gets_the_headers_of_get_without_a_body():
         assert_eq(h.body, b"", "HEAD body")
         check(int(h.header("content-length")) > 0, "HEAD has no Content-Length")
         assert_eq(h.header("content-type"), g.header("content-type"), "content type")
+
+
+def _entities_config(port):
+    return base_config(port, services=[
+        service("orders", port, path="/v1", tags=["team-a", "prod"], routes=[
+            route("orders", ["/api/orders"], methods=["GET"], hosts=["api.example.com"])]),
+        service("users", url="http://users-pool", tags=["team-b"], routes=[
+            route("users", ["/users"])]),
+    ], upstreams=[{"name": "users-pool", "targets": [{"target": "127.0.0.1:%d" % port},
+                                                     {"target": "127.0.0.1:%d" % free_port(),
+                                                      "weight": 50}]}])
+
+
+def test_services_list_in_kong_shape_with_pagination_and_tags():
+    with gateway(make_config=_entities_config) as (w, b):
+        port = admin_port(w)
+        page = get(port, "/services?size=1").json()
+        assert_eq([s["name"] for s in page["data"]], ["orders"], "first page")
+        check(page["next"] and page["offset"], "no next page: %r" % page)
+        svc = page["data"][0]
+        for field in ("id", "protocol", "host", "port", "path", "retries", "connect_timeout",
+                      "read_timeout", "write_timeout", "created_at", "updated_at"):
+            check(field in svc, "service has no %s: %r" % (field, svc))
+        assert_eq((svc["protocol"], svc["host"], svc["port"], svc["path"]),
+                  ("http", "127.0.0.1", b.port, "/v1"), "service in Kong's shape")
+        page2 = get(port, page["next"]).json()
+        assert_eq([s["name"] for s in page2["data"]], ["users"], "second page")
+        assert_eq(page2["next"], None, "next after the last page")
+        assert_eq([s["name"] for s in get(port, "/services?tags=team-a,prod").json()["data"]],
+                  ["orders"], "tags: all of")
+        assert_eq(len(get(port, "/services?tags=team-a/team-b").json()["data"]), 2, "tags: any of")
+        assert_eq(get(port, "/services?size=1001").status, 400, "size over 1000")
+
+
+def test_entities_by_id_or_name_and_nested_paths():
+    with gateway(make_config=_entities_config) as (w, b):
+        port = admin_port(w)
+        by_name = get(port, "/services/orders").json()
+        assert_eq(get(port, "/services/" + by_name["id"]).json(), by_name, "by id and by name")
+        r = get(port, "/routes/orders").json()
+        assert_eq(r["service"], {"id": by_name["id"]}, "route's service reference")
+        assert_eq(r["hosts"], ["api.example.com"], "route hosts")
+        assert_eq(get(port, "/routes/orders/service").json()["name"], "orders", "route's service")
+        assert_eq([x["name"] for x in get(port, "/services/users/routes").json()["data"]],
+                  ["users"], "service's routes")
+        targets = get(port, "/upstreams/users-pool/targets").json()["data"]
+        assert_eq(sorted(t["weight"] for t in targets), [50, 100], "target weights")
+        assert_eq(get(port, "/services/no-such").status, 404, "unknown service")
+        assert_eq(get(port, "/upstreams/no-such/targets").status, 404, "unknown upstream")
+
+
+def test_schemas_endpoint_serves_the_entity_schemas():
+    with gateway() as (w, b):
+        port = admin_port(w)
+        doc = get(port, "/schemas/routes").json()
+        assert_eq(doc["$schema"], "https://json-schema.org/draft/2020-12/schema", "$schema")
+        check("paths" in doc["properties"], "no paths in the route schema")
+        assert_eq(get(port, "/schemas/nothing").status, 404, "unknown entity")

@@ -1,0 +1,338 @@
+/* admin_entities: GET of services, routes, upstreams and targets in Kong's
+ * shapes, read-only from the running snapshot, with Kong's pagination
+ * (`size` 1..1000, default 100; an opaque `offset`; `next`) and `tags`
+ * filters ("a,b": all of them; "a/b": any of them); and GET /schemas/{entity}.
+ * Writes arrive with the store (issue 3). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin/admin.h"
+#include "core/paths.h"
+
+#define PAGE_DEFAULT 100
+#define PAGE_MAX 1000
+
+static const struct config *cfg(struct admin_state *st) {
+    return (*st->snapshot)->config;
+}
+
+/* Kong returns null for an unset list. */
+static json_t *list_or_null(char **items, size_t n) {
+    if (n == 0) return json_null();
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_string(items[i]));
+    return a;
+}
+
+static json_t *service_json(const struct config *c, const struct service *s) {
+    return json_pack("{s:s, s:s?, s:s, s:s, s:i, s:s?, s:i, s:i, s:i, s:i, s:b, s:o, s:I, s:I}",
+                     "id", s->id, "name", s->name, "protocol", s->protocol, "host", s->host,
+                     "port", s->port, "path", s->path, "retries", s->retries, "connect_timeout",
+                     s->connect_timeout_ms, "write_timeout", s->write_timeout_ms, "read_timeout",
+                     s->read_timeout_ms, "enabled", s->enabled, "tags",
+                     list_or_null(s->tags, s->n_tags), "created_at", (json_int_t)c->loaded_at,
+                     "updated_at", (json_int_t)c->loaded_at);
+}
+
+static json_t *route_json(const struct config *c, const struct route *r) {
+    json_t *headers = json_null();
+    if (r->n_headers) {
+        headers = json_object();
+        for (size_t i = 0; i < r->n_headers; i++)
+            json_object_set_new(headers, r->headers[i].name,
+                                list_or_null(r->headers[i].values, r->headers[i].n_values));
+    }
+    json_t *protocols = json_array();
+    if (r->protocols & ROUTE_PROTO_HTTP) json_array_append_new(protocols, json_string("http"));
+    if (r->protocols & ROUTE_PROTO_HTTPS) json_array_append_new(protocols, json_string("https"));
+    return json_pack("{s:s, s:s?, s:o, s:o, s:o, s:o, s:b, s:b, s:i, s:o, s:i, s:s, s:b, s:b, "
+                     "s:{s:s}, s:o, s:I, s:I}",
+                     "id", r->id, "name", r->name, "paths", list_or_null(r->paths, r->n_paths),
+                     "hosts", list_or_null(r->hosts, r->n_hosts), "methods",
+                     list_or_null(r->methods, r->n_methods), "headers", headers, "strip_path",
+                     r->strip_path, "preserve_host", r->preserve_host, "regex_priority",
+                     r->regex_priority, "protocols", protocols, "https_redirect_status_code",
+                     r->https_redirect_status_code, "path_handling", "v0", "request_buffering", 1,
+                     "response_buffering", 1, "service", "id", r->service->id, "tags",
+                     list_or_null(r->tags, r->n_tags), "created_at", (json_int_t)c->loaded_at,
+                     "updated_at", (json_int_t)c->loaded_at);
+}
+
+static json_t *upstream_json(const struct config *c, const struct upstream *u) {
+    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:I, s:I}", "id", u->id, "name",
+                     u->name, "algorithm", "round-robin", "slots", 10000, "hash_on", "none",
+                     "hash_fallback", "none", "tags", list_or_null(u->tags, u->n_tags),
+                     "created_at", (json_int_t)c->loaded_at, "updated_at",
+                     (json_int_t)c->loaded_at);
+}
+
+static json_t *target_json(const struct config *c, const struct upstream *u,
+                           const struct upstream_target *t) {
+    return json_pack("{s:s, s:s, s:i, s:{s:s}, s:I, s:I}", "id", t->id, "target", t->target,
+                     "weight", t->weight, "upstream", "id", u->id, "created_at",
+                     (json_int_t)c->loaded_at, "updated_at", (json_int_t)c->loaded_at);
+}
+
+/* ---- tags and pagination ------------------------------------------------- */
+
+static bool has_tag(char **tags, size_t n, const char *tag, size_t len) {
+    for (size_t i = 0; i < n; i++)
+        if (strlen(tags[i]) == len && strncmp(tags[i], tag, len) == 0) return true;
+    return false;
+}
+
+/* Kong's filter: "a,b" needs every tag, "a/b" any of them. */
+static bool tags_match(const char *filter, char **tags, size_t n) {
+    if (!filter) return true;
+    bool any = strchr(filter, '/') != NULL;
+    const char *p = filter;
+    for (;;) {
+        size_t len = strcspn(p, any ? "/" : ",");
+        bool hit = has_tag(tags, n, p, len);
+        if (any && hit) return true;
+        if (!any && !hit) return false;
+        if (!p[len]) return !any;
+        p += len + 1;
+    }
+}
+
+struct page {
+    size_t size, start;
+    char *tags;
+};
+
+/* Reads size/offset/tags; false (and a 400 in res) when they are invalid. */
+static bool page_read(const struct admin_request *req, struct admin_response *res,
+                      struct page *pg) {
+    pg->size = PAGE_DEFAULT;
+    pg->start = 0;
+    pg->tags = admin_query_param(req, "tags");
+    char *v = admin_query_param(req, "size");
+    if (v) {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        bool ok = *v && !*end && errno == 0 && n >= 1 && n <= PAGE_MAX;
+        free(v);
+        if (!ok) {
+            admin_error(res, 400, "size: must be an integer from 1 to 1000");
+            return false;
+        }
+        pg->size = (size_t)n;
+    }
+    v = admin_query_param(req, "offset");
+    if (v) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(v, &end, 10);
+        bool ok = *v && !*end && errno == 0;
+        free(v);
+        if (!ok) {
+            admin_error(res, 400, "offset: invalid (use the value a previous page returned)");
+            return false;
+        }
+        pg->start = (size_t)n;
+    }
+    return true;
+}
+
+/* Builds {"data": [...], "next": ..., "offset": ...} from the items that
+ * pass the filter, `base` being the collection's path. */
+static void page_finish(struct admin_response *res, json_t *all, const struct page *pg,
+                        const char *base) {
+    json_t *data = json_array();
+    size_t n = json_array_size(all);
+    for (size_t i = pg->start; i < n && json_array_size(data) < pg->size; i++)
+        json_array_append(data, json_array_get(all, i));
+    size_t next = pg->start + json_array_size(data);
+    res->status = 200;
+    if (next < n) {
+        char offset[32];
+        snprintf(offset, sizeof offset, "%zu", next);
+        res->json = json_pack("{s:o, s:o, s:s}", "data", data, "next",
+                              json_sprintf("%s?offset=%s&size=%zu%s%s", base, offset, pg->size,
+                                           pg->tags ? "&tags=" : "", pg->tags ? pg->tags : ""),
+                              "offset", offset);
+    } else {
+        res->json = json_pack("{s:o, s:n}", "data", data, "next");
+    }
+    json_decref(all);
+    free(pg->tags);
+}
+
+/* ---- lookups ----------------------------------------------------------------- */
+
+static const struct service *find_service(const struct config *c, const char *key) {
+    for (size_t i = 0; i < c->n_services; i++)
+        if (strcmp(c->services[i].id, key) == 0 ||
+            (c->services[i].name && strcmp(c->services[i].name, key) == 0))
+            return &c->services[i];
+    return NULL;
+}
+
+static const struct route *find_route(const struct config *c, const char *key) {
+    for (size_t i = 0; i < c->n_routes; i++)
+        if (strcmp(c->routes[i].id, key) == 0 ||
+            (c->routes[i].name && strcmp(c->routes[i].name, key) == 0))
+            return &c->routes[i];
+    return NULL;
+}
+
+static const struct upstream *find_upstream(const struct config *c, const char *key) {
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        if (strcmp(c->upstreams[i].id, key) == 0 || strcmp(c->upstreams[i].name, key) == 0)
+            return &c->upstreams[i];
+    return NULL;
+}
+
+/* ---- handlers ------------------------------------------------------------------ */
+
+void admin_list_services(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res) {
+    struct page pg;
+    if (!page_read(req, res, &pg)) return;
+    const struct config *c = cfg(st);
+    json_t *all = json_array();
+    for (size_t i = 0; i < c->n_services; i++)
+        if (tags_match(pg.tags, c->services[i].tags, c->services[i].n_tags))
+            json_array_append_new(all, service_json(c, &c->services[i]));
+    page_finish(res, all, &pg, "/services");
+}
+
+void admin_get_service(struct admin_state *st, const struct admin_request *req,
+                       struct admin_response *res) {
+    const struct service *s = find_service(cfg(st), req->params[0]);
+    if (!s) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    res->status = 200;
+    res->json = service_json(cfg(st), s);
+}
+
+static void list_routes_of(struct admin_state *st, const struct admin_request *req,
+                           struct admin_response *res, const struct service *only,
+                           const char *base) {
+    struct page pg;
+    if (!page_read(req, res, &pg)) return;
+    const struct config *c = cfg(st);
+    json_t *all = json_array();
+    for (size_t i = 0; i < c->n_routes; i++) {
+        const struct route *r = &c->routes[i];
+        if ((!only || r->service == only) && tags_match(pg.tags, r->tags, r->n_tags))
+            json_array_append_new(all, route_json(c, r));
+    }
+    page_finish(res, all, &pg, base);
+}
+
+void admin_list_routes(struct admin_state *st, const struct admin_request *req,
+                       struct admin_response *res) {
+    list_routes_of(st, req, res, NULL, "/routes");
+}
+
+void admin_list_service_routes(struct admin_state *st, const struct admin_request *req,
+                               struct admin_response *res) {
+    const struct service *s = find_service(cfg(st), req->params[0]);
+    if (!s) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    char base[320];
+    snprintf(base, sizeof base, "/services/%s/routes", req->params[0]);
+    list_routes_of(st, req, res, s, base);
+}
+
+void admin_get_route(struct admin_state *st, const struct admin_request *req,
+                     struct admin_response *res) {
+    const struct route *r = find_route(cfg(st), req->params[0]);
+    if (!r) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    res->status = 200;
+    res->json = route_json(cfg(st), r);
+}
+
+void admin_get_route_service(struct admin_state *st, const struct admin_request *req,
+                             struct admin_response *res) {
+    const struct route *r = find_route(cfg(st), req->params[0]);
+    if (!r) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    res->status = 200;
+    res->json = service_json(cfg(st), r->service);
+}
+
+void admin_list_upstreams(struct admin_state *st, const struct admin_request *req,
+                          struct admin_response *res) {
+    struct page pg;
+    if (!page_read(req, res, &pg)) return;
+    const struct config *c = cfg(st);
+    json_t *all = json_array();
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        if (tags_match(pg.tags, c->upstreams[i].tags, c->upstreams[i].n_tags))
+            json_array_append_new(all, upstream_json(c, &c->upstreams[i]));
+    page_finish(res, all, &pg, "/upstreams");
+}
+
+void admin_get_upstream(struct admin_state *st, const struct admin_request *req,
+                        struct admin_response *res) {
+    const struct upstream *u = find_upstream(cfg(st), req->params[0]);
+    if (!u) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    res->status = 200;
+    res->json = upstream_json(cfg(st), u);
+}
+
+void admin_list_upstream_targets(struct admin_state *st, const struct admin_request *req,
+                                 struct admin_response *res) {
+    const struct upstream *u = find_upstream(cfg(st), req->params[0]);
+    if (!u) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    struct page pg;
+    if (!page_read(req, res, &pg)) return;
+    const struct config *c = cfg(st);
+    json_t *all = json_array();
+    for (size_t i = 0; i < u->n_targets; i++)
+        json_array_append_new(all, target_json(c, u, &u->targets[i]));
+    char base[320];
+    snprintf(base, sizeof base, "/upstreams/%s/targets", req->params[0]);
+    page_finish(res, all, &pg, base);
+}
+
+/* /schemas/{plural} serves schemas/{singular}.json from the data directory. */
+void admin_get_schema(struct admin_state *st, const struct admin_request *req,
+                      struct admin_response *res) {
+    (void)st;
+    static const char *const entities[][2] = {
+        {"services", "service"},   {"routes", "route"},
+        {"upstreams", "upstream"}, {"targets", "target"},
+        {"consumers", "consumer"}, {"plugins", "plugin"},
+        {"certificates", "certificate"}, {"snis", "sni"},
+        {"ca_certificates", "ca_certificate"},
+    };
+    const char *file = NULL;
+    for (size_t i = 0; i < sizeof entities / sizeof entities[0]; i++)
+        if (strcmp(entities[i][0], req->params[0]) == 0) file = entities[i][1];
+    if (!file) {
+        admin_error(res, 404, "No entity named that");
+        return;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/schemas/%s.json", paths_data_dir(), file);
+    json_error_t jerr;
+    json_t *doc = json_load_file(path, 0, &jerr);
+    if (!doc) {
+        admin_error(res, 500, "schema file unreadable");
+        return;
+    }
+    res->status = 200;
+    res->json = doc;
+}
