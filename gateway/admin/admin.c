@@ -25,8 +25,8 @@ struct admin {
     struct admin_state *state;
     struct evconnlistener **listeners;
     size_t n_listeners;
-    char *token;                    /* NULL: no token required */
-    bool needs_token;               /* a listener is off loopback */
+    char *token;      /* NULL: no token required */
+    bool needs_token; /* a listener is off loopback */
     struct admin_conn *conns;
     size_t n_conns;
 };
@@ -35,8 +35,8 @@ struct admin_conn {
     struct admin *admin;
     struct admin_conn *prev, *next;
     struct conn *conn;
-    struct event *deferred;         /* closes outside the connection's callbacks */
-    struct event *timer;            /* idle / head timeout */
+    struct event *deferred; /* closes outside the connection's callbacks */
+    struct event *timer;    /* idle / head timeout */
     http_parser parser;
     size_t head_scanned;
     bool in_body;
@@ -60,8 +60,10 @@ struct admin_conn {
 
 static void admin_conn_destroy(struct admin_conn *ac) {
     struct admin *a = ac->admin;
-    if (ac->prev) ac->prev->next = ac->next;
-    else a->conns = ac->next;
+    if (ac->prev)
+        ac->prev->next = ac->next;
+    else
+        a->conns = ac->next;
     if (ac->next) ac->next->prev = ac->prev;
     a->n_conns--;
     conn_free(ac->conn);
@@ -327,7 +329,8 @@ static void handle_request(struct admin_conn *ac) {
     }
     /* "/status/" and "/status" are the same resource, as in Kong. */
     size_t plen = strlen(path);
-    while (plen > 1 && path[plen - 1] == '/') path[--plen] = '\0';
+    while (plen > 1 && path[plen - 1] == '/')
+        path[--plen] = '\0';
     size_t body_len = evbuffer_get_length(ac->body);
     struct admin_request req = {
         .method = method,
@@ -397,7 +400,8 @@ static void process_input(struct admin_conn *ac) {
         struct evbuffer_iovec vec;
         if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1) return;
         if (HTTP_PARSER_ERRNO(&ac->parser) == HPE_PAUSED) http_parser_pause(&ac->parser, 0);
-        size_t parsed = http_parser_execute(&ac->parser, &admin_settings, vec.iov_base, vec.iov_len);
+        size_t parsed =
+            http_parser_execute(&ac->parser, &admin_settings, vec.iov_base, vec.iov_len);
         enum http_errno err = HTTP_PARSER_ERRNO(&ac->parser);
         evbuffer_drain(in, parsed);
         if (err != HPE_OK && err != HPE_PAUSED) {
@@ -487,9 +491,8 @@ struct admin *admin_start(struct event_base *base, struct admin_state *state,
             admin_stop(a);
             return NULL;
         }
-        a->listeners[i] =
-            evconnlistener_new(base, accept_cb, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                               -1, fd);
+        a->listeners[i] = evconnlistener_new(base, accept_cb, a,
+                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
         if (!a->listeners[i]) {
             snprintf(err, errlen, "cannot listen on %s:%d", settings->admin_listen[i].host,
                      settings->admin_listen[i].port);
@@ -518,7 +521,8 @@ void admin_stop(struct admin *a) {
     if (!a) return;
     for (size_t i = 0; i < a->n_listeners; i++)
         if (a->listeners[i]) evconnlistener_free(a->listeners[i]);
-    while (a->conns) admin_conn_destroy(a->conns);
+    while (a->conns)
+        admin_conn_destroy(a->conns);
     free(a->listeners);
     if (a->token) OPENSSL_cleanse(a->token, strlen(a->token));
     free(a->token);

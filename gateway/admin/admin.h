@@ -29,7 +29,7 @@ struct worker;
 
 /* What the handlers may look at; owned by main.c's control state. */
 struct admin_state {
-    struct snapshot **snapshot;     /* the current snapshot (control's reference) */
+    struct snapshot **snapshot; /* the current snapshot (control's reference) */
     uint64_t *config_version;
     struct worker **workers;
     int n_workers;
@@ -39,8 +39,8 @@ struct admin_state {
 
 struct admin_request {
     const char *method;
-    char *path;                     /* percent-decoded, without the query */
-    char *query;                    /* raw, NULL when absent */
+    char *path;  /* percent-decoded, without the query */
+    char *query; /* raw, NULL when absent */
     const char *body;
     size_t body_len;
     /* Path segments matched by "{}" in the route pattern, in order

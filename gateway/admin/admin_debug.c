@@ -20,7 +20,7 @@
 
 struct debug_request {
     const char *method;
-    const char *host;       /* without port, may be NULL */
+    const char *host;        /* without port, may be NULL */
     const char *header_name; /* one optional "name:value" header */
     const char *header_value;
 };
@@ -34,7 +34,8 @@ static const char *debug_get_header(void *ctx, const char *name, size_t index, s
 
 static json_t *string_array(char **items, size_t n) {
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_string(items[i]));
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(items[i]));
     return a;
 }
 
@@ -78,7 +79,8 @@ static const char *why_not(const struct route *r, const struct debug_request *d,
     }
     if (r->n_methods) {
         bool ok = false;
-        for (size_t i = 0; i < r->n_methods; i++) ok = ok || strcmp(r->methods[i], d->method) == 0;
+        for (size_t i = 0; i < r->n_methods; i++)
+            ok = ok || strcmp(r->methods[i], d->method) == 0;
         if (!ok) {
             snprintf(buf, cap, "methods: %s is not one of the route's methods", d->method);
             return buf;
@@ -111,14 +113,13 @@ static json_t *near_misses(const struct config *c, const struct debug_request *d
         const struct route *r = &c->routes[i];
         bool path_ok = r->n_paths == 0;
         for (size_t j = 0; j < r->n_paths && !path_ok; j++)
-            path_ok = r->paths[j][0] != '~' &&
-                      strncmp(path, r->paths[j], strlen(r->paths[j])) == 0;
+            path_ok = r->paths[j][0] != '~' && strncmp(path, r->paths[j], strlen(r->paths[j])) == 0;
         if (!path_ok) continue;
         char buf[256];
         const char *why = why_not(r, d, buf, sizeof buf);
         if (why)
-            json_array_append_new(out, json_pack("{s:s, s:s}", "route",
-                                                 r->name ? r->name : r->id, "reason", why));
+            json_array_append_new(
+                out, json_pack("{s:s, s:s}", "route", r->name ? r->name : r->id, "reason", why));
     }
     return out;
 }
@@ -170,7 +171,8 @@ void admin_get_debug_match(struct admin_state *st, const struct admin_request *r
         *colon = '\0';
         d.header_name = header;
         d.header_value = colon + 1;
-        while (*d.header_value == ' ') d.header_value++;
+        while (*d.header_value == ' ')
+            d.header_value++;
     }
     char *query = strchr(target, '?');
     if (query) *query++ = '\0';
@@ -179,8 +181,9 @@ void admin_get_debug_match(struct admin_state *st, const struct admin_request *r
     if (!norm) abort();
     if (path_normalize(target, len, norm, &norm_len) != 0) {
         free(norm);
-        admin_error(res, 400, "path: a client would get 400 for this path (invalid escape, "
-                              "byte outside RFC 3986, or .. above the root)");
+        admin_error(res, 400,
+                    "path: a client would get 400 for this path (invalid escape, "
+                    "byte outside RFC 3986, or .. above the root)");
         goto out;
     }
     const struct snapshot *snap = *st->snapshot;
@@ -201,12 +204,12 @@ void admin_get_debug_match(struct admin_state *st, const struct admin_request *r
         const struct route *r = m.route;
         char buf[256];
         const char *refused = why_not(r, &d, buf, sizeof buf); /* only protocols can remain */
-        res->json = json_pack(
-            "{s:b, s:s, s:o, s:s, s:o, s:s, s:s, s:[], s:s?}", "matched", 1, "normalized_path",
-            norm, "route", route_json(r), "matched_path", r->n_paths ? r->paths[m.path_index] : "",
-            "service", service_json(r->service), "upstream_url", url, "host_header",
-            r->preserve_host && d.host ? d.host : r->service->host_header, "plugins", "refused",
-            refused);
+        res->json = json_pack("{s:b, s:s, s:o, s:s, s:o, s:s, s:s, s:[], s:s?}", "matched", 1,
+                              "normalized_path", norm, "route", route_json(r), "matched_path",
+                              r->n_paths ? r->paths[m.path_index] : "", "service",
+                              service_json(r->service), "upstream_url", url, "host_header",
+                              r->preserve_host && d.host ? d.host : r->service->host_header,
+                              "plugins", "refused", refused);
         free(url);
     } else {
         res->json = json_pack("{s:b, s:s, s:s, s:o}", "matched", 0, "normalized_path", norm,

@@ -22,14 +22,15 @@ static const struct config *cfg(struct admin_state *st) {
 static json_t *list_or_null(char **items, size_t n) {
     if (n == 0) return json_null();
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_string(items[i]));
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(items[i]));
     return a;
 }
 
 static json_t *service_json(const struct config *c, const struct service *s) {
     return json_pack("{s:s, s:s?, s:s, s:s, s:i, s:s?, s:i, s:i, s:i, s:i, s:b, s:o, s:I, s:I}",
-                     "id", s->id, "name", s->name, "protocol", s->protocol, "host", s->host,
-                     "port", s->port, "path", s->path, "retries", s->retries, "connect_timeout",
+                     "id", s->id, "name", s->name, "protocol", s->protocol, "host", s->host, "port",
+                     s->port, "path", s->path, "retries", s->retries, "connect_timeout",
                      s->connect_timeout_ms, "write_timeout", s->write_timeout_ms, "read_timeout",
                      s->read_timeout_ms, "enabled", s->enabled, "tags",
                      list_or_null(s->tags, s->n_tags), "created_at", (json_int_t)c->loaded_at,
@@ -61,11 +62,10 @@ static json_t *route_json(const struct config *c, const struct route *r) {
 }
 
 static json_t *upstream_json(const struct config *c, const struct upstream *u) {
-    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:I, s:I}", "id", u->id, "name",
-                     u->name, "algorithm", "round-robin", "slots", 10000, "hash_on", "none",
-                     "hash_fallback", "none", "tags", list_or_null(u->tags, u->n_tags),
-                     "created_at", (json_int_t)c->loaded_at, "updated_at",
-                     (json_int_t)c->loaded_at);
+    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:I, s:I}", "id", u->id, "name", u->name,
+                     "algorithm", "round-robin", "slots", 10000, "hash_on", "none", "hash_fallback",
+                     "none", "tags", list_or_null(u->tags, u->n_tags), "created_at",
+                     (json_int_t)c->loaded_at, "updated_at", (json_int_t)c->loaded_at);
 }
 
 static json_t *target_json(const struct config *c, const struct upstream *u,
@@ -162,146 +162,180 @@ static void page_finish(struct admin_response *res, json_t *all, const struct pa
     free(pg->tags);
 }
 
-/* ---- lookups ----------------------------------------------------------------- */
+/* ---- collections ------------------------------------------------------------ */
 
-static const struct service *find_service(const struct config *c, const char *key) {
-    for (size_t i = 0; i < c->n_services; i++)
-        if (strcmp(c->services[i].id, key) == 0 ||
-            (c->services[i].name && strcmp(c->services[i].name, key) == 0))
-            return &c->services[i];
-    return NULL;
+/* What the generic list/get code needs to know about one entity type. */
+struct entity_kind {
+    size_t (*count)(const struct config *c);
+    const char *(*id)(const struct config *c, size_t i);
+    const char *(*name)(const struct config *c, size_t i); /* NULL when unnamed */
+    char **(*tags)(const struct config *c, size_t i, size_t *n);
+    json_t *(*to_json)(const struct config *c, size_t i);
+};
+
+static size_t services_count(const struct config *c) {
+    return c->n_services;
+}
+static const char *services_id(const struct config *c, size_t i) {
+    return c->services[i].id;
+}
+static const char *services_name(const struct config *c, size_t i) {
+    return c->services[i].name;
+}
+static char **services_tags(const struct config *c, size_t i, size_t *n) {
+    *n = c->services[i].n_tags;
+    return c->services[i].tags;
+}
+static json_t *services_json(const struct config *c, size_t i) {
+    return service_json(c, &c->services[i]);
+}
+static const struct entity_kind services = {services_count, services_id, services_name,
+                                            services_tags, services_json};
+
+static size_t routes_count(const struct config *c) {
+    return c->n_routes;
+}
+static const char *routes_id(const struct config *c, size_t i) {
+    return c->routes[i].id;
+}
+static const char *routes_name(const struct config *c, size_t i) {
+    return c->routes[i].name;
+}
+static char **routes_tags(const struct config *c, size_t i, size_t *n) {
+    *n = c->routes[i].n_tags;
+    return c->routes[i].tags;
+}
+static json_t *routes_json(const struct config *c, size_t i) {
+    return route_json(c, &c->routes[i]);
+}
+static const struct entity_kind routes = {routes_count, routes_id, routes_name, routes_tags,
+                                          routes_json};
+
+static size_t upstreams_count(const struct config *c) {
+    return c->n_upstreams;
+}
+static const char *upstreams_id(const struct config *c, size_t i) {
+    return c->upstreams[i].id;
+}
+static const char *upstreams_name(const struct config *c, size_t i) {
+    return c->upstreams[i].name;
+}
+static char **upstreams_tags(const struct config *c, size_t i, size_t *n) {
+    *n = c->upstreams[i].n_tags;
+    return c->upstreams[i].tags;
+}
+static json_t *upstreams_json(const struct config *c, size_t i) {
+    return upstream_json(c, &c->upstreams[i]);
+}
+static const struct entity_kind upstreams = {upstreams_count, upstreams_id, upstreams_name,
+                                             upstreams_tags, upstreams_json};
+
+/* Index of the entity whose id or name is `key`, or -1. */
+static long find(const struct entity_kind *k, const struct config *c, const char *key) {
+    for (size_t i = 0; i < k->count(c); i++) {
+        const char *name = k->name(c, i);
+        if (strcmp(k->id(c, i), key) == 0 || (name && strcmp(name, key) == 0)) return (long)i;
+    }
+    return -1;
 }
 
-static const struct route *find_route(const struct config *c, const char *key) {
-    for (size_t i = 0; i < c->n_routes; i++)
-        if (strcmp(c->routes[i].id, key) == 0 ||
-            (c->routes[i].name && strcmp(c->routes[i].name, key) == 0))
-            return &c->routes[i];
-    return NULL;
+/* A page of the entities that pass the tags filter and `keep` (when set). */
+static void list(const struct entity_kind *k, struct admin_state *st,
+                 const struct admin_request *req, struct admin_response *res, const char *base,
+                 bool (*keep)(const struct config *, size_t, const void *), const void *arg) {
+    struct page pg;
+    if (!page_read(req, res, &pg)) return;
+    const struct config *c = cfg(st);
+    json_t *all = json_array();
+    for (size_t i = 0; i < k->count(c); i++) {
+        size_t n_tags;
+        char **tags = k->tags(c, i, &n_tags);
+        if ((!keep || keep(c, i, arg)) && tags_match(pg.tags, tags, n_tags))
+            json_array_append_new(all, k->to_json(c, i));
+    }
+    page_finish(res, all, &pg, base);
 }
 
-static const struct upstream *find_upstream(const struct config *c, const char *key) {
-    for (size_t i = 0; i < c->n_upstreams; i++)
-        if (strcmp(c->upstreams[i].id, key) == 0 || strcmp(c->upstreams[i].name, key) == 0)
-            return &c->upstreams[i];
-    return NULL;
+/* The entity named by the first path parameter, or -1 after a 404. */
+static long lookup(const struct entity_kind *k, struct admin_state *st,
+                   const struct admin_request *req, struct admin_response *res) {
+    long i = find(k, cfg(st), req->params[0]);
+    if (i < 0) admin_error(res, 404, "Not found");
+    return i;
+}
+
+static void get_one(const struct entity_kind *k, struct admin_state *st,
+                    const struct admin_request *req, struct admin_response *res) {
+    long i = lookup(k, st, req, res);
+    if (i < 0) return;
+    res->status = 200;
+    res->json = k->to_json(cfg(st), (size_t)i);
 }
 
 /* ---- handlers ------------------------------------------------------------------ */
 
 void admin_list_services(struct admin_state *st, const struct admin_request *req,
                          struct admin_response *res) {
-    struct page pg;
-    if (!page_read(req, res, &pg)) return;
-    const struct config *c = cfg(st);
-    json_t *all = json_array();
-    for (size_t i = 0; i < c->n_services; i++)
-        if (tags_match(pg.tags, c->services[i].tags, c->services[i].n_tags))
-            json_array_append_new(all, service_json(c, &c->services[i]));
-    page_finish(res, all, &pg, "/services");
+    list(&services, st, req, res, "/services", NULL, NULL);
 }
 
 void admin_get_service(struct admin_state *st, const struct admin_request *req,
                        struct admin_response *res) {
-    const struct service *s = find_service(cfg(st), req->params[0]);
-    if (!s) {
-        admin_error(res, 404, "Not found");
-        return;
-    }
-    res->status = 200;
-    res->json = service_json(cfg(st), s);
-}
-
-static void list_routes_of(struct admin_state *st, const struct admin_request *req,
-                           struct admin_response *res, const struct service *only,
-                           const char *base) {
-    struct page pg;
-    if (!page_read(req, res, &pg)) return;
-    const struct config *c = cfg(st);
-    json_t *all = json_array();
-    for (size_t i = 0; i < c->n_routes; i++) {
-        const struct route *r = &c->routes[i];
-        if ((!only || r->service == only) && tags_match(pg.tags, r->tags, r->n_tags))
-            json_array_append_new(all, route_json(c, r));
-    }
-    page_finish(res, all, &pg, base);
+    get_one(&services, st, req, res);
 }
 
 void admin_list_routes(struct admin_state *st, const struct admin_request *req,
                        struct admin_response *res) {
-    list_routes_of(st, req, res, NULL, "/routes");
+    list(&routes, st, req, res, "/routes", NULL, NULL);
+}
+
+static bool route_of_service(const struct config *c, size_t i, const void *service) {
+    return c->routes[i].service == service;
 }
 
 void admin_list_service_routes(struct admin_state *st, const struct admin_request *req,
                                struct admin_response *res) {
-    const struct service *s = find_service(cfg(st), req->params[0]);
-    if (!s) {
-        admin_error(res, 404, "Not found");
-        return;
-    }
+    long s = lookup(&services, st, req, res);
+    if (s < 0) return;
     char base[320];
     snprintf(base, sizeof base, "/services/%s/routes", req->params[0]);
-    list_routes_of(st, req, res, s, base);
+    list(&routes, st, req, res, base, route_of_service, &cfg(st)->services[s]);
 }
 
 void admin_get_route(struct admin_state *st, const struct admin_request *req,
                      struct admin_response *res) {
-    const struct route *r = find_route(cfg(st), req->params[0]);
-    if (!r) {
-        admin_error(res, 404, "Not found");
-        return;
-    }
-    res->status = 200;
-    res->json = route_json(cfg(st), r);
+    get_one(&routes, st, req, res);
 }
 
 void admin_get_route_service(struct admin_state *st, const struct admin_request *req,
                              struct admin_response *res) {
-    const struct route *r = find_route(cfg(st), req->params[0]);
-    if (!r) {
-        admin_error(res, 404, "Not found");
-        return;
-    }
+    long r = lookup(&routes, st, req, res);
+    if (r < 0) return;
     res->status = 200;
-    res->json = service_json(cfg(st), r->service);
+    res->json = service_json(cfg(st), cfg(st)->routes[r].service);
 }
 
 void admin_list_upstreams(struct admin_state *st, const struct admin_request *req,
                           struct admin_response *res) {
-    struct page pg;
-    if (!page_read(req, res, &pg)) return;
-    const struct config *c = cfg(st);
-    json_t *all = json_array();
-    for (size_t i = 0; i < c->n_upstreams; i++)
-        if (tags_match(pg.tags, c->upstreams[i].tags, c->upstreams[i].n_tags))
-            json_array_append_new(all, upstream_json(c, &c->upstreams[i]));
-    page_finish(res, all, &pg, "/upstreams");
+    list(&upstreams, st, req, res, "/upstreams", NULL, NULL);
 }
 
 void admin_get_upstream(struct admin_state *st, const struct admin_request *req,
                         struct admin_response *res) {
-    const struct upstream *u = find_upstream(cfg(st), req->params[0]);
-    if (!u) {
-        admin_error(res, 404, "Not found");
-        return;
-    }
-    res->status = 200;
-    res->json = upstream_json(cfg(st), u);
+    get_one(&upstreams, st, req, res);
 }
 
 void admin_list_upstream_targets(struct admin_state *st, const struct admin_request *req,
                                  struct admin_response *res) {
-    const struct upstream *u = find_upstream(cfg(st), req->params[0]);
-    if (!u) {
-        admin_error(res, 404, "Not found");
-        return;
-    }
+    long u = lookup(&upstreams, st, req, res);
+    if (u < 0) return;
     struct page pg;
     if (!page_read(req, res, &pg)) return;
     const struct config *c = cfg(st);
+    const struct upstream *up = &c->upstreams[u];
     json_t *all = json_array();
-    for (size_t i = 0; i < u->n_targets; i++)
-        json_array_append_new(all, target_json(c, u, &u->targets[i]));
+    for (size_t i = 0; i < up->n_targets; i++)
+        json_array_append_new(all, target_json(c, up, &up->targets[i]));
     char base[320];
     snprintf(base, sizeof base, "/upstreams/%s/targets", req->params[0]);
     page_finish(res, all, &pg, base);
@@ -312,10 +346,14 @@ void admin_get_schema(struct admin_state *st, const struct admin_request *req,
                       struct admin_response *res) {
     (void)st;
     static const char *const entities[][2] = {
-        {"services", "service"},   {"routes", "route"},
-        {"upstreams", "upstream"}, {"targets", "target"},
-        {"consumers", "consumer"}, {"plugins", "plugin"},
-        {"certificates", "certificate"}, {"snis", "sni"},
+        {"services", "service"},
+        {"routes", "route"},
+        {"upstreams", "upstream"},
+        {"targets", "target"},
+        {"consumers", "consumer"},
+        {"plugins", "plugin"},
+        {"certificates", "certificate"},
+        {"snis", "sni"},
         {"ca_certificates", "ca_certificate"},
     };
     const char *file = NULL;

@@ -17,8 +17,8 @@ void admin_get_root(struct admin_state *st, const struct admin_request *req,
     const struct weir_settings *w = &(*st->snapshot)->config->weir;
     json_t *proxy = json_array();
     for (size_t i = 0; i < w->n_proxy_listen; i++)
-        json_array_append_new(proxy, json_sprintf("%s:%d", w->proxy_listen[i].host,
-                                                  w->proxy_listen[i].port));
+        json_array_append_new(
+            proxy, json_sprintf("%s:%d", w->proxy_listen[i].host, w->proxy_listen[i].port));
     res->status = 200;
     res->json = json_pack("{s:s, s:s, s:s, s:s, s:{s:[], s:[]}, s:{s:o, s:i}}", "tagline",
                           "Welcome to Weir", "version", WEIR_VERSION, "node_id", st->node_id,
@@ -44,11 +44,11 @@ void admin_get_status(struct admin_state *st, const struct admin_request *req,
         requests += atomic_load_explicit(&st->workers[i]->requests, memory_order_relaxed);
     const struct config *c = (*st->snapshot)->config;
     res->status = 200;
-    res->json = json_pack("{s:{s:i, s:I}, s:s, s:I, s:{s:I}}", "server", "connections_active",
-                          atomic_load(&weir_connections), "total_requests", (json_int_t)requests,
-                          "configuration_hash", c->hash ? c->hash : "", "configuration_version",
-                          (json_int_t)*st->config_version, "memory", "rss_bytes",
-                          (json_int_t)rss_bytes());
+    res->json =
+        json_pack("{s:{s:i, s:I}, s:s, s:I, s:{s:I}}", "server", "connections_active",
+                  atomic_load(&weir_connections), "total_requests", (json_int_t)requests,
+                  "configuration_hash", c->hash ? c->hash : "", "configuration_version",
+                  (json_int_t)*st->config_version, "memory", "rss_bytes", (json_int_t)rss_bytes());
 }
 
 void admin_get_metrics(struct admin_state *st, const struct admin_request *req,

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const double metrics_bucket_bounds_ms[METRICS_BUCKETS] = {1,   2.5, 5,    10,   25,   50,
+const double metrics_bucket_bounds_ms[METRICS_BUCKETS] = {1,   2.5, 5,   10,   25,   50,
                                                           100, 250, 500, 1000, 2500, 10000};
 
 struct metrics *metrics_new(void) {
@@ -21,9 +21,11 @@ void metrics_free(struct metrics *m) {
 
 static uint64_t hash_key(const char *route, const char *service, int status) {
     uint64_t h = 1469598103934665603ull;
-    for (const char *p = route; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (const char *p = route; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
     h = (h ^ 0xff) * 1099511628211ull;
-    for (const char *p = service; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (const char *p = service; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
     return (h ^ (uint64_t)status) * 1099511628211ull;
 }
 
@@ -64,7 +66,8 @@ void metrics_record(struct metrics *m, const char *route, const char *service, i
     }
     add(&s->requests, 1);
     int b = 0;
-    while (b < METRICS_BUCKETS && latency_ms > metrics_bucket_bounds_ms[b]) b++;
+    while (b < METRICS_BUCKETS && latency_ms > metrics_bucket_bounds_ms[b])
+        b++;
     if (b < METRICS_BUCKETS) add(&s->buckets[b], 1);
     add(&s->latency_us_sum, latency_ms > 0 ? (uint64_t)(latency_ms * 1000.0) : 0);
 }
@@ -81,8 +84,8 @@ static void put(struct text *t, const char *fmt, ...) {
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(t->data ? t->data + t->len : NULL, t->data ? t->cap - t->len : 0, fmt,
-                          ap);
+        int n =
+            vsnprintf(t->data ? t->data + t->len : NULL, t->data ? t->cap - t->len : 0, fmt, ap);
         va_end(ap);
         if (n < 0) abort();
         if (t->data && t->len + (size_t)n < t->cap) {
@@ -90,7 +93,8 @@ static void put(struct text *t, const char *fmt, ...) {
             return;
         }
         size_t cap = t->cap ? t->cap * 2 : 8192;
-        while (cap < t->len + (size_t)n + 1) cap *= 2;
+        while (cap < t->len + (size_t)n + 1)
+            cap *= 2;
         t->data = realloc(t->data, cap);
         if (!t->data) abort();
         t->cap = cap;
@@ -101,9 +105,12 @@ static void put(struct text *t, const char *fmt, ...) {
 static void escape_label(const char *in, char *out, size_t cap) {
     size_t o = 0;
     for (const char *p = in; *p && o + 3 < cap; p++) {
-        if (*p == '\\' || *p == '"') out[o++] = '\\', out[o++] = *p;
-        else if (*p == '\n') out[o++] = '\\', out[o++] = 'n';
-        else out[o++] = *p;
+        if (*p == '\\' || *p == '"')
+            out[o++] = '\\', out[o++] = *p;
+        else if (*p == '\n')
+            out[o++] = '\\', out[o++] = 'n';
+        else
+            out[o++] = *p;
     }
     out[o] = '\0';
 }
@@ -138,8 +145,9 @@ char *metrics_render(struct metrics *const *tables, size_t n, int connections) {
         }
     }
     struct text t = {0};
-    put(&t, "# HELP weir_connections_active Open client connections.\n"
-            "# TYPE weir_connections_active gauge\nweir_connections_active %d\n",
+    put(&t,
+        "# HELP weir_connections_active Open client connections.\n"
+        "# TYPE weir_connections_active gauge\nweir_connections_active %d\n",
         connections);
     put(&t, "# HELP weir_http_requests_total Requests answered, by route, service and status.\n"
             "# TYPE weir_http_requests_total counter\n");
@@ -165,7 +173,8 @@ char *metrics_render(struct metrics *const *tables, size_t n, int connections) {
             if (strcmp(all[j].key->route, all[k].key->route) != 0 ||
                 strcmp(all[j].key->service, all[k].key->service) != 0)
                 continue;
-            for (int b = 0; b < METRICS_BUCKETS; b++) buckets[b] += all[j].buckets[b];
+            for (int b = 0; b < METRICS_BUCKETS; b++)
+                buckets[b] += all[j].buckets[b];
             total += all[j].requests;
             sum_us += all[j].latency_us_sum;
         }
@@ -181,8 +190,8 @@ char *metrics_render(struct metrics *const *tables, size_t n, int connections) {
             route, service, (unsigned long long)total);
         put(&t, "weir_request_latency_ms_sum{route=\"%s\",service=\"%s\"} %.3f\n", route, service,
             (double)sum_us / 1000.0);
-        put(&t, "weir_request_latency_ms_count{route=\"%s\",service=\"%s\"} %llu\n", route,
-            service, (unsigned long long)total);
+        put(&t, "weir_request_latency_ms_count{route=\"%s\",service=\"%s\"} %llu\n", route, service,
+            (unsigned long long)total);
     }
     free(all);
     return t.data;

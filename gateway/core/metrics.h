@@ -22,8 +22,8 @@
 extern const double metrics_bucket_bounds_ms[METRICS_BUCKETS];
 
 struct metrics_slot {
-    atomic_int state;                     /* 0 free, 1 ready (key readable) */
-    char route[METRICS_LABEL_MAX];        /* name, or id when unnamed; "" when none */
+    atomic_int state;              /* 0 free, 1 ready (key readable) */
+    char route[METRICS_LABEL_MAX]; /* name, or id when unnamed; "" when none */
     char service[METRICS_LABEL_MAX];
     int status;
     atomic_uint_fast64_t requests;

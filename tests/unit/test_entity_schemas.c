@@ -16,8 +16,8 @@
 #include "config/schema.h"
 
 static const char *const entity_files[] = {
-    "service", "route", "upstream", "target", "consumer", "plugin",
-    "certificate", "sni", "ca_certificate", "weir", "declarative",
+    "service",     "route", "upstream",       "target", "consumer",    "plugin",
+    "certificate", "sni",   "ca_certificate", "weir",   "declarative",
 };
 
 static struct schema *compile_file(const char *name) {
@@ -30,7 +30,8 @@ static struct schema *compile_file(const char *name) {
     struct errlist errs;
     errlist_init(&errs);
     struct schema *s = schema_compile(doc, &errs);
-    for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s: %s\n", name, errs.items[i]);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "    %s: %s\n", name, errs.items[i]);
     assert_non_null(s);
     errlist_free(&errs);
     json_decref(doc);
@@ -58,7 +59,8 @@ static void test_declarative_schema_accepts_the_embedded_default(void **state) {
     struct schema *s = compile_file("declarative");
     struct errlist errs;
     bool ok = valid(s, config_default_json, &errs);
-    for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.items[i]);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "    %s\n", errs.items[i]);
     assert_true(ok);
     errlist_free(&errs);
     schema_free(s);
@@ -84,7 +86,8 @@ static void test_declarative_schema_accepts_the_issue_example(void **state) {
                     "\"targets\":[{\"target\":\"127.0.0.1:9002\",\"weight\":100},{\"target\":"
                     "\"127.0.0.1:9003\",\"weight\":50}]}]}",
                     &errs);
-    for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.items[i]);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "    %s\n", errs.items[i]);
     assert_true(ok);
     errlist_free(&errs);
     schema_free(s);
@@ -105,7 +108,8 @@ static void test_declarative_schema_names_every_bad_field(void **state) {
                        "\"http://h\",\"bogus\":1,\"routes\":[{\"paths\":[\"nope\"],"
                        "\"strip_path\":\"yes\"}]}]}",
                        &errs));
-    for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.items[i]);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "    %s\n", errs.items[i]);
     assert_true(has(&errs, "services[0].bogus: "));
     assert_true(has(&errs, "services[0].routes[0].paths[0]: "));
     assert_true(has(&errs, "services[0].routes[0].strip_path: "));

@@ -20,9 +20,11 @@ static void test_counts_are_summed_over_workers_by_route_service_and_status(void
     char *text = metrics_render(w, 2, 5);
     assert_non_null(strstr(text, "weir_connections_active 5\n"));
     assert_non_null(strstr(
-        text, "weir_http_requests_total{route=\"orders\",service=\"orders-svc\",code=\"200\"} 2\n"));
+        text,
+        "weir_http_requests_total{route=\"orders\",service=\"orders-svc\",code=\"200\"} 2\n"));
     assert_non_null(strstr(
-        text, "weir_http_requests_total{route=\"orders\",service=\"orders-svc\",code=\"502\"} 1\n"));
+        text,
+        "weir_http_requests_total{route=\"orders\",service=\"orders-svc\",code=\"502\"} 1\n"));
     assert_non_null(
         strstr(text, "weir_http_requests_total{route=\"\",service=\"\",code=\"404\"} 1\n"));
     free(text);
@@ -33,12 +35,14 @@ static void test_counts_are_summed_over_workers_by_route_service_and_status(void
 static void test_latency_histogram_is_cumulative_across_statuses(void **state) {
     (void)state;
     struct metrics *w[1] = {metrics_new()};
-    metrics_record(w[0], "r", "s", 200, 0.5);  /* le 1 */
-    metrics_record(w[0], "r", "s", 500, 4.0);  /* le 5 */
+    metrics_record(w[0], "r", "s", 200, 0.5);   /* le 1 */
+    metrics_record(w[0], "r", "s", 500, 4.0);   /* le 5 */
     metrics_record(w[0], "r", "s", 200, 99999); /* +Inf only */
     char *text = metrics_render(w, 1, 0);
-    assert_non_null(strstr(text, "weir_request_latency_ms_bucket{route=\"r\",service=\"s\",le=\"1\"} 1\n"));
-    assert_non_null(strstr(text, "weir_request_latency_ms_bucket{route=\"r\",service=\"s\",le=\"5\"} 2\n"));
+    assert_non_null(
+        strstr(text, "weir_request_latency_ms_bucket{route=\"r\",service=\"s\",le=\"1\"} 1\n"));
+    assert_non_null(
+        strstr(text, "weir_request_latency_ms_bucket{route=\"r\",service=\"s\",le=\"5\"} 2\n"));
     assert_non_null(
         strstr(text, "weir_request_latency_ms_bucket{route=\"r\",service=\"s\",le=\"10000\"} 2\n"));
     assert_non_null(
@@ -67,7 +71,8 @@ static void test_a_full_table_counts_in_the_overflow_series(void **state) {
         metrics_record(w[0], name, "s", 200, 1);
     }
     char *text = metrics_render(w, 1, 0);
-    assert_non_null(strstr(text, "weir_http_requests_total{route=\"\",service=\"\",code=\"0\"} 10\n"));
+    assert_non_null(
+        strstr(text, "weir_http_requests_total{route=\"\",service=\"\",code=\"0\"} 10\n"));
     free(text);
     metrics_free(w[0]);
 }
