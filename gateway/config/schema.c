@@ -328,15 +328,21 @@ struct schema_compiler {
 static void schema_compile_error(struct schema_compiler *c, const struct schema_path *at,
                                  const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+void schema_vreport(struct errlist *errs, const struct schema_path *at, const char *fmt,
+                    va_list ap) {
+    if (!errs) return;
+    char path[512], msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    schema_path_render(at, path, sizeof path);
+    errlist_addf(errs, path, "%s", msg);
+}
+
 static void schema_compile_error(struct schema_compiler *c, const struct schema_path *at,
                                  const char *fmt, ...) {
-    char path[512], msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    schema_vreport(c->errs, at, fmt, ap);
     va_end(ap);
-    schema_path_render(at, path, sizeof path);
-    if (c->errs) errlist_addf(c->errs, path, "%s", msg);
     c->failed = true;
 }
 

@@ -5,6 +5,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -51,5 +52,9 @@ bool schema_regex_search(const pcre2_code *re, const char *str, size_t len, pcre
 /* JSON equality where 1 == 1.0; deeper than SCHEMA_MAX_DEPTH compares unequal. */
 bool schema_json_equal(const json_t *a, const json_t *b, unsigned depth);
 void schema_path_render(const struct schema_path *p, char *buf, size_t size);
+/* Appends "<rendered path>: <formatted message>" to errs (nothing when NULL);
+ * the one error formatter of compile and validate. */
+void schema_vreport(struct errlist *errs, const struct schema_path *at, const char *fmt,
+                    va_list ap);
 
 #endif

@@ -24,14 +24,10 @@ static bool schema_fail(const struct schema_ctx *c, const struct schema_path *at
 
 static bool schema_fail(const struct schema_ctx *c, const struct schema_path *at, const char *fmt,
                         ...) {
-    if (!c->errs) return false;
-    char path[512], msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    schema_vreport(c->errs, at, fmt, ap);
     va_end(ap);
-    schema_path_render(at, path, sizeof path);
-    errlist_addf(c->errs, path, "%s", msg);
     return false;
 }
 
