@@ -555,6 +555,10 @@ static void schema_walk(struct schema_compiler *c, const json_t *sch, const char
     }
     v = json_object_get(sch, "type");
     if (v) schema_check_type(c, v, &(struct schema_path){.up = at, .key = "type"});
+    v = json_object_get(sch, "errorMessage");
+    if (v && !json_is_string(v))
+        schema_compile_error(c, &(struct schema_path){.up = at, .key = "errorMessage"},
+                             "expected a string");
     v = json_object_get(sch, "pattern");
     if (json_is_string(v)) {
         pcre2_code *re =

@@ -17,6 +17,17 @@
  * - schema_validate() collects every problem as "<path>: <what was expected>", the path in the
  *   style services[0].routes[1].paths (empty for the root: just the message). `errs` may be NULL
  *   when only the verdict matters; that stops at the first problem.
+ * - "errorMessage" (a string) is Weir's extension, ignored by other validators as unknown keywords
+ *   are: when the instance fails the schema object that carries it, exactly one error
+ *   "<path>: <errorMessage>" replaces every error from inside that object (its keywords, $ref
+ *   target, items, branches), so a long pattern or "does not match any of the allowed
+ *   alternatives" reaches the operator as "must be a host name or an IP address". It applies
+ *   wherever the object is used: beside a $ref or in the $defs entry it refers to; as the "items"
+ *   schema, one error per failing item at the item's path; in an anyOf/oneOf branch it only
+ *   belongs to that branch (the combinator reports as usual). The outermost one wins. A
+ *   non-string errorMessage is a compile error.
+ * - Without an errorMessage, a failed "pattern" longer than 60 characters reads "does not match
+ *   the expected format"; a shorter one is quoted ("does not match pattern ^/").
  * - Unknown keywords are ignored, as the specification requires. Not implemented: unevaluatedItems,
  *   unevaluatedProperties, $dynamicRef, format (annotation only), content*.
  * - Limits: where the schema descends into an instance deeper than SCHEMA_MAX_DEPTH levels, and

@@ -13,6 +13,10 @@
 
 #include "config/schema.h"
 
+/* A failed "pattern" longer than this reads "does not match the expected format" instead of
+ * quoting the regex (the address patterns run to hundreds of characters). */
+#define SCHEMA_PATTERN_SHOWN_MAX 60
+
 struct schema_pattern_prop {
     const char *key; /* points into the (immutable) document */
     pcre2_code *re;

@@ -216,9 +216,14 @@ static bool schema_check_string(const struct schema_ctx *c, const json_t *sch, c
                                     json_number_value(max),
                                     json_number_value(max) == 1 ? "" : "s"));
     }
-    if (node && node->pattern && !schema_regex_search(node->pattern, str, bytes, c->md))
-        SCHEMA_STEP(schema_fail(c, at, "does not match pattern %s",
-                                json_string_value(json_object_get(sch, "pattern"))));
+    if (node && node->pattern && !schema_regex_search(node->pattern, str, bytes, c->md)) {
+        /* A long pattern tells an operator nothing; the schema's errorMessage should say more. */
+        const char *pattern = json_string_value(json_object_get(sch, "pattern"));
+        if (schema_utf8_length(pattern, strlen(pattern)) > SCHEMA_PATTERN_SHOWN_MAX)
+            SCHEMA_STEP(schema_fail(c, at, "does not match the expected format"));
+        else
+            SCHEMA_STEP(schema_fail(c, at, "does not match pattern %s", pattern));
+    }
     return ok;
 }
 
@@ -412,16 +417,9 @@ static bool schema_check_logic(const struct schema_ctx *c, const json_t *sch, co
 /* ---------------------------------------------------------------------------------------------
  * one schema object */
 
-static bool schema_check(const struct schema_ctx *c, const json_t *sch, const json_t *inst,
-                         const struct schema_path *at, unsigned idepth, unsigned rdepth) {
-    if (json_is_true(sch)) return true;
-    if (json_is_false(sch)) return schema_fail(c, at, "value not allowed");
-    if (!json_is_object(sch)) return true; /* compilation rejects these; be lenient anyway */
-    if (idepth > SCHEMA_MAX_DEPTH)
-        return schema_fail(c, at, "nested too deeply (more than %d levels)", SCHEMA_MAX_DEPTH);
-    if (rdepth > SCHEMA_MAX_RECURSION)
-        return schema_fail(c, at, "schema recursion too deep (circular $ref?)");
-
+/* Every keyword of one schema object (an object, not a boolean) against `inst`. */
+static bool schema_check_keywords(const struct schema_ctx *c, const json_t *sch, const json_t *inst,
+                                  const struct schema_path *at, unsigned idepth, unsigned rdepth) {
     bool ok = true;
     const json_t *v;
     const struct schema_node *node = schema_node_find(c->s, sch);
@@ -443,6 +441,29 @@ static bool schema_check(const struct schema_ctx *c, const json_t *sch, const js
         SCHEMA_STEP(schema_check_object(c, sch, inst, node, at, idepth, rdepth));
     SCHEMA_STEP(schema_check_logic(c, sch, inst, at, idepth, rdepth));
     return ok;
+}
+
+static bool schema_check(const struct schema_ctx *c, const json_t *sch, const json_t *inst,
+                         const struct schema_path *at, unsigned idepth, unsigned rdepth) {
+    if (json_is_true(sch)) return true;
+    if (json_is_false(sch)) return schema_fail(c, at, "value not allowed");
+    if (!json_is_object(sch)) return true; /* compilation rejects these; be lenient anyway */
+    if (idepth > SCHEMA_MAX_DEPTH)
+        return schema_fail(c, at, "nested too deeply (more than %d levels)", SCHEMA_MAX_DEPTH);
+    if (rdepth > SCHEMA_MAX_RECURSION)
+        return schema_fail(c, at, "schema recursion too deep (circular $ref?)");
+
+    /* Weir's "errorMessage": one message of the schema's author replaces whatever the keywords
+     * inside this object would say. The verdict is the same either way, so the quiet check that
+     * decides it stops at the first problem. */
+    const json_t *message = json_object_get(sch, "errorMessage");
+    if (json_is_string(message) && c->errs) {
+        struct schema_ctx quiet = *c;
+        quiet.errs = NULL;
+        if (schema_check_keywords(&quiet, sch, inst, at, idepth, rdepth)) return true;
+        return schema_fail(c, at, "%s", json_string_value(message));
+    }
+    return schema_check_keywords(c, sch, inst, at, idepth, rdepth);
 }
 
 bool schema_validate(const struct schema *s, const json_t *instance, struct errlist *errs) {

@@ -341,6 +341,173 @@ static void test_pattern_is_a_search_with_ecma_categories(void **state) {
     schema_free(s);
 }
 
+/* errorMessage (a Weir extension): the schema author's words replace the details. */
+
+static struct errlist check(const struct schema *s, const char *instance_text, bool want_valid) {
+    json_t *in = parse(instance_text);
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_int_equal(schema_validate(s, in, &errs), want_valid);
+    assert_int_equal(schema_validate(s, in, NULL), want_valid); /* same verdict without errs */
+    json_decref(in);
+    return errs;
+}
+
+/* Exactly these n errors, in any order; frees errs. */
+static void assert_errors(struct errlist *errs, size_t n, ...) {
+    va_list ap;
+    va_start(ap, n);
+    for (size_t i = 0; i < n; i++)
+        assert_error(errs, va_arg(ap, const char *));
+    va_end(ap);
+    if (errs->n != n) {
+        for (size_t i = 0; i < errs->n; i++)
+            print_error("  have: %s\n", errs->items[i]);
+        fail_msg("expected %zu errors, have %zu", n, errs->n);
+    }
+    errlist_free(errs);
+}
+
+static void test_error_message_replaces_every_detail_of_its_schema(void **state) {
+    /* clang-format off */
+    struct schema *s = compile(J({
+        "type": "object",
+        "properties": {
+            "host": {"type": "string", "maxLength": 5, "pattern": "^[a-z]+$",
+                     "errorMessage": "must be a host name or an IP address"},
+            "port": {"type": "integer", "minimum": 1}
+        }
+    }));
+    /* clang-format on */
+    struct errlist errs = check(s, "{\"host\": \"ABCDEFG\"}", false); /* two keywords fail */
+    assert_errors(&errs, 1, "host: must be a host name or an IP address");
+    errs = check(s, "{\"host\": 7}", false); /* even a wrong type */
+    assert_errors(&errs, 1, "host: must be a host name or an IP address");
+    errs = check(s, "{\"host\": \"ABC\", \"port\": 0}", false); /* siblings keep their own */
+    assert_errors(&errs, 2, "host: must be a host name or an IP address",
+                  "port: must be at least 1");
+    errs = check(s, "{\"host\": \"abc\"}", true);
+    assert_errors(&errs, 0);
+    schema_free(s);
+}
+
+static void test_error_message_of_items_reports_each_failing_item_at_its_path(void **state) {
+    /* clang-format off */
+    struct schema *s = compile(J({
+        "properties": {"services": {"type": "array", "items": {"$ref": "#/$defs/service"}}},
+        "$defs": {
+            "service": {"properties": {"routes": {"type": "array",
+                                                  "items": {"$ref": "#/$defs/route"}}}},
+            "route": {"properties": {"paths": {"type": "array", "items": {
+                "type": "string", "pattern": "^/[a-z]*$",
+                "errorMessage": "must start with \"/\" or \"~\""}}}}
+        }
+    }));
+    /* clang-format on */
+    struct errlist errs = check(s,
+                                "{\"services\": [{\"routes\": [{\"paths\": "
+                                "[\"/ok\", \"x\", \"/fine\", \"y\", 5]}]}]}",
+                                false);
+    assert_errors(&errs, 3, "services[0].routes[0].paths[1]: must start with \"/\" or \"~\"",
+                  "services[0].routes[0].paths[3]: must start with \"/\" or \"~\"",
+                  "services[0].routes[0].paths[4]: must start with \"/\" or \"~\"");
+    schema_free(s);
+}
+
+static void test_error_message_works_beside_a_ref_and_in_the_referenced_def(void **state) {
+    /* clang-format off */
+    struct schema *s = compile(J({
+        "properties": {
+            "id": {"$ref": "#/$defs/uuid", "errorMessage": "must be a UUID"},
+            "service_id": {"$ref": "#/$defs/uuid"},
+            "name": {"$ref": "#/$defs/name"}
+        },
+        "$defs": {
+            "uuid": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+            "name": {"type": "string", "pattern": "^[a-z]+$",
+                     "errorMessage": "must contain only letters"}
+        }
+    }));
+    /* clang-format on */
+    struct errlist errs =
+        check(s, "{\"id\": \"x\", \"service_id\": \"y\", \"name\": \"A1\"}", false);
+    assert_errors(&errs, 3, "id: must be a UUID",
+                  "service_id: does not match pattern ^[0-9a-f]{8}$",
+                  "name: must contain only letters");
+    schema_free(s);
+}
+
+static void test_error_message_in_a_branch_belongs_to_that_branch(void **state) {
+    /* clang-format off */
+    struct schema *s = compile(J({
+        "properties": {
+            "a": {"anyOf": [{"type": "null"},
+                            {"type": "string", "pattern": "^x$", "errorMessage": "must be x"}]},
+            "b": {"oneOf": [{"type": "null"}, {"type": "string"}],
+                  "errorMessage": "must be a string or null"},
+            "c": {"anyOf": [{"type": "null"}, {"type": "integer"}],
+                  "errorMessage": "must be an integer or null"}
+        }
+    }));
+    /* clang-format on */
+    struct errlist errs = check(s, "{\"a\": \"y\", \"b\": 1, \"c\": \"z\"}", false);
+    assert_errors(&errs, 3, "a: does not match any of the allowed alternatives",
+                  "b: must be a string or null", "c: must be an integer or null");
+    errs = check(s, "{\"a\": \"x\", \"b\": null, \"c\": 3}", true);
+    assert_errors(&errs, 0);
+    schema_free(s);
+}
+
+static void test_outer_error_message_wins_over_inner_ones(void **state) {
+    /* clang-format off */
+    struct schema *s = compile(J({
+        "properties": {"listen": {
+            "type": "array", "minItems": 1, "errorMessage": "must list addresses",
+            "items": {"type": "string", "errorMessage": "must be an address"}}}
+    }));
+    /* clang-format on */
+    struct errlist errs = check(s, "{\"listen\": [1, 2]}", false);
+    assert_errors(&errs, 1, "listen: must list addresses");
+    schema_free(s);
+}
+
+static void test_error_message_at_the_root_is_just_the_message(void **state) {
+    /* clang-format off */
+    struct schema *s = compile(J({"type": "object", "errorMessage": "must be a service object"}));
+    /* clang-format on */
+    struct errlist errs = check(s, "[]", false);
+    assert_errors(&errs, 1, "must be a service object");
+    schema_free(s);
+}
+
+static void test_error_message_that_is_not_a_string_does_not_compile(void **state) {
+    /* clang-format off */
+    json_t *doc = J({"properties": {"a": {"type": "string", "errorMessage": ["no"]}},
+                     "$defs": {"b": {"errorMessage": 1}}});
+    /* clang-format on */
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_null(schema_compile(doc, &errs));
+    assert_errors(&errs, 2, "properties.a.errorMessage: expected a string",
+                  "$defs.b.errorMessage: expected a string");
+    json_decref(doc);
+}
+
+static void test_long_pattern_is_not_quoted_in_the_error(void **state) {
+    /* 60 characters are still quoted, 61 are not */
+    const char *p60 = "^(?:aaaaaaaaaa|bbbbbbbbbb|cccccccccc|dddddddddd|eeeeeee)xyz$";
+    const char *p61 = "^(?:aaaaaaaaaa|bbbbbbbbbb|cccccccccc|dddddddddd|eeeeeeee)xyz$";
+    assert_int_equal(strlen(p60), 60);
+    assert_int_equal(strlen(p61), 61);
+    struct schema *s = compile(json_pack("{s:{s:{s:s},s:{s:s}}}", "properties", "short", "pattern",
+                                         p60, "long", "pattern", p61));
+    struct errlist errs = check(s, "{\"short\": \"x\", \"long\": \"x\"}", false);
+    char want[128];
+    snprintf(want, sizeof want, "short: does not match pattern %s", p60);
+    assert_errors(&errs, 2, want, "long: does not match the expected format");
+    schema_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_names_nested_property_and_array_index),
@@ -356,6 +523,14 @@ int main(void) {
         cmocka_unit_test(test_ref_cycle_is_an_error_not_a_crash),
         cmocka_unit_test(test_broken_schema_reports_every_problem),
         cmocka_unit_test(test_pattern_is_a_search_with_ecma_categories),
+        cmocka_unit_test(test_error_message_replaces_every_detail_of_its_schema),
+        cmocka_unit_test(test_error_message_of_items_reports_each_failing_item_at_its_path),
+        cmocka_unit_test(test_error_message_works_beside_a_ref_and_in_the_referenced_def),
+        cmocka_unit_test(test_error_message_in_a_branch_belongs_to_that_branch),
+        cmocka_unit_test(test_outer_error_message_wins_over_inner_ones),
+        cmocka_unit_test(test_error_message_at_the_root_is_just_the_message),
+        cmocka_unit_test(test_error_message_that_is_not_a_string_does_not_compile),
+        cmocka_unit_test(test_long_pattern_is_not_quoted_in_the_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
