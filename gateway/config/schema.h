@@ -24,7 +24,8 @@
  *   alternatives" reaches the operator as "must be a host name or an IP address". It applies
  *   wherever the object is used: beside a $ref or in the $defs entry it refers to; as the "items"
  *   schema, one error per failing item at the item's path; in an anyOf/oneOf branch it only
- *   belongs to that branch (the combinator reports as usual). The outermost one wins. A
+ *   belongs to that branch (the combinator reports as usual); in "propertyNames", at each bad
+ *   name's own path (without one: "invalid field name" at the object). The outermost one wins. A
  *   non-string errorMessage is a compile error.
  * - Without an errorMessage, a failed "pattern" longer than 60 characters reads "does not match
  *   the expected format"; a shorter one is quoted ("does not match pattern ^/").

@@ -336,11 +336,18 @@ static bool schema_check_object(const struct schema_ctx *c, const json_t *sch, c
     if ((v = json_object_get(sch, "propertyNames"))) {
         struct schema_ctx quiet = *c;
         quiet.errs = NULL;
+        /* With an errorMessage the name's own field reports it, as the loader does; without,
+         * the object reports the name, since a name has no path of its own. */
+        const json_t *message = json_object_get(v, "errorMessage");
         json_object_foreach((json_t *)inst, k, val) {
             json_t *name = json_string(k);
             bool good = schema_check(&quiet, v, name, at, idepth + 1, rdepth + 1);
             json_decref(name);
-            if (!good) SCHEMA_STEP(schema_fail(c, at, "invalid field name \"%s\"", k));
+            struct schema_path p = {.up = at, .key = k};
+            if (!good && json_is_string(message))
+                SCHEMA_STEP(schema_fail(c, &p, "%s", json_string_value(message)));
+            else if (!good)
+                SCHEMA_STEP(schema_fail(c, at, "invalid field name \"%s\"", k));
         }
     }
     double size = (double)json_object_size(inst);

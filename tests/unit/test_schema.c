@@ -471,6 +471,23 @@ static void test_outer_error_message_wins_over_inner_ones(void **state) {
     schema_free(s);
 }
 
+static void test_error_message_of_property_names_is_reported_at_the_field(void **state) {
+    /* clang-format off */
+    struct schema *s = compile(J({
+        "properties": {
+            "headers": {"propertyNames": {"pattern": "^[a-z-]+$",
+                                          "errorMessage": "must be an HTTP header name"}},
+            "other": {"propertyNames": {"pattern": "^[a-z-]+$"}}
+        }
+    }));
+    /* clang-format on */
+    struct errlist errs = check(
+        s, "{\"headers\": {\"x-a\": 1, \"x b\": 2, \"x:c\": 3}, \"other\": {\"x b\": 1}}", false);
+    assert_errors(&errs, 3, "headers.x b: must be an HTTP header name",
+                  "headers.x:c: must be an HTTP header name", "other: invalid field name \"x b\"");
+    schema_free(s);
+}
+
 static void test_error_message_at_the_root_is_just_the_message(void **state) {
     /* clang-format off */
     struct schema *s = compile(J({"type": "object", "errorMessage": "must be a service object"}));
@@ -528,6 +545,7 @@ int main(void) {
         cmocka_unit_test(test_error_message_works_beside_a_ref_and_in_the_referenced_def),
         cmocka_unit_test(test_error_message_in_a_branch_belongs_to_that_branch),
         cmocka_unit_test(test_outer_error_message_wins_over_inner_ones),
+        cmocka_unit_test(test_error_message_of_property_names_is_reported_at_the_field),
         cmocka_unit_test(test_error_message_at_the_root_is_just_the_message),
         cmocka_unit_test(test_error_message_that_is_not_a_string_does_not_compile),
         cmocka_unit_test(test_long_pattern_is_not_quoted_in_the_error),
