@@ -6,9 +6,10 @@
 Needs Debian's python3-jsonschema (`apt-get install -y python3-jsonschema`; run it with
 /usr/bin/python3, which has it). It checks that:
  (a) each schema is valid against the draft 2020-12 meta-schema, uses only the keywords Weir's
-     validator implements, only local $refs, anchored patterns that compile in Python and (when
-     libpcre2-8 is present) PCRE2, a description on every property, and that declarative.json's
-     $defs equal the entity files;
+     validator implements (errorMessage included), only local $refs, anchored patterns that
+     compile in Python and (when libpcre2-8 is present) PCRE2, an errorMessage on or around every
+     pattern longer than 60 characters, a description on every property, and that
+     declarative.json's $defs equal the entity files;
  (b) the good documents (the examples of docs/configuration.md, the example of issue 2, the
      built-in configuration of gateway/config/config_default.c, a Kong-export-like file) validate
      against declarative.json, and good/bad entities validate/fail against their entity schemas;
@@ -69,19 +70,31 @@ SUB_LIST = {"prefixItems", "allOf", "anyOf", "oneOf"}
 VALUES = {"type", "enum", "const", "required", "minItems", "maxItems", "uniqueItems",
           "minLength", "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum",
           "exclusiveMaximum", "multipleOf", "minProperties", "maxProperties",
-          "dependentRequired", "$ref", "default", "description", "title", "$id", "$schema"}
+          "dependentRequired", "$ref", "default", "description", "title", "$id", "$schema",
+          "errorMessage"}
 ALLOWED = SUB_MAPS | SUB_ONE | SUB_LIST | VALUES
 CONDITIONAL = {"if", "then", "else", "not", "anyOf", "oneOf", "allOf", "contains",
                "propertyNames"}
+# Weir's validator quotes a failed pattern up to this length; a longer one needs an errorMessage
+# (on its own schema or one around it) to tell an operator what was expected.
+PATTERN_SHOWN_MAX = 60
 
 
-def walk(schema, where, problems, patterns, conditional=False):
-    """Checks keywords, refs, patterns and descriptions of one (sub)schema."""
+def walk(schema, where, problems, patterns, conditional=False, message=False):
+    """Checks keywords, refs, patterns, descriptions and errorMessages of one (sub)schema."""
     if isinstance(schema, bool):
         return
     if not isinstance(schema, dict):
         problems.append(f"{where}: not a schema")
         return
+    if "errorMessage" in schema:
+        m = schema["errorMessage"]
+        if not isinstance(m, str) or not m or m != m.strip():
+            problems.append(f"{where}: errorMessage must be a non-empty trimmed string")
+        message = True
+    if len(schema.get("pattern", "")) > PATTERN_SHOWN_MAX and not message:
+        problems.append(f"{where}: pattern longer than {PATTERN_SHOWN_MAX} characters without an "
+                        "errorMessage")
     for k, v in schema.items():
         if k not in ALLOWED:
             problems.append(f"{where}: keyword {k!r} is not in Weir's validator's list")
@@ -96,13 +109,14 @@ def walk(schema, where, problems, patterns, conditional=False):
                 if k == "properties" and not conditional and isinstance(sub, dict) \
                         and "description" not in sub:
                     problems.append(f"{where}.properties.{name}: no description")
-                walk(sub, f"{where}.{k}.{name}", problems, patterns, conditional)
+                walk(sub, f"{where}.{k}.{name}", problems, patterns, conditional,
+                     message and k != "$defs")
         elif k in SUB_ONE:
-            walk(v, f"{where}.{k}", problems, patterns, conditional or k in CONDITIONAL)
+            walk(v, f"{where}.{k}", problems, patterns, conditional or k in CONDITIONAL, message)
         elif k in SUB_LIST:
             for i, sub in enumerate(v):
                 walk(sub, f"{where}.{k}[{i}]", problems, patterns,
-                     conditional or k in CONDITIONAL)
+                     conditional or k in CONDITIONAL, message)
 
 
 def resolve_ref(doc, ref):

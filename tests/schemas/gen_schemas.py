@@ -67,6 +67,41 @@ P = {
 
 NULL_NOTE = " `null` means not set (the default applies)."
 
+# errorMessage (Weir's validator extension, see gateway/config/schema.h): what an operator reads
+# instead of a long pattern or "does not match any of the allowed alternatives". Worded as the
+# loader words them (gateway/config/config.c, config_fields.c), each saying what is expected.
+NOT_SUPPORTED = "not supported yet (only null or [] is accepted)"
+PLUGINS_NOT_SUPPORTED = "plugins are not supported yet (see the plugin issue)"
+MSG = {
+    "uuid": "must be a UUID",
+    "name": "must contain only letters, digits, \"-\", \".\", \"_\" and \"~\"",
+    "tag": "must be a non-empty string without \",\", \"/\" or control characters",
+    "service_host": "must be a host name or an IP address, without a port",
+    "url": ("must be a URL such as \"http://host:port/path\" (only http for now; no user info, "
+            "query or fragment)"),
+    "path": ("must be a path starting with \"/\" (RFC 3986 characters, others percent-encoded, "
+             "no query or fragment)"),
+    "route_path": ("must be a path starting with \"/\" (RFC 3986 characters, others "
+                   "percent-encoded, no query or fragment) or a regex starting with \"~\""),
+    "route_host": ("must be a host name, or \"*.\" followed by a domain (ports, IPv6 addresses "
+                   "and trailing wildcards such as \"example.*\" are not supported yet)"),
+    "method": "must be an HTTP method such as \"GET\"",
+    "header_name": ("must be an HTTP header name other than \"host\" (use hosts to match the "
+                    "Host header)"),
+    "header_value": ("must not contain control characters or start with \"~*\" (regular "
+                     "expressions in header values are not supported yet)"),
+    "route_service": "must be a service name or id, or {\"id\": ...} or {\"name\": ...}",
+    "upstream_name": "must be a host name (not an IP address)",
+    "target": ("must be a host name or an IP address, optionally with a port (1 to 65535), such "
+               "as \"10.0.0.1:8080\", \"example.com\" or \"[::1]:8080\""),
+    "listen": ("must be \"ip:port\" with a numeric IP address, such as \"127.0.0.1:8000\" or "
+               "\"[::1]:8000\" (listener options such as \"ssl\" are not supported yet)"),
+    "cidr": "must be an IP address or a CIDR range, such as \"10.0.0.0/8\" or \"::1\"",
+    "sni": "must be a host name, or \"*.\" followed by a domain",
+    "pem_cert": "must be a PEM-encoded certificate (\"-----BEGIN CERTIFICATE-----\" ...)",
+    "pem_key": "must be a PEM-encoded private key (\"-----BEGIN PRIVATE KEY-----\" ...)",
+}
+
 
 def d(text, **kw):
     kw["description"] = text
@@ -80,17 +115,17 @@ def nullable(t):
 # ---- shared definitions ----
 DEFS = {
     "uuid": d("A UUID, 8-4-4-4-12 hexadecimal digits in either case (stored lower case).",
-              type="string", pattern=P["uuid"]),
+              type="string", pattern=P["uuid"], errorMessage=MSG["uuid"]),
     "name": d("A name: letters, digits, \"-\", \".\", \"_\" and \"~\"; unique per entity type.",
-              type="string", pattern=P["name"]),
+              type="string", pattern=P["name"], errorMessage=MSG["name"]),
     "tags": d("Tags: strings, each non-empty, without \",\", \"/\" or control characters."
               + NULL_NOTE, type=nullable("array"),
-              items=d("A tag.", type="string", pattern=P["tag"])),
+              items=d("A tag.", type="string", pattern=P["tag"], errorMessage=MSG["tag"])),
     "timestamp": d("Unix time in seconds, set by the admin API; read-only: accepted on input "
                    "(as in a Kong export) and ignored.", type=nullable("integer")),
     "inert": d("A Kong field Weir does not support yet: only `null` or `[]` (which configure "
                "nothing) are accepted, so a Kong file never loads with something silently "
-               "ignored.", enum=[None, []]),
+               "ignored.", enum=[None, []], errorMessage=NOT_SUPPORTED),
     "id_ref": d("A reference to another entity by id.", type="object",
                 properties={"id": {"$ref": "#/$defs/uuid"}}, required=["id"],
                 additionalProperties=False),
@@ -121,8 +156,11 @@ def common(entity):
     }
 
 
-def inert(text):
-    return with_desc("inert", text + " Not supported yet: only `null` or `[]` is accepted.")
+def inert(text, message=None):
+    out = with_desc("inert", text + " Not supported yet: only `null` or `[]` is accepted.")
+    if message:
+        out["errorMessage"] = message  # the referring object's message wins over the $def's
+    return out
 
 
 # ---- entities ----
@@ -135,6 +173,7 @@ def route_schema():
             "The route's service: a service name or id as a string, or {\"id\": ...} or "
             "{\"name\": ...}. Required for a top-level route; a nested route may omit it or must "
             "name its enclosing service." + NULL_NOTE,
+            errorMessage=MSG["route_service"],
             anyOf=[
                 {"type": "null"},
                 d("A service name or id.", type="string", pattern=P["name"]),
@@ -151,15 +190,16 @@ def route_schema():
                    "percent-encoded, no query), or regexes starting with \"~\" (PCRE2, anchored "
                    "at the start of the path)." + NULL_NOTE, type=nullable("array"),
                    items=d("A path prefix or a \"~\" regex.", type="string",
-                           pattern=P["route_path"])),
+                           pattern=P["route_path"], errorMessage=MSG["route_path"])),
         "hosts": d("Host names, or a leading wildcard \"*.example.com\"; lower-cased. Ports, "
                    "IPv6 literals and trailing wildcards (\"example.*\") are not supported yet."
                    + NULL_NOTE, type=nullable("array"),
                    items=d("A host name or \"*.\" followed by a domain.", type="string",
-                           pattern=P["route_host"])),
+                           pattern=P["route_host"], errorMessage=MSG["route_host"])),
         "methods": d("HTTP method tokens; upper-cased (\"get\" becomes \"GET\")." + NULL_NOTE,
                      type=nullable("array"),
-                     items=d("An HTTP method token.", type="string", pattern=P["method"])),
+                     items=d("An HTTP method token.", type="string", pattern=P["method"],
+                             errorMessage=MSG["method"])),
         "headers": d(
             "Headers the request must carry, each with one of the listed values "
             "(case-insensitive): {\"x-version\": [\"v1\", \"v2\"]}. Names are lower-cased and "
@@ -167,12 +207,14 @@ def route_schema():
             "with \"~*\" (Kong's regex match) are not supported yet." + NULL_NOTE,
             type=nullable("object"),
             propertyNames=d("A header name (an HTTP token), not \"host\".",
-                            pattern=P["header_name"], **{"not": {"pattern": "^[Hh][Oo][Ss][Tt]$"}}),
+                            pattern=P["header_name"], errorMessage=MSG["header_name"],
+                            **{"not": {"pattern": "^[Hh][Oo][Ss][Tt]$"}}),
             additionalProperties=d("The accepted values, at least one.", type="array",
                                    minItems=1,
                                    items=d("A value, without control characters, not starting "
                                            "with \"~*\".", type="string",
-                                           pattern=P["header_value"]))),
+                                           pattern=P["header_value"],
+                                           errorMessage=MSG["header_value"]))),
         "strip_path": d("Remove the matched prefix before joining with the service path."
                         + NULL_NOTE, type=nullable("boolean"), default=True),
         "preserve_host": d("Send the client's Host header upstream." + NULL_NOTE,
@@ -183,20 +225,25 @@ def route_schema():
         "protocols": d("Protocols the route accepts: \"http\", \"https\"; not empty. grpc, grpcs, "
                        "tcp, tls, tls_passthrough, udp, ws, wss are not supported yet."
                        + NULL_NOTE, type=nullable("array"), minItems=1,
-                       items=d("\"http\" or \"https\".", type="string", enum=["http", "https"]),
+                       items=d("\"http\" or \"https\".", type="string", enum=["http", "https"],
+                               errorMessage="must be \"http\" or \"https\" (other protocols "
+                                            "are not supported yet)"),
                        default=["http", "https"]),
         "https_redirect_status_code": d(
             "Status of the redirect to HTTPS: 426, 301, 302, 307 or 308." + NULL_NOTE,
             type=nullable("integer"), enum=[426, 301, 302, 307, 308, None], default=426),
         "path_handling": d("Only \"v0\" (Kong 3's default); \"v1\" is not supported yet."
-                           + NULL_NOTE, enum=["v0", None], default="v0"),
+                           + NULL_NOTE, enum=["v0", None], default="v0",
+                           errorMessage="must be \"v0\" (\"v1\" is not supported yet)"),
         "request_buffering": d("Only true (Kong's default) is accepted; false is not supported "
                                "yet. Weir streams bodies with back-pressure either way."
-                               + NULL_NOTE, enum=[True, None], default=True),
+                               + NULL_NOTE, enum=[True, None], default=True,
+                               errorMessage="must be true (false is not supported yet)"),
         "response_buffering": d("Only true (Kong's default) is accepted; false is not supported "
-                                "yet." + NULL_NOTE, enum=[True, None], default=True),
+                                "yet." + NULL_NOTE, enum=[True, None], default=True,
+                                errorMessage="must be true (false is not supported yet)"),
         "tags": ref("tags"),
-        "plugins": inert("Plugins of this route (declarative files)."),
+        "plugins": inert("Plugins of this route (declarative files).", PLUGINS_NOT_SUPPORTED),
         "snis": inert("Kong's TLS SNI matching."),
         "sources": inert("Kong's stream source matching."),
         "destinations": inert("Kong's stream destination matching."),
@@ -226,19 +273,21 @@ def service_schema():
         "url": d("Shorthand for protocol, host, port and path: \"http://host[:port][/path]\" "
                  "(IPv6 in brackets). No user info, query or fragment; only http for now. Cannot "
                  "be combined with protocol, host, port or path." + NULL_NOTE,
-                 type=nullable("string"), pattern=P["url"]),
+                 type=nullable("string"), pattern=P["url"], errorMessage=MSG["url"]),
         "protocol": d("Protocol to the upstream. Only \"http\" for now; https, grpc, grpcs, tcp, "
                       "tls, tls_passthrough, udp, ws, wss are not supported yet." + NULL_NOTE,
-                      enum=["http", None], default="http"),
+                      enum=["http", None], default="http",
+                      errorMessage="must be \"http\" (other protocols are not supported yet)"),
         "host": d("Host name or IP address of the upstream (lower-cased; IPv6 optionally in "
                   "brackets, no port), or an upstream's name to balance over its targets. "
                   "Required unless url is given. Resolved at load time.",
-                  type=nullable("string"), pattern=P["service_host"]),
+                  type=nullable("string"), pattern=P["service_host"],
+                  errorMessage=MSG["service_host"]),
         "port": d("Upstream port. As in Kong, 80 whatever the protocol." + NULL_NOTE,
                   type=nullable("integer"), minimum=1, maximum=65535, default=80),
         "path": d("Path prefix of upstream requests: starts with \"/\", RFC 3986 characters "
                   "(others percent-encoded), no query." + NULL_NOTE,
-                  type=nullable("string"), pattern=P["path"]),
+                  type=nullable("string"), pattern=P["path"], errorMessage=MSG["path"]),
         "connect_timeout": d("Milliseconds to connect to the upstream." + NULL_NOTE,
                              type=nullable("integer"), minimum=1, maximum=2147483646,
                              default=60000),
@@ -253,7 +302,8 @@ def service_schema():
         "enabled": d("Whether the service is enabled." + NULL_NOTE, type=nullable("boolean"),
                      default=True),
         "tags": ref("tags"),
-        "plugins": inert("Plugins of this service (declarative files)."),
+        "plugins": inert("Plugins of this service (declarative files).",
+                         PLUGINS_NOT_SUPPORTED),
         "tls_verify": inert("Verification of the upstream's TLS certificate."),
         "tls_verify_depth": inert("Depth of the upstream certificate verification."),
         "ca_certificates": inert("CA certificates to verify the upstream with."),
@@ -268,8 +318,12 @@ def service_schema():
         "properties": props,
         "additionalProperties": False,
         "if": {"required": ["url"], "properties": {"url": {"not": {"type": "null"}}}},
-        "then": {"properties": {p: {"type": "null"} for p in parts}},
-        "else": {"required": ["host"], "properties": {"host": {"type": "string"}}},
+        "then": {"properties": {p: {"type": "null",
+                                    "errorMessage": "cannot be given together with url"}
+                                for p in parts}},
+        "else": {"required": ["host"],
+                 "properties": {"host": {"type": "string",
+                                         "errorMessage": "required (or give url)"}}},
     }
 
 
@@ -279,7 +333,7 @@ def target_schema():
         "target": d("\"host:port\", \"host\" (port 8000, as in Kong), \"[ipv6]:port\" or a bare "
                     "IPv6 address; the host is a host name or an IP address, resolved at load "
                     "time. Unique (as host and port) within its upstream. Required.",
-                    type="string", pattern=P["target"]),
+                    type="string", pattern=P["target"], errorMessage=MSG["target"]),
         "weight": d("Share of the traffic; 0 disables the target." + NULL_NOTE,
                     type=nullable("integer"), minimum=0, maximum=65535, default=100),
         "tags": with_desc("tags", "Tags (checked, not kept by Weir)." + NULL_NOTE),
@@ -301,6 +355,8 @@ def healthchecks():
         "every check disabled, as in Kong's default (active.healthy.interval, "
         "active.unhealthy.interval, passive.unhealthy.http_failures, tcp_failures, timeouts and "
         "passive.healthy.successes absent, null or 0); other keys are not checked.",
+        errorMessage="not supported yet (accepted only with every check disabled, Kong's "
+                     "default)",
         anyOf=[{"enum": [None, []]}, {
             "type": "object",
             "properties": {
@@ -320,33 +376,44 @@ def upstream_schema():
     props.update({
         "name": d("A host name (not an IP address), lower-cased, unique; services whose host "
                   "equals it balance over this upstream. Required.", type="string",
-                  pattern=P["hostname"], **{"not": {"pattern": P["ipv4"]}}),
+                  pattern=P["hostname"], errorMessage=MSG["upstream_name"],
+                  **{"not": {"pattern": P["ipv4"]}}),
         "algorithm": d("Balancing algorithm. Only \"round-robin\" for now; least-connections, "
                        "consistent-hashing and latency are not supported yet." + NULL_NOTE,
-                       enum=["round-robin", None], default="round-robin"),
+                       enum=["round-robin", None], default="round-robin",
+                       errorMessage="must be \"round-robin\" (least-connections, "
+                                    "consistent-hashing and latency are not supported yet)"),
         "tags": ref("tags"),
         "healthchecks": healthchecks(),
         "hash_on": d("Kong's hashing input. Not supported yet: only null, [] or \"none\" (Kong's "
-                     "default).", enum=[None, [], "none"]),
+                     "default).", enum=[None, [], "none"],
+                     errorMessage="not supported yet (only null, [] or \"none\", Kong's default)"),
         "hash_fallback": d("Kong's hashing fallback. Not supported yet: only null, [] or "
-                           "\"none\" (Kong's default).", enum=[None, [], "none"]),
+                           "\"none\" (Kong's default).", enum=[None, [], "none"],
+                           errorMessage="not supported yet (only null, [] or \"none\", Kong's "
+                                        "default)"),
         "hash_on_header": inert("Kong's hashing header."),
         "hash_fallback_header": inert("Kong's fallback hashing header."),
         "hash_on_cookie": inert("Kong's hashing cookie."),
         "hash_on_cookie_path": d("Kong's hashing cookie path. Not supported yet: only null, [] "
-                                 "or \"/\" (Kong's default).", enum=[None, [], "/"]),
+                                 "or \"/\" (Kong's default).", enum=[None, [], "/"],
+                                 errorMessage="not supported yet (only null, [] or \"/\", Kong's "
+                                              "default)"),
         "hash_on_query_arg": inert("Kong's hashing query argument."),
         "hash_fallback_query_arg": inert("Kong's fallback hashing query argument."),
         "hash_on_uri_capture": inert("Kong's hashing URI capture."),
         "hash_fallback_uri_capture": inert("Kong's fallback hashing URI capture."),
         "slots": d("Size of Kong's consistent-hashing ring. Not supported yet: accepted as null, "
                    "[] or 10..65536 (Kong's range, which configures nothing in Weir).",
+                   errorMessage="not supported yet (only null, [] or 10 to 65536, Kong's range)",
                    anyOf=[{"enum": [None, []]},
                           {"type": "integer", "minimum": 10, "maximum": 65536}]),
         "host_header": inert("Kong's Host header override."),
         "client_certificate": inert("Client certificate presented to the targets."),
         "use_srv_name": d("Kong's SRV name as Host. Not supported yet: only null, [] or false "
-                          "(Kong's default).", enum=[None, [], False]),
+                          "(Kong's default).", enum=[None, [], False],
+                          errorMessage="not supported yet (only null, [] or false, Kong's "
+                                       "default)"),
     })
     return {"title": "Upstream",
             "description": "An upstream: a load-balanced pool of targets (Kong's upstream "
@@ -408,16 +475,17 @@ def certificate_schema():
     props = common("certificate")
     props.update({
         "cert": d("PEM-encoded certificate (chain). Required.", type="string",
-                  pattern=PEM_CERT),
+                  pattern=PEM_CERT, errorMessage=MSG["pem_cert"]),
         "key": d("PEM-encoded private key of cert. Required; write-only in the admin API.",
-                 type="string", pattern=PEM_KEY),
+                 type="string", pattern=PEM_KEY, errorMessage=MSG["pem_key"]),
         "cert_alt": d("Alternate PEM certificate (e.g. ECDSA next to RSA); needs key_alt.",
-                      type=nullable("string"), pattern=PEM_CERT),
+                      type=nullable("string"), pattern=PEM_CERT, errorMessage=MSG["pem_cert"]),
         "key_alt": d("PEM private key of cert_alt; needs cert_alt.", type=nullable("string"),
-                     pattern=PEM_KEY),
+                     pattern=PEM_KEY, errorMessage=MSG["pem_key"]),
         "snis": d("Server names served with this certificate (creates sni entities)."
                   + NULL_NOTE, type=nullable("array"),
-                  items=d("A host name or \"*.\" wildcard.", type="string", pattern=P["sni"])),
+                  items=d("A host name or \"*.\" wildcard.", type="string", pattern=P["sni"],
+                          errorMessage=MSG["sni"])),
         "tags": ref("tags"),
     })
     return {"title": "Certificate",
@@ -432,7 +500,8 @@ def sni_schema():
     props = common("sni")
     props.update({
         "name": d("The server name: a host name or a leading wildcard \"*.example.com\". "
-                  "Required, unique.", type="string", pattern=P["sni"]),
+                  "Required, unique.", type="string", pattern=P["sni"],
+                  errorMessage=MSG["sni"]),
         "certificate": with_desc("id_ref", "The certificate served for this name. Required."),
         "tags": ref("tags"),
     })
@@ -446,7 +515,8 @@ def sni_schema():
 def ca_certificate_schema():
     props = common("ca_certificate")
     props.update({
-        "cert": d("PEM-encoded CA certificate. Required.", type="string", pattern=PEM_CERT),
+        "cert": d("PEM-encoded CA certificate. Required.", type="string", pattern=PEM_CERT,
+                  errorMessage=MSG["pem_cert"]),
         "cert_digest": d("SHA-256 of the certificate, lower-case hex (computed when absent).",
                          type=nullable("string"), pattern="^[0-9a-f]{64}$"),
         "tags": ref("tags"),
@@ -481,7 +551,7 @@ LIMITS = [  # name, min, max, default, description (config_fields.c limit_fields
 def weir_schema():
     listen_item = d("\"ip:port\" or \"[ipv6]:port\": a numeric address and a port. Host names "
                     "and Kong's listener flags (ssl, http2, reuseport, ...) are not supported.",
-                    type="string", pattern=P["listen"])
+                    type="string", pattern=P["listen"], errorMessage=MSG["listen"])
     limits = {n: d(text + NULL_NOTE, type=nullable("integer"), minimum=lo, maximum=hi,
                    default=dflt) for n, lo, hi, dflt, text in LIMITS}
     return {
@@ -502,18 +572,22 @@ def weir_schema():
                              "replaced: bare addresses or CIDR ranges; [] trusts nobody."
                              + NULL_NOTE, type=nullable("array"),
                              items=d("An IPv4/IPv6 address or CIDR range (\"10.0.0.0/8\", "
-                                     "\"::1\").", type="string", pattern=P["cidr"]),
+                                     "\"::1\").", type="string", pattern=P["cidr"],
+                                     errorMessage=MSG["cidr"]),
                              default=[]),
             "access_log": d("Access log: a file path (relative to the configuration file's "
                             "directory), \"-\" = stdout, \"off\" = none." + NULL_NOTE,
                             type=nullable("string"), minLength=1, default="-"),
             "error_log": d("Error log: a file path (relative to the configuration file's "
                            "directory) or \"-\" = stderr; cannot be turned off." + NULL_NOTE,
-                           type=nullable("string"), minLength=1, default="-",
-                           **{"not": {"const": "off"}}),
+                           type=nullable("string"), default="-",
+                           allOf=[{"minLength": 1, "not": {"const": "off"},
+                                   "errorMessage": "cannot be turned off; use \"-\" for stderr "
+                                                   "or a file path"}]),
             "log_level": d("Error log level." + NULL_NOTE,
                            enum=["debug", "info", "notice", "warn", "error", None],
-                           default="info"),
+                           default="info",
+                           errorMessage="must be one of debug, info, notice, warn, error"),
             "limits": d("Request and connection limits." + NULL_NOTE, type=nullable("object"),
                         properties=limits, additionalProperties=False),
         },
@@ -578,7 +652,7 @@ def declarative_schema():
     svc["properties"]["plugins"] = d(
         "Plugins of this service. Not supported yet (plugins are not supported yet, see the "
         "plugin issue): only null or [].", type=nullable("array"), maxItems=0,
-        items=ref("plugin"))
+        items=ref("plugin"), errorMessage=PLUGINS_NOT_SUPPORTED)
     defs["service_nested"] = svc
     ups = copy.deepcopy(defs["upstream"])
     ups["title"] = "Upstream (declarative)"
@@ -592,12 +666,13 @@ def declarative_schema():
                  "allOf": [ref("route")], "required": ["service"],
                  "properties": {"service": d("Required for a top-level route: a service name or id, "
                                              "or {\"id\": ...} or {\"name\": ...}.",
+                                             errorMessage="required for a top-level route",
                                              **{"not": {"type": "null"}})}}
     defs["route_top"] = top_route
     def later(entity, text):
         return d(text + " Not supported yet: only null or [] is accepted today; the items "
                  "would follow this entity's schema.", type=nullable("array"), maxItems=0,
-                 items=ref(entity))
+                 items=ref(entity), errorMessage=NOT_SUPPORTED)
 
     body = {
         "title": "Weir declarative configuration",
@@ -609,7 +684,7 @@ def declarative_schema():
         "type": "object",
         "properties": {
             "_format_version": d("Format version; must be \"3.0\". Required.", type="string",
-                                 const="3.0"),
+                                 const="3.0", errorMessage="must be \"3.0\""),
             "_transform": d("Accepted and ignored (Kong uses it for credential hashing)."
                             + NULL_NOTE, type=nullable("boolean")),
             "_comment": d("Free text, ignored." + NULL_NOTE, type=nullable("string")),
@@ -622,7 +697,8 @@ def declarative_schema():
                            type=nullable("array"), items=ref("upstream_nested")),
             "plugins": d("Plugins. Not supported yet (plugins are not supported yet, see the "
                          "plugin issue): only null or [] is accepted today.",
-                         type=nullable("array"), maxItems=0, items=ref("plugin")),
+                         type=nullable("array"), maxItems=0, items=ref("plugin"),
+                         errorMessage=PLUGINS_NOT_SUPPORTED),
             "consumers": later("consumer", "Consumers."),
             "certificates": later("certificate", "TLS certificates."),
             "snis": later("sni", "Server names of certificates."),

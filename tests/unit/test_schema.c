@@ -525,6 +525,113 @@ static void test_long_pattern_is_not_quoted_in_the_error(void **state) {
     schema_free(s);
 }
 
+/* What an operator reads for each kind of bad field of a declarative file, through the schemas
+ * in schemas/ (written by tests/schemas/gen_schemas.py): every message says what was expected. */
+static void test_declarative_schema_says_what_each_bad_field_expects(void **state) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/schemas/declarative.json", WEIR_SRCDIR);
+    json_error_t jerr;
+    json_t *doc = json_load_file(path, 0, &jerr);
+    if (!doc) fail_msg("%s: %s", path, jerr.text);
+    struct schema *s = compile(doc);
+    /* clang-format off */
+    json_t *in = J({
+        "_format_version": "3.0",
+        "weir": {"proxy_listen": ["localhost:8000", "127.0.0.1:8000 ssl"],
+                 "trusted_ips": ["10.0.0.0/33"], "error_log": "off", "log_level": "INFO"},
+        "services": [
+            {"name": "a b", "id": "nope", "host": "h:80", "path": "/a b", "tags": ["a,b", ""],
+             "plugins": [{"name": "x"}], "tls_verify": true, "protocol": "https",
+             "routes": [{"paths": ["/ok", "x", "/a b"], "hosts": ["a:80"], "methods": ["GE T"],
+                         "headers": {"x y": ["v"], "Host": ["a"], "x": ["~*a"]}, "snis": ["a"],
+                         "request_buffering": false, "path_handling": "v1",
+                         "protocols": ["grpc"], "plugins": [{}], "service": 5}]},
+            {"url": "https://h"},
+            {"url": "http://h", "port": 80},
+            {"host": null}
+        ],
+        "routes": [{"service": null, "paths": ["/"]}],
+        "upstreams": [{"name": "1.2.3.4", "hash_on": "header", "slots": 5,
+                       "healthchecks": {"active": {"healthy": {"interval": 5}}},
+                       "algorithm": "latency", "targets": [{"target": "h:0", "id": "X"}]}],
+        "plugins": [{}], "consumers": [{}], "vaults": [{}]
+    });
+    static const char *const want[] = {
+        "weir.proxy_listen[0]: must be \"ip:port\" with a numeric IP address, such as "
+        "\"127.0.0.1:8000\" or \"[::1]:8000\" (listener options such as \"ssl\" are not "
+        "supported yet)",
+        "weir.proxy_listen[1]: must be \"ip:port\" with a numeric IP address, such as "
+        "\"127.0.0.1:8000\" or \"[::1]:8000\" (listener options such as \"ssl\" are not "
+        "supported yet)",
+        "weir.trusted_ips[0]: must be an IP address or a CIDR range, such as \"10.0.0.0/8\" or "
+        "\"::1\"",
+        "weir.error_log: cannot be turned off; use \"-\" for stderr or a file path",
+        "weir.log_level: must be one of debug, info, notice, warn, error",
+        "services[0].name: must contain only letters, digits, \"-\", \".\", \"_\" and \"~\"",
+        "services[0].id: must be a UUID",
+        "services[0].host: must be a host name or an IP address, without a port",
+        "services[0].path: must be a path starting with \"/\" (RFC 3986 characters, others "
+        "percent-encoded, no query or fragment)",
+        "services[0].tags[0]: must be a non-empty string without \",\", \"/\" or control "
+        "characters",
+        "services[0].tags[1]: must be a non-empty string without \",\", \"/\" or control "
+        "characters",
+        "services[0].plugins: plugins are not supported yet (see the plugin issue)",
+        "services[0].tls_verify: not supported yet (only null or [] is accepted)",
+        "services[0].protocol: must be \"http\" (other protocols are not supported yet)",
+        "services[0].routes[0].paths[1]: must be a path starting with \"/\" (RFC 3986 "
+        "characters, others percent-encoded, no query or fragment) or a regex starting with \"~\"",
+        "services[0].routes[0].paths[2]: must be a path starting with \"/\" (RFC 3986 "
+        "characters, others percent-encoded, no query or fragment) or a regex starting with \"~\"",
+        "services[0].routes[0].hosts[0]: must be a host name, or \"*.\" followed by a domain "
+        "(ports, IPv6 addresses and trailing wildcards such as \"example.*\" are not supported "
+        "yet)",
+        "services[0].routes[0].methods[0]: must be an HTTP method such as \"GET\"",
+        "services[0].routes[0].headers.x[0]: must not contain control characters or start with "
+        "\"~*\" (regular expressions in header values are not supported yet)",
+        "services[0].routes[0].headers.x y: must be an HTTP header name other than \"host\" (use "
+        "hosts to match the Host header)",
+        "services[0].routes[0].headers.Host: must be an HTTP header name other than \"host\" "
+        "(use hosts to match the Host header)",
+        "services[0].routes[0].snis: not supported yet (only null or [] is accepted)",
+        "services[0].routes[0].request_buffering: must be true (false is not supported yet)",
+        "services[0].routes[0].path_handling: must be \"v0\" (\"v1\" is not supported yet)",
+        "services[0].routes[0].protocols[0]: must be \"http\" or \"https\" (other protocols are "
+        "not supported yet)",
+        "services[0].routes[0].plugins: plugins are not supported yet (see the plugin issue)",
+        "services[0].routes[0].service: must be a service name or id, or {\"id\": ...} or "
+        "{\"name\": ...}",
+        "services[1].url: must be a URL such as \"http://host:port/path\" (only http for now; no "
+        "user info, query or fragment)",
+        "services[2].port: cannot be given together with url",
+        "services[3].host: required (or give url)",
+        "routes[0].service: required for a top-level route",
+        "upstreams[0].name: must be a host name (not an IP address)",
+        "upstreams[0].hash_on: not supported yet (only null, [] or \"none\", Kong's default)",
+        "upstreams[0].slots: not supported yet (only null, [] or 10 to 65536, Kong's range)",
+        "upstreams[0].healthchecks: not supported yet (accepted only with every check disabled, "
+        "Kong's default)",
+        "upstreams[0].algorithm: must be \"round-robin\" (least-connections, consistent-hashing "
+        "and latency are not supported yet)",
+        "upstreams[0].targets[0].target: must be a host name or an IP address, optionally with a "
+        "port (1 to 65535), such as \"10.0.0.1:8080\", \"example.com\" or \"[::1]:8080\"",
+        "upstreams[0].targets[0].id: must be a UUID",
+        "plugins: plugins are not supported yet (see the plugin issue)",
+        "consumers: not supported yet (only null or [] is accepted)",
+        "vaults: not supported yet (only null or [] is accepted)",
+    };
+    /* clang-format on */
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_false(schema_validate(s, in, &errs));
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        assert_error(&errs, want[i]);
+    assert_int_equal(errs.n, sizeof want / sizeof *want);
+    errlist_free(&errs);
+    json_decref(in);
+    schema_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_names_nested_property_and_array_index),
@@ -549,6 +656,7 @@ int main(void) {
         cmocka_unit_test(test_error_message_at_the_root_is_just_the_message),
         cmocka_unit_test(test_error_message_that_is_not_a_string_does_not_compile),
         cmocka_unit_test(test_long_pattern_is_not_quoted_in_the_error),
+        cmocka_unit_test(test_declarative_schema_says_what_each_bad_field_expects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
