@@ -15,6 +15,7 @@
 
 #include "admin/admin.h"
 #include "config/config.h"
+#include "config/model.h"
 #include "config/snapshot.h"
 #include "core/access_log.h"
 #include "core/listener.h"
@@ -22,6 +23,7 @@
 #include "core/paths.h"
 #include "core/uuid.h"
 #include "core/worker.h"
+#include "store/store.h"
 
 struct control {
     const char *config_path; /* NULL: the embedded default */
@@ -33,6 +35,7 @@ struct control {
     bool fast;
     struct admin *admin;
     struct admin_state admin_state;
+    struct store *store; /* NULL: DB-less, entities come from the config file */
 };
 
 static void usage(FILE *f) {
@@ -50,6 +53,47 @@ static struct config *load(const char *path, struct errlist *errs) {
     return config_load_string(config_default_json, strlen(config_default_json), NULL, errs);
 }
 
+/* Opens weir.store. A store with entities replaces the file's; an empty one is
+ * seeded with them. Returns the config to run with (NULL on problems, in errs). */
+static struct config *open_store(struct config *cfg, struct store **out, struct errlist *errs) {
+    struct store *store = store_file_open(cfg->weir.store_path, errs);
+    json_t *state = NULL;
+    if (!store || store_load(store, &state, errs) != 0) {
+        store_close(store);
+        config_free(cfg);
+        return NULL;
+    }
+    if (!state) {
+        json_t *doc = model_export(cfg->model);
+        int rc = store_apply(store, doc, errs);
+        json_decref(doc);
+        if (rc != 0) {
+            store_close(store);
+            config_free(cfg);
+            return NULL;
+        }
+        *out = store;
+        return cfg;
+    }
+    size_t before = errs->n;
+    json_t *model = config_model_from_doc(state, NULL, errs);
+    json_decref(state);
+    struct config *stored = model ? config_with_model(cfg, model, errs) : NULL;
+    json_decref(model);
+    config_free(cfg);
+    if (!stored) {
+        for (size_t i = before; i < errs->n; i++) { /* name the store in each problem */
+            char *item = errs->items[i];
+            if (asprintf(&errs->items[i], "%s: %s", store_describe(store), item) < 0) abort();
+            free(item);
+        }
+        store_close(store);
+        return NULL;
+    }
+    *out = store;
+    return stored;
+}
+
 static bool same_listeners(const struct weir_settings *a, const struct weir_settings *b) {
     if (a->n_proxy_listen != b->n_proxy_listen) return false;
     for (size_t i = 0; i < a->n_proxy_listen; i++)
@@ -59,10 +103,53 @@ static bool same_listeners(const struct weir_settings *a, const struct weir_sett
     return true;
 }
 
+/* Hands `snap` (the caller's reference) to every worker and makes it current. */
+static void publish(struct control *ctl, struct snapshot *snap) {
+    ctl->version++;
+    for (int i = 0; i < ctl->n_workers; i++)
+        worker_publish(ctl->workers[i], snap);
+    snapshot_release(ctl->snapshot);
+    ctl->snapshot = snap;
+}
+
+/* The admin API's changes: compile, persist, publish, in that order, so that
+ * an answer is sent only for a change that is both valid and durable. */
+static enum commit_result commit_model(void *arg, json_t *model, struct errlist *errs) {
+    struct control *ctl = arg;
+    struct config *cfg = config_with_model(ctl->snapshot->config, model, errs);
+    struct snapshot *snap =
+        cfg ? snapshot_build(cfg, ctl->n_workers, ctl->version + 1, errs) : NULL;
+    if (!snap) return COMMIT_INVALID;
+    if (ctl->store) {
+        json_t *doc = model_export(model);
+        int rc = store_apply(ctl->store, doc, errs);
+        json_decref(doc);
+        if (rc != 0) {
+            log_err("admin: the change could not be saved to %s: %s", store_describe(ctl->store),
+                    errs->n ? errs->items[errs->n - 1] : "");
+            snapshot_release(snap);
+            return COMMIT_FAILED;
+        }
+    }
+    publish(ctl, snap);
+    log_info("configuration version %llu (hash %.12s)", (unsigned long long)ctl->version,
+             snap->config->hash);
+    return COMMIT_OK;
+}
+
+/* With a store the entities live there: the file gives only the server settings. */
+static struct config *with_stored_entities(struct control *ctl, struct config *file_cfg,
+                                           struct errlist *errs) {
+    if (!ctl->store || !file_cfg) return file_cfg;
+    struct config *cfg = config_with_model(file_cfg, ctl->snapshot->config->model, errs);
+    config_free(file_cfg);
+    return cfg;
+}
+
 static void reload(struct control *ctl) {
     struct errlist errs;
     errlist_init(&errs);
-    struct config *cfg = load(ctl->config_path, &errs);
+    struct config *cfg = with_stored_entities(ctl, load(ctl->config_path, &errs), &errs);
     struct snapshot *snap =
         cfg ? snapshot_build(cfg, ctl->n_workers, ctl->version + 1, &errs) : NULL;
     if (!snap) {
@@ -77,16 +164,14 @@ static void reload(struct control *ctl) {
     const struct weir_settings *old = &ctl->snapshot->config->weir, *neu = &snap->config->weir;
     if (!same_listeners(old, neu) || old->workers != neu->workers ||
         (old->access_log && neu->access_log ? strcmp(old->access_log, neu->access_log) != 0
-                                            : old->access_log != neu->access_log))
-        log_warn("reload: proxy_listen, workers and access_log changes need a restart; "
+                                            : old->access_log != neu->access_log) ||
+        (old->store_path && neu->store_path ? strcmp(old->store_path, neu->store_path) != 0
+                                            : old->store_path != neu->store_path))
+        log_warn("reload: proxy_listen, workers, access_log and store changes need a restart; "
                  "the rest is applied");
     log_configure(neu->error_log, neu->log_level);
     admin_settings_changed(ctl->admin, neu);
-    ctl->version++;
-    for (int i = 0; i < ctl->n_workers; i++)
-        worker_publish(ctl->workers[i], snap);
-    snapshot_release(ctl->snapshot);
-    ctl->snapshot = snap;
+    publish(ctl, snap);
     log_notice("configuration reloaded (version %llu, hash %.12s)",
                (unsigned long long)ctl->version, snap->config->hash ? snap->config->hash : "");
 }
@@ -143,6 +228,8 @@ int main(int argc, char **argv) {
     struct errlist errs;
     errlist_init(&errs);
     struct config *cfg = load(config_path, &errs);
+    struct store *store = NULL;
+    if (cfg && cfg->weir.store_path && !test_only) cfg = open_store(cfg, &store, &errs);
     struct snapshot *snap = NULL;
     if (cfg) snap = snapshot_build(cfg, cfg->weir.workers, 1, &errs);
     if (!snap) {
@@ -158,6 +245,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "%s\n", errs.items[i]);
         }
         errlist_free(&errs);
+        store_close(store);
         return 1;
     }
     errlist_free(&errs);
@@ -205,7 +293,8 @@ int main(int argc, char **argv) {
         }
     }
 
-    struct control ctl = {.config_path = config_path, .snapshot = snap, .version = 1};
+    struct control ctl = {
+        .config_path = config_path, .snapshot = snap, .version = 1, .store = store};
     ctl.n_workers = ws->workers;
     ctl.workers = calloc((size_t)ctl.n_workers, sizeof *ctl.workers);
     /* The admin listener opens before the proxy's, so that once the proxy
@@ -216,6 +305,9 @@ int main(int argc, char **argv) {
         .config_version = &ctl.version,
         .workers = ctl.workers,
         .n_workers = ctl.n_workers,
+        .commit = commit_model,
+        .commit_ctx = &ctl,
+        .has_store = store != NULL,
     };
     uuid_v4(ctl.admin_state.node_id);
     clock_gettime(CLOCK_MONOTONIC, &ctl.admin_state.started);
@@ -255,6 +347,11 @@ int main(int argc, char **argv) {
         evsignal_add(sev[i], NULL);
     }
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    if (store)
+        log_notice("entities are kept in the store (%s)", store_describe(store));
+    else
+        log_notice("no weir.store: entities come from %s; the admin API accepts only POST /config",
+                   config_path ? config_path : "the built-in configuration");
     for (size_t i = 0; i < ws->n_admin_listen; i++)
         log_notice("admin API listening on %s:%d%s", ws->admin_listen[i].host,
                    ws->admin_listen[i].port, ws->admin_token ? " (token required)" : "");
@@ -276,6 +373,7 @@ int main(int argc, char **argv) {
     event_base_free(ctl.base);
     access_log_close(alog);
     snapshot_release(ctl.snapshot);
+    store_close(ctl.store);
     log_notice("stopped");
     return status;
 }

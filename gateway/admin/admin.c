@@ -47,6 +47,8 @@ struct admin_conn {
     size_t url_len;
     char *authorization;
     size_t authorization_len;
+    char *content_type;
+    size_t content_type_len;
     bool last_was_value;
     char *header_name;
     size_t header_name_len;
@@ -123,11 +125,16 @@ static void send_response(struct admin_conn *ac, struct admin_response *res) {
         type = res->text_type;
     }
     struct evbuffer *out = conn_output(ac->conn);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                        "Server: weir\r\n%s\r\n",
-                        res->status, http_reason_phrase(res->status), type, body_len,
-                        ac->close_after ? "Connection: close\r\n" : "");
+    if (res->status == 204) /* no body and, per RFC 9110, no Content-Length */
+        evbuffer_add_printf(out, "HTTP/1.1 204 No Content\r\nServer: weir\r\n%s\r\n",
+                            ac->close_after ? "Connection: close\r\n" : "");
+    else
+        evbuffer_add_printf(out,
+                            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                            "Server: weir\r\n%s\r\n",
+                            res->status, http_reason_phrase(res->status), type, body_len,
+                            ac->close_after ? "Connection: close\r\n" : "");
+    if (res->status == 204) body_len = 0;
     if (body_len && ac->parser.method != HTTP_HEAD) evbuffer_add(out, body, body_len);
     free(body);
     json_decref(res->json);
@@ -175,6 +182,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
     if (ac->header_name_len == 13 && strncasecmp(ac->header_name, "authorization", 13) == 0) {
         if (first && ac->authorization_len) return -1; /* two Authorization headers */
         append(&ac->authorization, &ac->authorization_len, at, len);
+    } else if (ac->header_name_len == 12 && strncasecmp(ac->header_name, "content-type", 12) == 0) {
+        if (first && ac->content_type_len) return -1; /* two Content-Type headers */
+        append(&ac->content_type, &ac->content_type_len, at, len);
     }
     return 0;
 }
@@ -254,27 +264,55 @@ char *admin_query_param(const struct admin_request *req, const char *name) {
 
 /* ---- dispatch --------------------------------------------------------------- */
 
+typedef void (*admin_handler)(struct admin_state *, const struct admin_request *,
+                              struct admin_response *);
+
 struct admin_route {
     const char *path;
-    void (*get)(struct admin_state *, const struct admin_request *, struct admin_response *);
+    admin_handler get, post, put, patch, del;
+    struct admin_endpoint endpoint; /* entity endpoints */
 };
 
+/* A collection and its members, as Kong serves them; nested under an owner when given. */
+#define COLLECTION(path, kind)                                                                     \
+    {path, admin_list_entities, admin_create_entity, NULL, NULL, NULL, {kind, 0, NULL}}, {         \
+        path "/{}", admin_get_entity, NULL, admin_upsert_entity, admin_update_entity,              \
+            admin_delete_entity, {                                                                 \
+            kind, 0, NULL                                                                          \
+        }                                                                                          \
+    }
+#define NESTED(path, kind, owner, field)                                                           \
+    {path, admin_list_entities, admin_create_entity, NULL, NULL, NULL, {kind, owner, field}}, {    \
+        path "/{}", admin_get_entity, NULL, admin_upsert_entity, admin_update_entity,              \
+            admin_delete_entity, {                                                                 \
+            kind, owner, field                                                                     \
+        }                                                                                          \
+    }
+
 static const struct admin_route admin_routes[] = {
-    {"/", admin_get_root},
-    {"/status", admin_get_status},
-    {"/config", admin_get_config},
-    {"/metrics", admin_get_metrics},
-    {"/debug/match", admin_get_debug_match},
-    {"/services", admin_list_services},
-    {"/services/{}", admin_get_service},
-    {"/services/{}/routes", admin_list_service_routes},
-    {"/routes", admin_list_routes},
-    {"/routes/{}", admin_get_route},
-    {"/routes/{}/service", admin_get_route_service},
-    {"/upstreams", admin_list_upstreams},
-    {"/upstreams/{}", admin_get_upstream},
-    {"/upstreams/{}/targets", admin_list_upstream_targets},
-    {"/schemas/{}", admin_get_schema},
+    {"/", admin_get_root, NULL, NULL, NULL, NULL, {0}},
+    {"/status", admin_get_status, NULL, NULL, NULL, NULL, {0}},
+    {"/config", admin_get_config, admin_post_config, NULL, NULL, NULL, {0}},
+    {"/metrics", admin_get_metrics, NULL, NULL, NULL, NULL, {0}},
+    {"/debug/match", admin_get_debug_match, NULL, NULL, NULL, NULL, {0}},
+    COLLECTION("/services", ENTITY_SERVICE),
+    NESTED("/services/{}/routes", ENTITY_ROUTE, ENTITY_SERVICE, "service"),
+    NESTED("/services/{}/plugins", ENTITY_PLUGIN, ENTITY_SERVICE, "service"),
+    COLLECTION("/routes", ENTITY_ROUTE),
+    {"/routes/{}/service", admin_get_route_service, NULL, NULL, NULL, NULL, {0}},
+    NESTED("/routes/{}/plugins", ENTITY_PLUGIN, ENTITY_ROUTE, "route"),
+    COLLECTION("/upstreams", ENTITY_UPSTREAM),
+    NESTED("/upstreams/{}/targets", ENTITY_TARGET, ENTITY_UPSTREAM, "upstream"),
+    {"/upstreams/{}/health", admin_get_upstream_health, NULL, NULL, NULL, NULL, {0}},
+    COLLECTION("/consumers", ENTITY_CONSUMER),
+    NESTED("/consumers/{}/plugins", ENTITY_PLUGIN, ENTITY_CONSUMER, "consumer"),
+    COLLECTION("/plugins", ENTITY_PLUGIN),
+    COLLECTION("/certificates", ENTITY_CERTIFICATE),
+    NESTED("/certificates/{}/snis", ENTITY_SNI, ENTITY_CERTIFICATE, "certificate"),
+    COLLECTION("/snis", ENTITY_SNI),
+    COLLECTION("/ca_certificates", ENTITY_CA_CERTIFICATE),
+    {"/schemas/plugins/{}", admin_get_plugin_schema, NULL, NULL, NULL, NULL, {0}},
+    {"/schemas/{}", admin_get_schema, NULL, NULL, NULL, NULL, {0}},
 };
 
 /* Matches `path` against a pattern whose "{}" segments match any one
@@ -342,13 +380,37 @@ static void handle_request(struct admin_conn *ac) {
     const struct admin_route *route = NULL;
     for (size_t i = 0; i < sizeof admin_routes / sizeof admin_routes[0] && !route; i++)
         if (route_matches(admin_routes[i].path, path, &req)) route = &admin_routes[i];
-    if (!route) {
-        admin_error(&res, 404, "Not found");
-    } else if (ac->parser.method == HTTP_GET || ac->parser.method == HTTP_HEAD) {
-        route->get(a->state, &req, &res);
-    } else {
-        admin_error(&res, 405, "Method not allowed");
+    admin_handler handler = NULL;
+    if (route) {
+        req.endpoint = &route->endpoint;
+        req.content_type = ac->content_type;
+        switch (ac->parser.method) {
+        case HTTP_GET:
+        case HTTP_HEAD:
+            handler = route->get;
+            break;
+        case HTTP_POST:
+            handler = route->post;
+            break;
+        case HTTP_PUT:
+            handler = route->put;
+            break;
+        case HTTP_PATCH:
+            handler = route->patch;
+            break;
+        case HTTP_DELETE:
+            handler = route->del;
+            break;
+        default:
+            break;
+        }
     }
+    if (!route)
+        admin_error(&res, 404, "Not found");
+    else if (!handler)
+        admin_error(&res, 405, "Method not allowed");
+    else
+        handler(a->state, &req, &res);
     log_info("admin: %s %s -> %d", method, path, res.status);
     free(path);
     send_response(ac, &res);
@@ -361,6 +423,9 @@ static void reset_request(struct admin_conn *ac) {
     free(ac->authorization);
     ac->authorization = NULL;
     ac->authorization_len = 0;
+    free(ac->content_type);
+    ac->content_type = NULL;
+    ac->content_type_len = 0;
     ac->header_name_len = 0;
     ac->last_was_value = false;
     evbuffer_drain(ac->body, evbuffer_get_length(ac->body));

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/entity.h"
 #include "config/snapshot.h"
 
 #define ADMIN_MAX_HEAD_BYTES (32 * 1024)
@@ -27,8 +28,21 @@
 
 struct worker;
 
+/* What installing a new entity model came to. */
+enum commit_result {
+    COMMIT_OK,      /* compiled, persisted (with a store), published to every worker */
+    COMMIT_INVALID, /* the model does not compile (errs: "<plural>[<i>].<field>: message") */
+    COMMIT_FAILED   /* the store could not save it (errs: the reason); nothing changed */
+};
+
+/* Installs `model` (the caller keeps its reference) as the running configuration. */
+typedef enum commit_result (*admin_commit_fn)(void *ctx, json_t *model, struct errlist *errs);
+
 /* What the handlers may look at; owned by main.c's control state. */
 struct admin_state {
+    admin_commit_fn commit;
+    void *commit_ctx;
+    bool has_store; /* false: DB-less, entity writes are 405 (POST /config still works) */
     struct snapshot **snapshot; /* the current snapshot (control's reference) */
     uint64_t *config_version;
     struct worker **workers;
@@ -37,10 +51,20 @@ struct admin_state {
     struct timespec started;
 };
 
+/* What an entity endpoint serves: a kind, maybe nested under an owner
+ * ("/upstreams/{u}/targets": kind target, owner upstream, owner_field "upstream"). */
+struct admin_endpoint {
+    enum entity_kind kind;
+    enum entity_kind owner;
+    const char *owner_field; /* NULL when not nested */
+};
+
 struct admin_request {
     const char *method;
-    char *path;  /* percent-decoded, without the query */
-    char *query; /* raw, NULL when absent */
+    const struct admin_endpoint *endpoint; /* entity endpoints only */
+    const char *content_type;              /* NULL when absent */
+    char *path;                            /* percent-decoded, without the query */
+    char *query;                           /* raw, NULL when absent */
     const char *body;
     size_t body_len;
     /* Path segments matched by "{}" in the route pattern, in order
@@ -75,6 +99,14 @@ void admin_error(struct admin_response *res, int status, const char *message);
  * caller frees), or NULL. */
 char *admin_query_param(const struct admin_request *req, const char *name);
 
+/* The request body as a JSON object, or NULL after answering 415 (not application/json) or 400
+ * (malformed, with the byte offset; not an object). An empty body is {}. */
+json_t *admin_read_json(const struct admin_request *req, struct admin_response *res);
+/* 400 in Kong's schema-violation shape from "path: message" problems; paths starting with
+ * `prefix` (when set) are made relative to it. */
+void admin_schema_violation(struct admin_response *res, const struct errlist *errs,
+                            const char *prefix);
+
 /* Endpoint families (admin_info.c, admin_debug.c). */
 void admin_get_root(struct admin_state *st, const struct admin_request *req,
                     struct admin_response *res);
@@ -86,26 +118,28 @@ void admin_get_config(struct admin_state *st, const struct admin_request *req,
                       struct admin_response *res);
 void admin_get_debug_match(struct admin_state *st, const struct admin_request *req,
                            struct admin_response *res);
-/* Entities, read-only from the running snapshot (admin_entities.c). */
-void admin_list_services(struct admin_state *st, const struct admin_request *req,
+void admin_post_config(struct admin_state *st, const struct admin_request *req,
+                       struct admin_response *res);
+/* Entities (admin_entities.c): one implementation for every kind, driven by req->endpoint. */
+void admin_list_entities(struct admin_state *st, const struct admin_request *req,
                          struct admin_response *res);
-void admin_get_service(struct admin_state *st, const struct admin_request *req,
-                       struct admin_response *res);
-void admin_list_routes(struct admin_state *st, const struct admin_request *req,
-                       struct admin_response *res);
-void admin_get_route(struct admin_state *st, const struct admin_request *req,
-                     struct admin_response *res);
-void admin_list_service_routes(struct admin_state *st, const struct admin_request *req,
-                               struct admin_response *res);
+void admin_get_entity(struct admin_state *st, const struct admin_request *req,
+                      struct admin_response *res);
+void admin_create_entity(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res);
+void admin_update_entity(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res);
+void admin_upsert_entity(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res);
+void admin_delete_entity(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res);
 void admin_get_route_service(struct admin_state *st, const struct admin_request *req,
                              struct admin_response *res);
-void admin_list_upstreams(struct admin_state *st, const struct admin_request *req,
-                          struct admin_response *res);
-void admin_get_upstream(struct admin_state *st, const struct admin_request *req,
-                        struct admin_response *res);
-void admin_list_upstream_targets(struct admin_state *st, const struct admin_request *req,
-                                 struct admin_response *res);
+void admin_get_upstream_health(struct admin_state *st, const struct admin_request *req,
+                               struct admin_response *res);
 void admin_get_schema(struct admin_state *st, const struct admin_request *req,
                       struct admin_response *res);
+void admin_get_plugin_schema(struct admin_state *st, const struct admin_request *req,
+                             struct admin_response *res);
 
 #endif

@@ -1,96 +1,122 @@
-/* admin_entities: GET of services, routes, upstreams and targets in Kong's
- * shapes, read-only from the running snapshot, with Kong's pagination
- * (`size` 1..1000, default 100; an opaque `offset`; `next`) and `tags`
- * filters ("a,b": all of them; "a/b": any of them); and GET /schemas/{entity}.
- * Writes arrive with the store (issue 3). */
+/* admin_entities: Kong's entity endpoints over the running configuration's model.
+ *
+ * Reads (GET) page through the current snapshot's model with Kong's pagination (`size` 1..1000,
+ * default 100; an opaque `offset`; `next`) and `tags` filters ("a,b": all of them; "a/b": any).
+ * Writes (POST, PUT, PATCH, DELETE) validate the body against schemas/<kind>.json with the one
+ * schema validator, add what a schema cannot check (references, uniqueness), build a new model from
+ * shallow copies of the current one, and hand it to admin_commit(): compiled, persisted, published,
+ * or nothing changes. Errors are Kong's: 400 schema violation (code 2) with every field at once,
+ * 400 foreign key violation (code 4), 409 unique constraint violation (code 5), 404, 415. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "admin/admin.h"
+#include "config/model.h"
 #include "core/paths.h"
+#include "core/uuid.h"
 
 #define PAGE_DEFAULT 100
 #define PAGE_MAX 1000
 
-static const struct config *cfg(struct admin_state *st) {
-    return (*st->snapshot)->config;
+static const json_t *model(struct admin_state *st) {
+    return (*st->snapshot)->config->model;
 }
 
-/* Kong returns null for an unset list. */
-static json_t *list_or_null(char **items, size_t n) {
-    if (n == 0) return json_null();
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_string(items[i]));
-    return a;
+static const char *str(const json_t *e, const char *key) {
+    return json_string_value(json_object_get(e, key));
 }
 
-static json_t *service_json(const struct config *c, const struct service *s) {
-    return json_pack("{s:s, s:s?, s:s, s:s, s:i, s:s?, s:i, s:i, s:i, s:i, s:b, s:o, s:I, s:I}",
-                     "id", s->id, "name", s->name, "protocol", s->protocol, "host", s->host, "port",
-                     s->port, "path", s->path, "retries", s->retries, "connect_timeout",
-                     s->connect_timeout_ms, "write_timeout", s->write_timeout_ms, "read_timeout",
-                     s->read_timeout_ms, "enabled", s->enabled, "tags",
-                     list_or_null(s->tags, s->n_tags), "created_at", (json_int_t)c->loaded_at,
-                     "updated_at", (json_int_t)c->loaded_at);
+static const char *ref_id(const json_t *e, const char *field) {
+    return str(json_object_get(e, field), "id");
 }
 
-static json_t *route_json(const struct config *c, const struct route *r) {
-    json_t *headers = json_null();
-    if (r->n_headers) {
-        headers = json_object();
-        for (size_t i = 0; i < r->n_headers; i++)
-            json_object_set_new(headers, r->headers[i].name,
-                                list_or_null(r->headers[i].values, r->headers[i].n_values));
+/* ---- errors in Kong's shapes -------------------------------------------------------------------
+ */
+
+/* {"code": 2, "name": "schema violation", "message": "...", "fields": {"path": "message"}}:
+ * errlist items "path: message" below `prefix` ("routes[3]" when the problem was found in the
+ * whole model) become fields relative to the entity. */
+void admin_schema_violation(struct admin_response *res, const struct errlist *errs,
+                            const char *prefix) {
+    json_t *fields = json_object();
+    char *summary = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&summary, &len);
+    if (!f) abort();
+    size_t plen = prefix ? strlen(prefix) : 0;
+    for (size_t i = 0; i < errs->n; i++) {
+        const char *item = errs->items[i];
+        if (plen && !strncmp(item, prefix, plen)) {
+            item += plen;
+            if (*item == '.') item++;
+        }
+        const char *sep = strstr(item, ": ");
+        char *key = sep ? strndup(item, (size_t)(sep - item)) : strdup("@entity");
+        if (!key) abort();
+        const char *msg = sep ? sep + 2 : item;
+        if (!*key) {
+            free(key);
+            key = strdup("@entity");
+        }
+        if (!json_object_get(fields, key)) json_object_set_new(fields, key, json_string(msg));
+        fprintf(f, "%s%s: %s", i ? "; " : "", key, msg);
+        free(key);
     }
-    json_t *protocols = json_array();
-    if (r->protocols & ROUTE_PROTO_HTTP) json_array_append_new(protocols, json_string("http"));
-    if (r->protocols & ROUTE_PROTO_HTTPS) json_array_append_new(protocols, json_string("https"));
-    return json_pack("{s:s, s:s?, s:o, s:o, s:o, s:o, s:b, s:b, s:i, s:o, s:i, s:s, s:b, s:b, "
-                     "s:{s:s}, s:o, s:I, s:I}",
-                     "id", r->id, "name", r->name, "paths", list_or_null(r->paths, r->n_paths),
-                     "hosts", list_or_null(r->hosts, r->n_hosts), "methods",
-                     list_or_null(r->methods, r->n_methods), "headers", headers, "strip_path",
-                     r->strip_path, "preserve_host", r->preserve_host, "regex_priority",
-                     r->regex_priority, "protocols", protocols, "https_redirect_status_code",
-                     r->https_redirect_status_code, "path_handling", "v0", "request_buffering", 1,
-                     "response_buffering", 1, "service", "id", r->service->id, "tags",
-                     list_or_null(r->tags, r->n_tags), "created_at", (json_int_t)c->loaded_at,
-                     "updated_at", (json_int_t)c->loaded_at);
+    if (fclose(f) != 0) abort();
+    res->status = 400;
+    res->json = json_pack(
+        "{s:i, s:s, s:o, s:o}", "code", 2, "name", "schema violation", "message",
+        json_sprintf("%zu schema violation%s (%s)", errs->n, errs->n == 1 ? "" : "s", summary),
+        "fields", fields);
+    free(summary);
 }
 
-static json_t *upstream_json(const struct config *c, const struct upstream *u) {
-    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:I, s:I}", "id", u->id, "name", u->name,
-                     "algorithm", "round-robin", "slots", 10000, "hash_on", "none", "hash_fallback",
-                     "none", "tags", list_or_null(u->tags, u->n_tags), "created_at",
-                     (json_int_t)c->loaded_at, "updated_at", (json_int_t)c->loaded_at);
+static void unique_violation(struct admin_response *res, const char *field, const json_t *value) {
+    char *v = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
+    res->status = 409;
+    res->json = json_pack("{s:i, s:s, s:o, s:{s:O}}", "code", 5, "name",
+                          "unique constraint violation", "message",
+                          json_sprintf("UNIQUE violation detected on '{%s=%s}'", field, v ? v : ""),
+                          "fields", field, value);
+    free(v);
 }
 
-static json_t *target_json(const struct config *c, const struct upstream *u,
-                           const struct upstream_target *t) {
-    return json_pack("{s:s, s:s, s:i, s:{s:s}, s:I, s:I}", "id", t->id, "target", t->target,
-                     "weight", t->weight, "upstream", "id", u->id, "created_at",
-                     (json_int_t)c->loaded_at, "updated_at", (json_int_t)c->loaded_at);
+static void foreign_key_violation(struct admin_response *res, const char *field, const json_t *ref,
+                                  enum entity_kind target) {
+    char *v = json_dumps(ref, JSON_ENCODE_ANY | JSON_COMPACT);
+    res->status = 400;
+    res->json =
+        json_pack("{s:i, s:s, s:o, s:{s:O}}", "code", 4, "name", "foreign key violation", "message",
+                  json_sprintf("the foreign key '%s' does not reference an existing '%s' entity.",
+                               v ? v : "", entity_kinds[target].plural),
+                  "fields", field, ref);
+    free(v);
 }
 
-/* ---- tags and pagination ------------------------------------------------- */
+/* ---- tags and pagination ------------------------------------------------------------------------
+ */
 
-static bool has_tag(char **tags, size_t n, const char *tag, size_t len) {
-    for (size_t i = 0; i < n; i++)
-        if (strlen(tags[i]) == len && strncmp(tags[i], tag, len) == 0) return true;
+static bool has_tag(const json_t *tags, const char *tag, size_t len) {
+    size_t i;
+    json_t *t;
+    json_array_foreach(tags, i, t) {
+        if (json_string_length(t) == len && !strncmp(json_string_value(t), tag, len)) return true;
+    }
     return false;
 }
 
 /* Kong's filter: "a,b" needs every tag, "a/b" any of them. */
-static bool tags_match(const char *filter, char **tags, size_t n) {
+static bool tags_match(const char *filter, const json_t *tags) {
     if (!filter) return true;
     bool any = strchr(filter, '/') != NULL;
     const char *p = filter;
     for (;;) {
         size_t len = strcspn(p, any ? "/" : ",");
-        bool hit = has_tag(tags, n, p, len);
+        bool hit = has_tag(tags, p, len);
         if (any && hit) return true;
         if (!any && !hit) return false;
         if (!p[len]) return !any;
@@ -117,6 +143,7 @@ static bool page_read(const struct admin_request *req, struct admin_response *re
         bool ok = *v && !*end && errno == 0 && n >= 1 && n <= PAGE_MAX;
         free(v);
         if (!ok) {
+            free(pg->tags);
             admin_error(res, 400, "size: must be an integer from 1 to 1000");
             return false;
         }
@@ -130,6 +157,7 @@ static bool page_read(const struct admin_request *req, struct admin_response *re
         bool ok = *v && !*end && errno == 0;
         free(v);
         if (!ok) {
+            free(pg->tags);
             admin_error(res, 400, "offset: invalid (use the value a previous page returned)");
             return false;
         }
@@ -138,19 +166,25 @@ static bool page_read(const struct admin_request *req, struct admin_response *re
     return true;
 }
 
-/* Builds {"data": [...], "next": ..., "offset": ...} from the items that
- * pass the filter, `base` being the collection's path. */
-static void page_finish(struct admin_response *res, json_t *all, const struct page *pg,
-                        const char *base) {
+/* One page of the entities of `items` that pass the filters, as
+ * {"data": [...], "next": ..., "offset": ...}; `base` is the collection's path. */
+static void page_answer(struct admin_response *res, const json_t *items, const struct page *pg,
+                        const char *base, const char *owner_field, const char *owner_id) {
     json_t *data = json_array();
-    size_t n = json_array_size(all);
-    for (size_t i = pg->start; i < n && json_array_size(data) < pg->size; i++)
-        json_array_append(data, json_array_get(all, i));
-    size_t next = pg->start + json_array_size(data);
+    size_t n = json_array_size(items), i;
+    /* the offset counts positions in the collection, so a page boundary survives filters */
+    for (i = pg->start; i < n && json_array_size(data) < pg->size; i++) {
+        json_t *e = json_array_get(items, i);
+        if (owner_field &&
+            strcasecmp(ref_id(e, owner_field) ? ref_id(e, owner_field) : "", owner_id))
+            continue;
+        if (!tags_match(pg->tags, json_object_get(e, "tags"))) continue;
+        json_array_append(data, e);
+    }
     res->status = 200;
-    if (next < n) {
+    if (i < n) {
         char offset[32];
-        snprintf(offset, sizeof offset, "%zu", next);
+        snprintf(offset, sizeof offset, "%zu", i);
         res->json = json_pack("{s:o, s:o, s:s}", "data", data, "next",
                               json_sprintf("%s?offset=%s&size=%zu%s%s", base, offset, pg->size,
                                            pg->tags ? "&tags=" : "", pg->tags ? pg->tags : ""),
@@ -158,219 +192,495 @@ static void page_finish(struct admin_response *res, json_t *all, const struct pa
     } else {
         res->json = json_pack("{s:o, s:n}", "data", data, "next");
     }
-    json_decref(all);
     free(pg->tags);
 }
 
-/* ---- collections ------------------------------------------------------------ */
+/* ---- lookups
+ * ------------------------------------------------------------------------------------- */
 
-/* What the generic list/get code needs to know about one entity type. */
-struct entity_kind {
-    size_t (*count)(const struct config *c);
-    const char *(*id)(const struct config *c, size_t i);
-    const char *(*name)(const struct config *c, size_t i); /* NULL when unnamed */
-    char **(*tags)(const struct config *c, size_t i, size_t *n);
-    json_t *(*to_json)(const struct config *c, size_t i);
-};
-
-static size_t services_count(const struct config *c) {
-    return c->n_services;
-}
-static const char *services_id(const struct config *c, size_t i) {
-    return c->services[i].id;
-}
-static const char *services_name(const struct config *c, size_t i) {
-    return c->services[i].name;
-}
-static char **services_tags(const struct config *c, size_t i, size_t *n) {
-    *n = c->services[i].n_tags;
-    return c->services[i].tags;
-}
-static json_t *services_json(const struct config *c, size_t i) {
-    return service_json(c, &c->services[i]);
-}
-static const struct entity_kind services = {services_count, services_id, services_name,
-                                            services_tags, services_json};
-
-static size_t routes_count(const struct config *c) {
-    return c->n_routes;
-}
-static const char *routes_id(const struct config *c, size_t i) {
-    return c->routes[i].id;
-}
-static const char *routes_name(const struct config *c, size_t i) {
-    return c->routes[i].name;
-}
-static char **routes_tags(const struct config *c, size_t i, size_t *n) {
-    *n = c->routes[i].n_tags;
-    return c->routes[i].tags;
-}
-static json_t *routes_json(const struct config *c, size_t i) {
-    return route_json(c, &c->routes[i]);
-}
-static const struct entity_kind routes = {routes_count, routes_id, routes_name, routes_tags,
-                                          routes_json};
-
-static size_t upstreams_count(const struct config *c) {
-    return c->n_upstreams;
-}
-static const char *upstreams_id(const struct config *c, size_t i) {
-    return c->upstreams[i].id;
-}
-static const char *upstreams_name(const struct config *c, size_t i) {
-    return c->upstreams[i].name;
-}
-static char **upstreams_tags(const struct config *c, size_t i, size_t *n) {
-    *n = c->upstreams[i].n_tags;
-    return c->upstreams[i].tags;
-}
-static json_t *upstreams_json(const struct config *c, size_t i) {
-    return upstream_json(c, &c->upstreams[i]);
-}
-static const struct entity_kind upstreams = {upstreams_count, upstreams_id, upstreams_name,
-                                             upstreams_tags, upstreams_json};
-
-/* Index of the entity whose id or name is `key`, or -1. */
-static long find(const struct entity_kind *k, const struct config *c, const char *key) {
-    for (size_t i = 0; i < k->count(c); i++) {
-        const char *name = k->name(c, i);
-        if (strcmp(k->id(c, i), key) == 0 || (name && strcmp(name, key) == 0)) return (long)i;
-    }
-    return -1;
-}
-
-/* A page of the entities that pass the tags filter and `keep` (when set). */
-static void list(const struct entity_kind *k, struct admin_state *st,
-                 const struct admin_request *req, struct admin_response *res, const char *base,
-                 bool (*keep)(const struct config *, size_t, const void *), const void *arg) {
-    struct page pg;
-    if (!page_read(req, res, &pg)) return;
-    const struct config *c = cfg(st);
-    json_t *all = json_array();
-    for (size_t i = 0; i < k->count(c); i++) {
-        size_t n_tags;
-        char **tags = k->tags(c, i, &n_tags);
-        if ((!keep || keep(c, i, arg)) && tags_match(pg.tags, tags, n_tags))
-            json_array_append_new(all, k->to_json(c, i));
-    }
-    page_finish(res, all, &pg, base);
-}
-
-/* The entity named by the first path parameter, or -1 after a 404. */
-static long lookup(const struct entity_kind *k, struct admin_state *st,
-                   const struct admin_request *req, struct admin_response *res) {
-    long i = find(k, cfg(st), req->params[0]);
+/* The owner named by the first path parameter of a nested endpoint, or -1 after a 404. */
+static long find_owner(struct admin_state *st, const struct admin_endpoint *ep,
+                       const struct admin_request *req, struct admin_response *res) {
+    long i = model_find(model(st), ep->owner, req->params[0], NULL, NULL);
     if (i < 0) admin_error(res, 404, "Not found");
     return i;
 }
 
-static void get_one(const struct entity_kind *k, struct admin_state *st,
-                    const struct admin_request *req, struct admin_response *res) {
-    long i = lookup(k, st, req, res);
-    if (i < 0) return;
-    res->status = 200;
-    res->json = k->to_json(cfg(st), (size_t)i);
+static const char *owner_id(struct admin_state *st, const struct admin_endpoint *ep, long owner) {
+    return str(json_array_get(model_items(model(st), ep->owner), (size_t)owner), "id");
 }
 
-/* ---- handlers ------------------------------------------------------------------ */
+/* The entity the last path parameter names (within its owner for nested paths), or -1. */
+static long find_entity(struct admin_state *st, const struct admin_endpoint *ep,
+                        const struct admin_request *req, struct admin_response *res, long *owner) {
+    *owner = -1;
+    if (ep->owner_field) {
+        *owner = find_owner(st, ep, req, res);
+        if (*owner < 0) return -2;
+    }
+    const char *key = req->params[req->n_params - 1];
+    return model_find(model(st), ep->kind, key, ep->owner_field,
+                      ep->owner_field ? owner_id(st, ep, *owner) : NULL);
+}
 
-void admin_list_services(struct admin_state *st, const struct admin_request *req,
+/* ---- reads
+ * ---------------------------------------------------------------------------------------- */
+
+void admin_list_entities(struct admin_state *st, const struct admin_request *req,
                          struct admin_response *res) {
-    list(&services, st, req, res, "/services", NULL, NULL);
+    const struct admin_endpoint *ep = req->endpoint;
+    struct page pg;
+    long owner = -1;
+    if (ep->owner_field && (owner = find_owner(st, ep, req, res)) < 0) return;
+    if (!page_read(req, res, &pg)) return;
+    char base[600];
+    if (ep->owner_field)
+        snprintf(base, sizeof base, "/%s/%s/%s", entity_kinds[ep->owner].plural, req->params[0],
+                 entity_kinds[ep->kind].plural);
+    else
+        snprintf(base, sizeof base, "/%s", entity_kinds[ep->kind].plural);
+    page_answer(res, model_items(model(st), ep->kind), &pg, base, ep->owner_field,
+                ep->owner_field ? owner_id(st, ep, owner) : NULL);
 }
 
-void admin_get_service(struct admin_state *st, const struct admin_request *req,
-                       struct admin_response *res) {
-    get_one(&services, st, req, res);
+void admin_get_entity(struct admin_state *st, const struct admin_request *req,
+                      struct admin_response *res) {
+    long owner, i = find_entity(st, req->endpoint, req, res, &owner);
+    if (i == -2) return;
+    if (i < 0) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    res->status = 200;
+    res->json = json_incref(json_array_get(model_items(model(st), req->endpoint->kind), (size_t)i));
 }
 
-void admin_list_routes(struct admin_state *st, const struct admin_request *req,
-                       struct admin_response *res) {
-    list(&routes, st, req, res, "/routes", NULL, NULL);
-}
-
-static bool route_of_service(const struct config *c, size_t i, const void *service) {
-    return c->routes[i].service == service;
-}
-
-void admin_list_service_routes(struct admin_state *st, const struct admin_request *req,
-                               struct admin_response *res) {
-    long s = lookup(&services, st, req, res);
-    if (s < 0) return;
-    char base[320];
-    snprintf(base, sizeof base, "/services/%s/routes", req->params[0]);
-    list(&routes, st, req, res, base, route_of_service, &cfg(st)->services[s]);
-}
-
-void admin_get_route(struct admin_state *st, const struct admin_request *req,
-                     struct admin_response *res) {
-    get_one(&routes, st, req, res);
-}
-
+/* GET /routes/{r}/service */
 void admin_get_route_service(struct admin_state *st, const struct admin_request *req,
                              struct admin_response *res) {
-    long r = lookup(&routes, st, req, res);
-    if (r < 0) return;
+    long r = model_find(model(st), ENTITY_ROUTE, req->params[0], NULL, NULL);
+    if (r < 0) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    json_t *route = json_array_get(model_items(model(st), ENTITY_ROUTE), (size_t)r);
+    long s = model_find(model(st), ENTITY_SERVICE, ref_id(route, "service"), NULL, NULL);
     res->status = 200;
-    res->json = service_json(cfg(st), cfg(st)->routes[r].service);
+    res->json = json_incref(json_array_get(model_items(model(st), ENTITY_SERVICE), (size_t)s));
 }
 
-void admin_list_upstreams(struct admin_state *st, const struct admin_request *req,
-                          struct admin_response *res) {
-    list(&upstreams, st, req, res, "/upstreams", NULL, NULL);
+/* GET /upstreams/{u}/health: Weir has no health checks yet, so every target reports Kong's
+ * HEALTHCHECKS_OFF, which is what Kong says for an upstream with checks disabled. */
+void admin_get_upstream_health(struct admin_state *st, const struct admin_request *req,
+                               struct admin_response *res) {
+    long u = model_find(model(st), ENTITY_UPSTREAM, req->params[0], NULL, NULL);
+    if (u < 0) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    const char *uid = str(json_array_get(model_items(model(st), ENTITY_UPSTREAM), (size_t)u), "id");
+    json_t *data = json_array();
+    size_t i;
+    json_t *t;
+    json_array_foreach(model_items(model(st), ENTITY_TARGET), i, t) {
+        if (strcmp(ref_id(t, "upstream"), uid)) continue;
+        json_t *copy = json_copy(t);
+        json_object_set_new(copy, "health", json_string("HEALTHCHECKS_OFF"));
+        json_array_append_new(data, copy);
+    }
+    res->status = 200;
+    res->json =
+        json_pack("{s:o, s:n, s:{s:s}}", "data", data, "next", "node_id", "id", st->node_id);
 }
 
-void admin_get_upstream(struct admin_state *st, const struct admin_request *req,
-                        struct admin_response *res) {
-    get_one(&upstreams, st, req, res);
-}
-
-void admin_list_upstream_targets(struct admin_state *st, const struct admin_request *req,
-                                 struct admin_response *res) {
-    long u = lookup(&upstreams, st, req, res);
-    if (u < 0) return;
-    struct page pg;
-    if (!page_read(req, res, &pg)) return;
-    const struct config *c = cfg(st);
-    const struct upstream *up = &c->upstreams[u];
-    json_t *all = json_array();
-    for (size_t i = 0; i < up->n_targets; i++)
-        json_array_append_new(all, target_json(c, up, &up->targets[i]));
-    char base[320];
-    snprintf(base, sizeof base, "/upstreams/%s/targets", req->params[0]);
-    page_finish(res, all, &pg, base);
-}
-
-/* /schemas/{plural} serves schemas/{singular}.json from the data directory. */
+/* /schemas/{plural} serves schemas/{singular}.json, as compiled. */
 void admin_get_schema(struct admin_state *st, const struct admin_request *req,
                       struct admin_response *res) {
     (void)st;
-    static const char *const entities[][2] = {
-        {"services", "service"},
-        {"routes", "route"},
-        {"upstreams", "upstream"},
-        {"targets", "target"},
-        {"consumers", "consumer"},
-        {"plugins", "plugin"},
-        {"certificates", "certificate"},
-        {"snis", "sni"},
-        {"ca_certificates", "ca_certificate"},
-    };
-    const char *file = NULL;
-    for (size_t i = 0; i < sizeof entities / sizeof entities[0]; i++)
-        if (strcmp(entities[i][0], req->params[0]) == 0) file = entities[i][1];
-    if (!file) {
+    int k = entity_kind_find(req->params[0], false);
+    if (k < 0) {
         admin_error(res, 404, "No entity named that");
         return;
     }
-    char path[1024];
-    snprintf(path, sizeof path, "%s/schemas/%s.json", paths_data_dir(), file);
-    json_error_t jerr;
-    json_t *doc = json_load_file(path, 0, &jerr);
-    if (!doc) {
-        admin_error(res, 500, "schema file unreadable");
+    struct errlist errs;
+    errlist_init(&errs);
+    const struct schema *s = entity_schema((enum entity_kind)k, &errs);
+    errlist_free(&errs);
+    if (!s) {
+        admin_error(res, 500, "schema unavailable");
         return;
     }
     res->status = 200;
-    res->json = doc;
+    res->json = json_incref((json_t *)schema_document(s));
+}
+
+/* /schemas/plugins/{name}: plugin config schemas arrive with the plugin runtime. */
+void admin_get_plugin_schema(struct admin_state *st, const struct admin_request *req,
+                             struct admin_response *res) {
+    (void)st;
+    res->status = 404;
+    res->json = json_pack("{s:o}", "message", json_sprintf("No plugin named '%s'", req->params[0]));
+}
+
+/* ---- writes
+ * ----------------------------------------------------------------------------------------- */
+
+/* The request body as a JSON object, or NULL after answering 415 or 400. */
+json_t *admin_read_json(const struct admin_request *req, struct admin_response *res) {
+    if (req->body_len == 0) return json_object(); /* Kong: the schema says what is missing */
+    if (!req->content_type || strncasecmp(req->content_type, "application/json", 16) != 0 ||
+        (req->content_type[16] && req->content_type[16] != ';' && req->content_type[16] != ' ')) {
+        res->status = 415;
+        res->json = json_pack("{s:s}", "message", "Content-Type must be application/json");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!v) {
+        res->status = 400;
+        res->json = json_pack("{s:o}", "message",
+                              json_sprintf("malformed JSON at byte %d (line %d, column %d): %s",
+                                           jerr.position, jerr.line, jerr.column, jerr.text));
+        return NULL;
+    }
+    if (!json_is_object(v)) {
+        struct errlist errs;
+        errlist_init(&errs);
+        errlist_addf(&errs, NULL, "expected an object");
+        admin_schema_violation(res, &errs, NULL);
+        errlist_free(&errs);
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
+static bool writes_allowed(struct admin_state *st, const char *verb, enum entity_kind k,
+                           struct admin_response *res) {
+    const char *why = entity_unsupported(k);
+    if (why && strcmp(verb, "delete") != 0) {
+        struct errlist errs;
+        errlist_init(&errs);
+        errlist_addf(&errs, NULL, "%s %s", entity_kinds[k].plural, why);
+        admin_schema_violation(res, &errs, NULL);
+        errlist_free(&errs);
+        return false;
+    }
+    if (st->has_store) return true;
+    res->status = 405;
+    res->json = json_pack(
+        "{s:o}", "message",
+        json_sprintf("cannot %s '%s' entities when running without a store (weir.store is not "
+                     "set); replace the whole configuration with POST /config",
+                     verb, entity_kinds[k].plural));
+    return false;
+}
+
+/* Validates `input` (a user's entity) and turns it into the stored entity, references resolved
+ * against the current model. Answers 400 and returns NULL on any problem. */
+static json_t *prepare(struct admin_state *st, enum entity_kind k, json_t *input,
+                       struct admin_response *res) {
+    struct errlist errs;
+    errlist_init(&errs);
+    const struct schema *schema = entity_schema(k, &errs);
+    if (schema) schema_validate(schema, input, &errs);
+    if (errs.n == 0) entity_check(k, input, "", &errs);
+    if (errs.n) {
+        admin_schema_violation(res, &errs, NULL);
+        errlist_free(&errs);
+        return NULL;
+    }
+    errlist_free(&errs);
+    json_t *e = entity_normalize(k, input, (long long)time(NULL));
+    for (int r = 0; r < entity_kinds[k].n_refs; r++) {
+        const struct entity_ref *ref = &entity_kinds[k].refs[r];
+        json_t *given = json_object_get(input, ref->field);
+        if (!given || json_is_null(given)) continue;
+        char what[300];
+        long at = model_resolve_ref(model(st), ref->kind, given, what, sizeof what);
+        if (at < 0) {
+            foreign_key_violation(res, ref->field, given, ref->kind);
+            json_decref(e);
+            return NULL;
+        }
+        json_t *target = json_array_get(model_items(model(st), ref->kind), (size_t)at);
+        json_object_set_new(e, ref->field, json_pack("{s:s}", "id", str(target, "id")));
+    }
+    return e;
+}
+
+/* Checks a required reference the body may leave out (a top-level route needs a service). */
+static bool required_refs_present(enum entity_kind k, const json_t *e, struct admin_response *res) {
+    for (int r = 0; r < entity_kinds[k].n_refs; r++) {
+        const struct entity_ref *ref = &entity_kinds[k].refs[r];
+        if (ref->required && !ref_id(e, ref->field)) {
+            struct errlist errs;
+            errlist_init(&errs);
+            errlist_addf(&errs, ref->field, "required field missing");
+            admin_schema_violation(res, &errs, NULL);
+            errlist_free(&errs);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A model equal to the current one except that kind k's array is `items`. */
+static json_t *model_with(struct admin_state *st, enum entity_kind k, json_t *items) {
+    json_t *m = json_copy((json_t *)model(st));
+    json_object_set_new(m, entity_kinds[k].plural, items);
+    return m;
+}
+
+/* Compiles and installs `m`. On failure answers 400 (problems found in the entity at index
+ * `at` of kind k are reported as its fields) or 500, and nothing changes. */
+static bool install(struct admin_state *st, json_t *m, enum entity_kind k, long at,
+                    struct admin_response *res) {
+    struct errlist errs;
+    errlist_init(&errs);
+    enum commit_result r = st->commit(st->commit_ctx, m, &errs);
+    if (r == COMMIT_FAILED) {
+        res->status = 500;
+        res->json = json_pack("{s:s, s:s}", "message", "the change could not be saved", "reason",
+                              errs.n ? errs.items[0] : "");
+    } else if (r == COMMIT_INVALID) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "%s[%ld]", entity_kinds[k].plural, at);
+        admin_schema_violation(res, &errs, prefix);
+    }
+    errlist_free(&errs);
+    json_decref(m);
+    return r == COMMIT_OK;
+}
+
+/* Inserts or replaces (at index `at`, -1: append) the prepared entity `e` after the uniqueness
+ * checks; answers `status` with the stored entity. Takes `e`. */
+static void store_entity(struct admin_state *st, enum entity_kind k, json_t *e, long at, int status,
+                         struct admin_response *res) {
+    const char *field = NULL;
+    long clash = model_conflict(model(st), k, e, at, &field);
+    if (clash >= 0) {
+        json_t *value = json_object_get(e, field);
+        if (!strcmp(field, "paths")) {
+            json_t *other = json_array_get(model_items(model(st), k), (size_t)clash);
+            res->status = 409;
+            res->json = json_pack(
+                "{s:i, s:s, s:o, s:{s:s}}", "code", 5, "name", "unique constraint violation",
+                "message",
+                json_sprintf("route %s already matches the same paths, hosts, methods and headers",
+                             str(other, "id")),
+                "fields", "id", str(other, "id"));
+        } else {
+            unique_violation(res, field, value ? value : json_null());
+        }
+        json_decref(e);
+        return;
+    }
+    json_t *items = json_copy(model_items(model(st), k));
+    if (at < 0) {
+        at = (long)json_array_size(items);
+        json_array_append(items, e);
+    } else {
+        json_array_set(items, (size_t)at, e);
+    }
+    if (install(st, model_with(st, k, items), k, at, res)) {
+        res->status = status;
+        res->json = json_incref(e);
+    }
+    json_decref(e);
+}
+
+/* Sets the owner reference of a nested endpoint into `input` (after validation: a target's schema
+ * has no `upstream`, since nesting implies it). */
+static void set_owner(struct admin_state *st, const struct admin_endpoint *ep, long owner,
+                      json_t *e) {
+    json_object_set_new(e, ep->owner_field, json_pack("{s:s}", "id", owner_id(st, ep, owner)));
+}
+
+void admin_create_entity(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res) {
+    const struct admin_endpoint *ep = req->endpoint;
+    if (!writes_allowed(st, "create", ep->kind, res)) return;
+    long owner = -1;
+    if (ep->owner_field && (owner = find_owner(st, ep, req, res)) < 0) return;
+    json_t *input = admin_read_json(req, res);
+    if (!input) return;
+    if (ep->owner_field) json_object_del(input, ep->owner_field); /* the path says it */
+    json_t *e = prepare(st, ep->kind, input, res);
+    json_decref(input);
+    if (!e) return;
+    if (ep->owner_field) set_owner(st, ep, owner, e);
+    if (!required_refs_present(ep->kind, e, res)) {
+        json_decref(e);
+        return;
+    }
+    if (!str(e, "id")) {
+        char id[37];
+        uuid_v4(id);
+        json_object_set_new(e, "id", json_string(id));
+    }
+    store_entity(st, ep->kind, e, -1, 201, res);
+}
+
+/* The stored entity as input again: what PATCH merges into and validates. */
+static json_t *as_input(enum entity_kind k, const json_t *stored, const struct admin_endpoint *ep) {
+    json_t *in = json_copy((json_t *)stored);
+    if (ep->owner_field || k == ENTITY_TARGET) json_object_del(in, "upstream");
+    return in;
+}
+
+void admin_update_entity(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res) {
+    const struct admin_endpoint *ep = req->endpoint;
+    if (!writes_allowed(st, "update", ep->kind, res)) return;
+    long owner, at = find_entity(st, ep, req, res, &owner);
+    if (at == -2) return;
+    if (at < 0) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    json_t *body = admin_read_json(req, res);
+    if (!body) return;
+    const json_t *stored = json_array_get(model_items(model(st), ep->kind), (size_t)at);
+    json_t *input = as_input(ep->kind, stored, ep);
+    if (ep->kind == ENTITY_SERVICE && json_object_get(body, "url")) {
+        /* url stands for these four together */
+        static const char *const parts[] = {"protocol", "host", "port", "path"};
+        for (size_t i = 0; i < 4; i++)
+            json_object_del(input, parts[i]);
+    }
+    if (ep->owner_field) json_object_del(body, ep->owner_field);
+    json_object_update(input, body);
+    json_object_del(input, "updated_at");
+    json_object_set(input, "id", json_object_get(stored, "id")); /* ids never change */
+    json_decref(body);
+    json_t *e = prepare(st, ep->kind, input, res);
+    json_decref(input);
+    if (!e) return;
+    if (ep->kind == ENTITY_TARGET)
+        json_object_set(e, "upstream", json_object_get(stored, "upstream"));
+    json_object_set(e, "created_at", json_object_get(stored, "created_at"));
+    store_entity(st, ep->kind, e, at, 200, res);
+}
+
+void admin_upsert_entity(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res) {
+    const struct admin_endpoint *ep = req->endpoint;
+    if (!writes_allowed(st, "update", ep->kind, res)) return;
+    long owner, at = find_entity(st, ep, req, res, &owner);
+    if (at == -2) return;
+    json_t *input = admin_read_json(req, res);
+    if (!input) return;
+    const char *key = req->params[req->n_params - 1];
+    const json_t *stored =
+        at >= 0 ? json_array_get(model_items(model(st), ep->kind), (size_t)at) : NULL;
+    if (ep->owner_field) json_object_del(input, ep->owner_field);
+    /* The path names the entity: by id, or by its endpoint key (Kong's upsert by name). */
+    if (stored)
+        json_object_set(input, "id", json_object_get(stored, "id"));
+    else if (uuid_valid(key))
+        json_object_set_new(input, "id", json_string(key));
+    if (!uuid_valid(key) && entity_kinds[ep->kind].endpoint_key)
+        json_object_set_new(input, entity_kinds[ep->kind].endpoint_key, json_string(key));
+    json_object_del(input, "created_at");
+    json_object_del(input, "updated_at");
+    json_t *e = prepare(st, ep->kind, input, res);
+    json_decref(input);
+    if (!e) return;
+    if (ep->owner_field) set_owner(st, ep, owner, e);
+    if (!required_refs_present(ep->kind, e, res)) {
+        json_decref(e);
+        return;
+    }
+    if (!str(e, "id")) {
+        char id[37];
+        uuid_v4(id);
+        json_object_set_new(e, "id", json_string(id));
+    }
+    if (stored) json_object_set(e, "created_at", json_object_get(stored, "created_at"));
+    store_entity(st, ep->kind, e, at, 200, res);
+}
+
+/* Marks entity `i` of kind k and, through owner references, everything it owns. */
+static void mark_owned(const json_t *m, enum entity_kind k, size_t i, bool *dead[ENTITY_KINDS]) {
+    dead[k][i] = true;
+    const char *id = str(json_array_get(model_items(m, k), i), "id");
+    for (int other = 0; other < ENTITY_KINDS; other++) {
+        for (int r = 0; r < entity_kinds[other].n_refs; r++) {
+            const struct entity_ref *ref = &entity_kinds[other].refs[r];
+            if (ref->kind != k || !ref->owner) continue;
+            size_t j;
+            json_t *e;
+            json_array_foreach(model_items(m, other), j, e) {
+                if (!dead[other][j] && ref_id(e, ref->field) && !strcmp(ref_id(e, ref->field), id))
+                    mark_owned(m, other, j, dead);
+            }
+        }
+    }
+}
+
+void admin_delete_entity(struct admin_state *st, const struct admin_request *req,
+                         struct admin_response *res) {
+    const struct admin_endpoint *ep = req->endpoint;
+    if (!writes_allowed(st, "delete", ep->kind, res)) return;
+    long owner, at = find_entity(st, ep, req, res, &owner);
+    if (at == -2) return;
+    if (at < 0) { /* Kong: deleting what is not there succeeds */
+        res->status = 204;
+        return;
+    }
+    const json_t *m = model(st);
+    char *cascade = admin_query_param(req, "cascade");
+    bool cascading = cascade && !strcmp(cascade, "true");
+    free(cascade);
+    bool *dead[ENTITY_KINDS];
+    for (int k = 0; k < ENTITY_KINDS; k++)
+        dead[k] = calloc(json_array_size(model_items(m, k)) + 1, sizeof(bool));
+    mark_owned(m, ep->kind, (size_t)at, dead);
+    /* Entities that need what is deleted (routes of a service) block it, unless cascading. */
+    const char *id = str(json_array_get(model_items(m, ep->kind), (size_t)at), "id");
+    json_t *blockers = json_array();
+    const char *blocker_kind = NULL;
+    for (int other = 0; other < ENTITY_KINDS; other++) {
+        for (int r = 0; r < entity_kinds[other].n_refs; r++) {
+            const struct entity_ref *ref = &entity_kinds[other].refs[r];
+            if (ref->kind != ep->kind || ref->owner) continue;
+            size_t j;
+            json_t *e;
+            json_array_foreach(model_items(m, other), j, e) {
+                if (dead[other][j] || !ref_id(e, ref->field) || strcmp(ref_id(e, ref->field), id))
+                    continue;
+                if (cascading) {
+                    mark_owned(m, other, j, dead);
+                } else {
+                    json_array_append_new(blockers, json_string(str(e, "id")));
+                    blocker_kind = entity_kinds[other].plural;
+                }
+            }
+        }
+    }
+    if (json_array_size(blockers)) {
+        res->status = 400;
+        res->json = json_pack(
+            "{s:i, s:s, s:o, s:{s:s, s:O}}", "code", 4, "name", "foreign key violation", "message",
+            json_sprintf("an existing '%s' entity references this '%s' entity (delete them first, "
+                         "or add ?cascade=true)",
+                         blocker_kind, entity_kinds[ep->kind].plural),
+            "fields", "@referenced_by", blocker_kind, "ids", blockers);
+    } else {
+        json_t *next = json_copy((json_t *)m);
+        for (int k = 0; k < ENTITY_KINDS; k++) {
+            json_t *items = json_array();
+            size_t j;
+            json_t *e;
+            json_array_foreach(model_items(m, k), j, e) {
+                if (!dead[k][j]) json_array_append(items, e);
+            }
+            json_object_set_new(next, entity_kinds[k].plural, items);
+        }
+        if (install(st, next, ep->kind, -1, res)) res->status = 204;
+    }
+    json_decref(blockers);
+    for (int k = 0; k < ENTITY_KINDS; k++)
+        free(dead[k]);
 }

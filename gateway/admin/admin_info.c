@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "admin/admin.h"
+#include "config/model.h"
 #include "core/metrics.h"
 #include "core/worker.h"
 
@@ -63,14 +64,48 @@ void admin_get_metrics(struct admin_state *st, const struct admin_request *req,
     res->text_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
+/* The entities as a declarative document (server settings are the config file's: they hold the
+ * admin token and listeners, and change only with a reload). Round-trips through POST /config. */
 void admin_get_config(struct admin_state *st, const struct admin_request *req,
                       struct admin_response *res) {
     (void)req;
-    const struct config *c = (*st->snapshot)->config;
-    json_t *doc = json_deep_copy(c->source_json);
-    /* The server settings carry the admin token: never echo it. */
-    json_t *weir = json_object_get(doc, "weir");
-    if (json_is_object(weir)) json_object_del(weir, "admin_token");
     res->status = 200;
-    res->json = doc;
+    res->json = model_export((*st->snapshot)->config->model);
+}
+
+/* Replaces every entity at once: all valid, or nothing changes. Also the only write in DB-less
+ * mode (no weir.store), as in Kong; there the result lasts until the next reload or restart. */
+void admin_post_config(struct admin_state *st, const struct admin_request *req,
+                       struct admin_response *res) {
+    json_t *doc = admin_read_json(req, res);
+    if (!doc) return;
+    struct errlist errs;
+    errlist_init(&errs);
+    if (json_object_get(doc, "weir"))
+        errlist_addf(&errs, "weir",
+                     "server settings cannot change through the admin API; edit the config file "
+                     "and reload (SIGHUP)");
+    json_t *model = errs.n ? NULL : config_model_from_doc(doc, NULL, &errs);
+    json_decref(doc);
+    enum commit_result r = model ? st->commit(st->commit_ctx, model, &errs) : COMMIT_INVALID;
+    if (r == COMMIT_OK) {
+        const struct config *c = (*st->snapshot)->config;
+        json_t *counts = json_object();
+        for (int k = 0; k < ENTITY_KINDS; k++)
+            json_object_set_new(counts, entity_kinds[k].plural,
+                                json_integer((json_int_t)json_array_size(
+                                    model_items(c->model, (enum entity_kind)k))));
+        res->status = 201;
+        res->json =
+            json_pack("{s:I, s:s, s:o}", "configuration_version", (json_int_t)*st->config_version,
+                      "configuration_hash", c->hash, "entities", counts);
+    } else if (r == COMMIT_FAILED) {
+        res->status = 500;
+        res->json = json_pack("{s:s, s:s}", "message", "the configuration could not be saved",
+                              "reason", errs.n ? errs.items[0] : "");
+    } else {
+        admin_schema_violation(res, &errs, NULL);
+    }
+    json_decref(model);
+    errlist_free(&errs);
 }

@@ -2,12 +2,13 @@
  *
  * config_load_file()/config_load_string() read Kong-shaped declarative JSON
  * (`_format_version` "3.0", `services` with nested `routes`, top-level `routes`
- * naming a `service`, `upstreams` with `targets`, and Weir's own `weir` object),
- * check every field (unknown keys, wrong types, bad values, unsupported Kong
- * fields are all errors naming the field), fill documented defaults, give
- * entities without an `id` a deterministic UUIDv5, and resolve references
- * (route -> service, service host -> upstream). On any problem they return NULL
- * and append every problem to `errs` as "path.to.field: message".
+ * naming a `service`, `upstreams` with `targets`, `consumers`, and Weir's own
+ * `weir` object). The document is checked by the schema validator against
+ * schemas/declarative.json (every field: unknown keys, wrong types, bad values,
+ * unsupported Kong fields), then flattened into a model (config/model.h: defaults
+ * filled, ids derived, references resolved, uniqueness checked) and compiled into
+ * the structs below (addresses resolved). On any problem they return NULL and
+ * append every problem to `errs` as "path.to.field: message".
  *
  * A struct config is immutable once returned and owned by whoever loaded it;
  * config_free() releases it. Pure data: no sockets, no event loop, any thread. */
@@ -66,7 +67,8 @@ struct weir_settings {
     char *error_log;  /* absolute path or "-" for stderr */
     enum log_level log_level;
     struct weir_limits limits;
-    char *admin_token;              /* NULL: none (admin API on loopback only) */
+    char *admin_token; /* NULL: none (admin API on loopback only) */
+    char *store_path;  /* weir.store.path, absolute; NULL: no store (DB-less) */
 };
 
 struct upstream_target {
@@ -147,10 +149,12 @@ struct config {
     size_t n_routes;
     struct upstream *upstreams;
     size_t n_upstreams;
-    char *source_path; /* absolute path of the file, NULL for embedded */
-    char *hash;        /* hex SHA-256 of the source text */
-    struct json_t *source_json; /* the document as loaded (jansson, owned) */
-    long long loaded_at;        /* Unix seconds: created_at/updated_at of file entities */
+    char *source_path;        /* absolute path of the file, NULL for embedded */
+    char *hash;               /* hex SHA-256 of the entities as exported (model_export) */
+    struct json_t *model;     /* the entities (config/model.h), owned, never changed */
+    struct json_t *weir_json; /* the validated `weir` object, NULL when absent */
+    char *base_dir;           /* relative paths in `weir` resolve against it */
+    long long loaded_at;      /* Unix seconds */
 };
 
 /* Load and validate. `path` is the file name; relative paths inside resolve
@@ -159,6 +163,18 @@ struct config *config_load_file(const char *path, struct errlist *errs);
 /* Same for JSON text; `base_dir` resolves relative paths (NULL: cwd). */
 struct config *config_load_string(const char *json, size_t len, const char *base_dir,
                                   struct errlist *errs);
+/* Parses JSON text (duplicate keys refused) that must be an object; errors give line, column
+ * and byte offset. */
+struct json_t *config_parse(const char *text, size_t len, struct errlist *errs);
+/* Validates a declarative document and flattens its entities into a model (origins as in
+ * model.h when not NULL); NULL with every problem in errs. */
+struct json_t *config_model_from_doc(const struct json_t *doc, struct json_t **origins,
+                                     struct errlist *errs);
+/* A config with `base`'s server settings and the entities of `model` (checked by the caller;
+ * a reference is taken). Addresses `base` resolved for the same host and port are reused, so an
+ * admin change costs no DNS lookups for what did not change. NULL with problems in errs. */
+struct config *config_with_model(const struct config *base, struct json_t *model,
+                                 struct errlist *errs);
 /* The embedded default configuration used by `weir` with no -c. */
 extern const char config_default_json[];
 void config_free(struct config *c);

@@ -10,6 +10,8 @@ const char *http_reason_phrase(int status) {
         return "Switching Protocols";
     case 200:
         return "OK";
+    case 201:
+        return "Created";
     case 204:
         return "No Content";
     case 301:
@@ -32,8 +34,12 @@ const char *http_reason_phrase(int status) {
         return "Method Not Allowed";
     case 408:
         return "Request Timeout";
+    case 409:
+        return "Conflict";
     case 413:
         return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
     case 426:
         return "Upgrade Required";
     case 429:

@@ -78,7 +78,7 @@ def test_short_tokens_are_refused():
     cfg["weir"]["admin_token"] = "short"
     rc, out, err = run_weir(["-t", "-c", write_config_file(cfg)])
     assert_eq(rc, 1, "exit status of weir -t", out + err)
-    check("weir.admin_token: must be at least 16 characters" in err, err)
+    check("weir.admin_token: must be a string of at least 16 characters" in err, err)
 
 
 def test_unknown_paths_are_404_and_wrong_methods_405_in_json():

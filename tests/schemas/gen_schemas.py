@@ -121,8 +121,8 @@ DEFS = {
     "tags": d("Tags: strings, each non-empty, without \",\", \"/\" or control characters."
               + NULL_NOTE, type=nullable("array"),
               items=d("A tag.", type="string", pattern=P["tag"], errorMessage=MSG["tag"])),
-    "timestamp": d("Unix time in seconds, set by the admin API; read-only: accepted on input "
-                   "(as in a Kong export) and ignored.", type=nullable("integer")),
+    "timestamp": d("Unix time in seconds. Kept when given (a Kong export, GET /config or the store "
+                   "loads back unchanged); otherwise the time of the load or the admin change.", type=nullable("integer")),
     "inert": d("A Kong field Weir does not support yet: only `null` or `[]` (which configure "
                "nothing) are accepted, so a Kong file never loads with something silently "
                "ignored.", enum=[None, []], errorMessage=NOT_SUPPORTED),
@@ -261,7 +261,8 @@ def route_schema():
         "type": "object",
         "properties": props,
         "additionalProperties": False,
-        "anyOf": cond,
+        "allOf": [{"anyOf": cond,
+                   "errorMessage": "must have at least one of paths, hosts, methods, headers"}],
     }
 
 
@@ -433,11 +434,13 @@ def consumer_schema():
     })
     return {"title": "Consumer",
             "description": "A consumer: a user or application of the APIs (Kong's consumer "
-                           "entity). Weir does not load consumers yet.",
+                           "entity). Credentials (jwt, key-auth) arrive with those plugins.",
             "type": "object", "properties": props, "additionalProperties": False,
-            "anyOf": [{"required": ["username"], "properties": {"username": {"type": "string"}}},
-                      {"required": ["custom_id"],
-                       "properties": {"custom_id": {"type": "string"}}}]}
+            "allOf": [{"anyOf": [{"required": ["username"],
+                                  "properties": {"username": {"type": "string"}}},
+                                 {"required": ["custom_id"],
+                                  "properties": {"custom_id": {"type": "string"}}}],
+                       "errorMessage": "must have a username or a custom_id"}]}
 
 
 def plugin_schema():
@@ -590,6 +593,23 @@ def weir_schema():
                            errorMessage="must be one of debug, info, notice, warn, error"),
             "limits": d("Request and connection limits." + NULL_NOTE, type=nullable("object"),
                         properties=limits, additionalProperties=False),
+            "admin_token": d("Bearer token every admin API request must present "
+                             "(`Authorization: Bearer <token>`); required before admin_listen "
+                             "may leave loopback. At least 16 characters." + NULL_NOTE,
+                             type=nullable("string"), minLength=16,
+                             errorMessage="must be a string of at least 16 characters"),
+            "store": d("Where admin API changes persist. {\"type\": \"file\", \"path\": ...} "
+                       "(relative to the configuration file's directory): every accepted change is "
+                       "written there before it is answered, and on start a non-empty store "
+                       "replaces the file's entities. null (the default for a file): no store, "
+                       "entities come from the file and the admin API accepts only POST /config "
+                       "(Kong's DB-less mode).", type=nullable("object"),
+                       properties={"type": d("The backend; only \"file\" for now.",
+                                             const="file",
+                                             errorMessage="must be \"file\" (the only store "
+                                                          "type for now)"),
+                                   "path": d("The state file.", type="string", minLength=1)},
+                       required=["type", "path"], additionalProperties=False),
         },
         "additionalProperties": False,
     }
@@ -699,7 +719,8 @@ def declarative_schema():
                          "plugin issue): only null or [] is accepted today.",
                          type=nullable("array"), maxItems=0, items=ref("plugin"),
                          errorMessage=PLUGINS_NOT_SUPPORTED),
-            "consumers": later("consumer", "Consumers."),
+            "consumers": d("Consumers." + NULL_NOTE, type=nullable("array"),
+                           items=ref("consumer")),
             "certificates": later("certificate", "TLS certificates."),
             "snis": later("sni", "Server names of certificates."),
             "ca_certificates": later("ca_certificate", "CA certificates."),

@@ -617,7 +617,7 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "port (1 to 65535), such as \"10.0.0.1:8080\", \"example.com\" or \"[::1]:8080\"",
         "upstreams[0].targets[0].id: must be a UUID",
         "plugins: plugins are not supported yet (see the plugin issue)",
-        "consumers: not supported yet (only null or [] is accepted)",
+        "consumers[0]: must have a username or a custom_id",
         "vaults: not supported yet (only null or [] is accepted)",
     };
     /* clang-format on */

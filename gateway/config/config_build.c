@@ -1,0 +1,224 @@
+/* config_build: compiles a checked model (config/model.h) into struct config.
+ *
+ * Only transformations happen here: the schema validator and model_check() have already refused
+ * everything invalid. What remains is what the request path needs precomputed: addresses
+ * resolved (getaddrinfo, the one check that needs the outside world), services linked to the
+ * upstream they name, the Host header to send, route protocol bits and order. */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/config_build.h"
+#include "config/config_fields.h"
+
+static const char *str(const json_t *e, const char *key) {
+    return json_string_value(json_object_get(e, key));
+}
+
+static int int_or(const json_t *e, const char *key, int def) {
+    const json_t *v = json_object_get(e, key);
+    /* JSON Schema counts 2.0 as an integer, so a number may arrive as a real */
+    return json_is_number(v) ? (int)json_number_value(v) : def;
+}
+
+static bool bool_or(const json_t *e, const char *key, bool def) {
+    const json_t *v = json_object_get(e, key);
+    return json_is_boolean(v) ? json_is_true(v) : def;
+}
+
+static char *dup_or_null(const char *s) {
+    return s ? field_xstrdup(s) : NULL;
+}
+
+static char **strings(const json_t *arr, size_t *n) {
+    *n = json_array_size(arr);
+    char **out = field_alloc_array(*n, sizeof *out);
+    for (size_t i = 0; i < *n; i++)
+        out[i] = field_xstrdup(json_string_value(json_array_get(arr, i)));
+    return out;
+}
+
+/* Entity i of kind k as messages name it. */
+static const char *where(const struct build *b, enum entity_kind k, size_t i, char *buf,
+                         size_t len) {
+    return model_origin(b->origins, k, i, buf, len);
+}
+
+static void resolve(struct build *b, const char *host, int port, const char *path,
+                    const char *field, struct sockaddr_storage *addr, socklen_t *len) {
+    /* an address the previous config resolved for the same host and port is reused: admin
+     * changes must not pay one lookup per service */
+    if (b->prev_index) {
+        char key[FIELD_HOST_MAX + 16];
+        snprintf(key, sizeof key, "%s:%d", host, port);
+        json_t *at = json_object_get(b->prev_index, key);
+        if (at) {
+            const struct resolved_addr *r = &b->prev_addrs[json_integer_value(at)];
+            memcpy(addr, &r->addr, r->len);
+            *len = r->len;
+            return;
+        }
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    char port_str[8];
+    snprintf(port_str, sizeof port_str, "%d", port);
+    int rc = getaddrinfo(host, port_str, &hints, &res);
+    if (rc != 0 || !res || res->ai_addrlen > sizeof *addr) {
+        field_error(b->errs, path, field, "cannot resolve \"%s\": %s", host,
+                    rc == EAI_SYSTEM ? strerror(errno)
+                    : rc             ? gai_strerror(rc)
+                                     : "no address");
+    } else {
+        memcpy(addr, res->ai_addr, res->ai_addrlen);
+        *len = res->ai_addrlen;
+    }
+    if (res) freeaddrinfo(res);
+}
+
+static void build_upstreams(struct build *b) {
+    struct config *c = b->c;
+    json_t *ups = model_items(c->model, ENTITY_UPSTREAM);
+    json_t *targets = model_items(c->model, ENTITY_TARGET);
+    c->n_upstreams = json_array_size(ups);
+    c->upstreams = field_alloc_array(c->n_upstreams, sizeof *c->upstreams);
+    json_t *index = json_object(); /* upstream id -> position */
+    size_t i;
+    json_t *e;
+    json_array_foreach(ups, i, e) {
+        struct upstream *u = &c->upstreams[i];
+        memcpy(u->id, str(e, "id"), WEIR_UUID_LEN + 1);
+        u->name = field_xstrdup(str(e, "name"));
+        u->tags = strings(json_object_get(e, "tags"), &u->n_tags);
+        json_object_set_new(index, u->id, json_integer((json_int_t)i));
+        json_object_set_new(b->upstream_names, u->name, json_integer((json_int_t)i));
+    }
+    /* count, then fill, keeping the targets' order */
+    json_array_foreach(targets, i, e) {
+        json_t *pos = json_object_get(index, str(json_object_get(e, "upstream"), "id"));
+        c->upstreams[json_integer_value(pos)].n_targets++;
+    }
+    for (size_t u = 0; u < c->n_upstreams; u++) {
+        c->upstreams[u].targets =
+            field_alloc_array(c->upstreams[u].n_targets, sizeof *c->upstreams[u].targets);
+        c->upstreams[u].n_targets = 0;
+    }
+    json_array_foreach(targets, i, e) {
+        json_t *pos = json_object_get(index, str(json_object_get(e, "upstream"), "id"));
+        struct upstream *u = &c->upstreams[json_integer_value(pos)];
+        struct upstream_target *t = &u->targets[u->n_targets++];
+        memcpy(t->id, str(e, "id"), WEIR_UUID_LEN + 1);
+        t->target = field_xstrdup(str(e, "target"));
+        char host[FIELD_HOST_MAX];
+        bool bracketed;
+        field_host_port_split(t->target, host, &t->port, &bracketed);
+        t->host = field_xstrdup(host);
+        t->weight = int_or(e, "weight", 100);
+        char buf[FIELD_PATH_MAX];
+        resolve(b, t->host, t->port, where(b, ENTITY_TARGET, i, buf, sizeof buf), "target",
+                &t->addr, &t->addrlen);
+    }
+    json_decref(index);
+}
+
+static void build_services(struct build *b) {
+    struct config *c = b->c;
+    json_t *items = model_items(c->model, ENTITY_SERVICE);
+    c->n_services = json_array_size(items);
+    c->services = field_alloc_array(c->n_services, sizeof *c->services);
+    size_t i;
+    json_t *e;
+    json_array_foreach(items, i, e) {
+        struct service *s = &c->services[i];
+        memcpy(s->id, str(e, "id"), WEIR_UUID_LEN + 1);
+        s->name = dup_or_null(str(e, "name"));
+        s->protocol = field_xstrdup(str(e, "protocol") ? str(e, "protocol") : "http");
+        s->host = field_xstrdup(str(e, "host"));
+        s->port = int_or(e, "port", 80);
+        s->path = dup_or_null(str(e, "path"));
+        s->connect_timeout_ms = int_or(e, "connect_timeout", 60000);
+        s->read_timeout_ms = int_or(e, "read_timeout", 60000);
+        s->write_timeout_ms = int_or(e, "write_timeout", 60000);
+        s->retries = int_or(e, "retries", 5);
+        s->enabled = bool_or(e, "enabled", true);
+        s->tags = strings(json_object_get(e, "tags"), &s->n_tags);
+        json_t *u = json_object_get(b->upstream_names, s->host); /* both lower case */
+        if (u) s->upstream = &c->upstreams[json_integer_value(u)];
+        if (!s->upstream) {
+            char buf[FIELD_PATH_MAX];
+            const char *path = where(b, ENTITY_SERVICE, i, buf, sizeof buf);
+            json_t *o = json_array_get(json_object_get(b->origins, "services"), i);
+            resolve(b, s->host, s->port, path,
+                    json_is_true(json_object_get(o, "url")) ? "url" : "host", &s->addr,
+                    &s->addrlen);
+        }
+        bool v6 = strchr(s->host, ':') != NULL;
+        size_t len = strlen(s->host) + 16;
+        s->host_header = field_xcalloc(len, 1);
+        snprintf(s->host_header, len, "%s%s%s", v6 ? "[" : "", s->host, v6 ? "]" : "");
+        if (s->port != 80) snprintf(s->host_header + strlen(s->host_header), 8, ":%d", s->port);
+    }
+}
+
+static void build_routes(struct build *b) {
+    struct config *c = b->c;
+    json_t *items = model_items(c->model, ENTITY_ROUTE);
+    c->n_routes = json_array_size(items);
+    c->routes = field_alloc_array(c->n_routes, sizeof *c->routes);
+    json_t *services = json_object(); /* id -> position */
+    for (size_t s = 0; s < c->n_services; s++)
+        json_object_set_new(services, c->services[s].id, json_integer((json_int_t)s));
+    size_t i;
+    json_t *e;
+    json_array_foreach(items, i, e) {
+        struct route *r = &c->routes[i];
+        memcpy(r->id, str(e, "id"), WEIR_UUID_LEN + 1);
+        r->name = dup_or_null(str(e, "name"));
+        json_t *pos = json_object_get(services, str(json_object_get(e, "service"), "id"));
+        r->service = &c->services[json_integer_value(pos)];
+        r->paths = strings(json_object_get(e, "paths"), &r->n_paths);
+        r->hosts = strings(json_object_get(e, "hosts"), &r->n_hosts);
+        r->methods = strings(json_object_get(e, "methods"), &r->n_methods);
+        json_t *headers = json_object_get(e, "headers");
+        r->n_headers = json_object_size(headers);
+        r->headers = field_alloc_array(r->n_headers, sizeof *r->headers);
+        size_t h = 0;
+        const char *name;
+        json_t *values;
+        json_object_foreach(headers, name, values) {
+            r->headers[h].name = field_xstrdup(name);
+            r->headers[h].values = strings(values, &r->headers[h].n_values);
+            h++;
+        }
+        r->strip_path = bool_or(e, "strip_path", true);
+        r->preserve_host = bool_or(e, "preserve_host", false);
+        r->regex_priority = int_or(e, "regex_priority", 0);
+        json_t *protocols = json_object_get(e, "protocols");
+        r->protocols = json_array_size(protocols) ? 0 : ROUTE_PROTO_HTTP | ROUTE_PROTO_HTTPS;
+        size_t p;
+        json_t *proto;
+        json_array_foreach(protocols, p, proto) r->protocols |=
+            !strcmp(json_string_value(proto), "https") ? ROUTE_PROTO_HTTPS : ROUTE_PROTO_HTTP;
+        r->https_redirect_status_code = int_or(e, "https_redirect_status_code", 426);
+        r->order = i;
+        r->tags = strings(json_object_get(e, "tags"), &r->n_tags);
+        char buf[FIELD_PATH_MAX];
+        r->source_path = field_xstrdup(where(b, ENTITY_ROUTE, i, buf, sizeof buf));
+    }
+    json_decref(services);
+}
+
+void config_build_entities(struct build *b) {
+    b->upstream_names = json_object();
+    build_upstreams(b);
+    build_services(b);
+    build_routes(b);
+    json_decref(b->upstream_names);
+    b->upstream_names = NULL;
+}

@@ -1,0 +1,751 @@
+#include "config/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/config_fields.h"
+#include "core/uuid.h"
+
+json_t *model_new(void) {
+    json_t *m = json_object();
+    for (int k = 0; k < ENTITY_KINDS; k++)
+        json_object_set_new(m, entity_kinds[k].plural, json_array());
+    return m;
+}
+
+json_t *model_items(const json_t *model, enum entity_kind k) {
+    return json_object_get(model, entity_kinds[k].plural);
+}
+
+const char *model_origin(const json_t *origins, enum entity_kind k, size_t i, char *buf,
+                         size_t len) {
+    json_t *o = json_array_get(json_object_get(origins, entity_kinds[k].plural), i);
+    const char *path = json_string_value(json_object_get(o, "path"));
+    if (path) return path;
+    snprintf(buf, len, "%s[%zu]", entity_kinds[k].plural, i);
+    return buf;
+}
+
+static const char *str(const json_t *e, const char *key) {
+    return json_string_value(json_object_get(e, key));
+}
+
+static const char *ref_id(const json_t *e, const char *field) {
+    return str(json_object_get(e, field), "id");
+}
+
+/* ---- one entity ------------------------------------------------------------------------------ */
+
+static bool input_only(enum entity_kind k, const char *key) {
+    for (int i = 0; i < 4 && entity_kinds[k].input_only[i]; i++)
+        if (!strcmp(entity_kinds[k].input_only[i], key)) return true;
+    /* nested children of the declarative form */
+    return (k == ENTITY_SERVICE && !strcmp(key, "routes")) ||
+           (k == ENTITY_UPSTREAM && !strcmp(key, "targets"));
+}
+
+static void lower_strings(json_t *arr, bool upper) {
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        char *s = field_xstrdup(json_string_value(v));
+        json_array_set_new(arr, i, json_string(upper ? field_upper(s) : field_lower(s)));
+        free(s);
+    }
+}
+
+static void set_lower(json_t *e, const char *key) {
+    const char *v = str(e, key);
+    if (!v) return;
+    char *s = field_lower(field_xstrdup(v));
+    json_object_set_new(e, key, json_string(s));
+    free(s);
+}
+
+/* "host:port" with the host lower-cased (IPv6 in brackets) and Kong's default port 8000. */
+static char *target_normalize(const char *target) {
+    char host[FIELD_HOST_MAX];
+    int port = 0;
+    bool bracketed;
+    if (field_host_port_split(target, host, &port, &bracketed)) return field_xstrdup(target);
+    field_lower(host);
+    bool v6 = strchr(host, ':') != NULL;
+    size_t len = strlen(host) + 16;
+    char *out = field_xcalloc(len, 1);
+    snprintf(out, len, "%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", port ? port : 8000);
+    return out;
+}
+
+static void service_split_url(json_t *e, const char *url) {
+    struct url_parts u;
+    if (field_url_split(url, &u)) return; /* the schema's pattern admits only valid URLs */
+    json_object_set_new(e, "protocol", json_string(u.protocol));
+    json_object_set_new(e, "host", json_string(u.host));
+    if (u.port) json_object_set_new(e, "port", json_integer(u.port));
+    if (u.path) json_object_set_new(e, "path", json_string(u.path));
+    field_url_parts_free(&u);
+}
+
+static void service_host_normalize(json_t *e) {
+    const char *h = str(e, "host");
+    if (!h) return;
+    char host[FIELD_HOST_MAX];
+    if (!field_host_check(h, host)) json_object_set_new(e, "host", json_string(host));
+}
+
+static void route_normalize(json_t *e) {
+    lower_strings(json_object_get(e, "hosts"), false);
+    lower_strings(json_object_get(e, "methods"), true);
+    json_t *headers = json_object_get(e, "headers");
+    if (json_is_object(headers)) {
+        json_t *lowered = json_object();
+        const char *name;
+        json_t *values;
+        json_object_foreach(headers, name, values) {
+            char *l = field_lower(field_xstrdup(name));
+            json_object_set(lowered, l, values); /* entity_check refused case-duplicates */
+            free(l);
+        }
+        json_object_set_new(e, "headers", lowered);
+    }
+}
+
+bool entity_check(enum entity_kind k, const json_t *input, const char *path, struct errlist *errs) {
+    size_t before = errs->n;
+    if (k == ENTITY_ROUTE) {
+        const char *name, *other;
+        json_t *values, *v2;
+        json_object_foreach(json_object_get(input, "headers"), name, values) {
+            json_object_foreach(json_object_get(input, "headers"), other, v2) {
+                if (other == name) break;
+                if (!strcasecmp(other, name)) {
+                    char p[FIELD_PATH_MAX];
+                    field_path(p, path, "headers");
+                    field_error(errs, p, name, "listed twice (names are case-insensitive)");
+                    break;
+                }
+            }
+        }
+    }
+    return errs->n == before;
+}
+
+json_t *entity_normalize(enum entity_kind k, const json_t *input, long long now) {
+    const struct schema *schema = entity_schema(k, NULL);
+    json_t *e = json_object();
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)input, key, v) {
+        if (input_only(k, key) || json_is_null(v)) continue;
+        json_object_set_new(e, key, json_deep_copy(v));
+    }
+    if (k == ENTITY_SERVICE && str(input, "url")) service_split_url(e, str(input, "url"));
+
+    json_t *full = schema ? schema_apply_defaults(schema, e) : json_incref(e);
+    json_decref(e);
+    e = full;
+    /* every field, in the schema's order (id first), null when unset */
+    json_t *props = schema ? json_object_get(schema_document(schema), "properties") : NULL;
+    json_t *ordered = json_object();
+    json_object_foreach(props, key, v) {
+        if (input_only(k, key)) continue;
+        json_t *given = json_object_get(e, key);
+        json_object_set(ordered, key, given ? given : json_null());
+    }
+    for (int r = 0; r < entity_kinds[k].n_refs; r++) {
+        const char *field = entity_kinds[k].refs[r].field;
+        json_t *given = json_object_get(e, field);
+        if (!json_object_get(ordered, field))
+            json_object_set(ordered, field, given ? given : json_null());
+    }
+    json_decref(e);
+    e = ordered;
+
+    set_lower(e, "id");
+    switch (k) {
+    case ENTITY_SERVICE:
+        service_host_normalize(e);
+        break;
+    case ENTITY_ROUTE:
+        route_normalize(e);
+        break;
+    case ENTITY_UPSTREAM:
+        set_lower(e, "name");
+        break;
+    case ENTITY_TARGET:
+        if (str(e, "target")) {
+            char *t = target_normalize(str(e, "target"));
+            json_object_set_new(e, "target", json_string(t));
+            free(t);
+        }
+        break;
+    default:
+        break;
+    }
+    if (!json_is_integer(json_object_get(e, "created_at")))
+        json_object_set_new(e, "created_at", json_integer(now));
+    if (!json_is_integer(json_object_get(e, "updated_at")))
+        json_object_set_new(e, "updated_at", json_integer(now));
+    return e;
+}
+
+static void write_list(FILE *f, const char *label, const json_t *arr) {
+    fprintf(f, "\n%s", label);
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) fprintf(f, "\t%s", json_string_value(v));
+}
+
+bool entity_derive_id(enum entity_kind k, const json_t *e, char out[37], const char **derived) {
+    const char *type = entity_kinds[k].name;
+    const char *name = str(e, entity_kinds[k].endpoint_key ? entity_kinds[k].endpoint_key : "");
+    *derived = "name";
+    if (k != ENTITY_TARGET && name) {
+        uuid_v5(type, name, out);
+        return true;
+    }
+    *derived = "key";
+    char *key = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&key, &len);
+    if (!f) abort();
+    bool ok = true;
+    switch (k) {
+    case ENTITY_SERVICE: {
+        const char *path = str(e, "path");
+        bool v6 = str(e, "host") && strchr(str(e, "host"), ':');
+        (void)v6; /* ids have always used the host as stored, without brackets */
+        fprintf(f, "%s://%s:%lld%s", str(e, "protocol"), str(e, "host"),
+                json_integer_value(json_object_get(e, "port")), path ? path : "");
+        break;
+    }
+    case ENTITY_ROUTE: {
+        const char *sid = ref_id(e, "service");
+        if (!sid) {
+            ok = false;
+            break;
+        }
+        fputs(sid, f);
+        write_list(f, "paths", json_object_get(e, "paths"));
+        write_list(f, "hosts", json_object_get(e, "hosts"));
+        write_list(f, "methods", json_object_get(e, "methods"));
+        const char *hname;
+        json_t *values;
+        json_object_foreach(json_object_get(e, "headers"), hname, values)
+            write_list(f, hname, values);
+        break;
+    }
+    case ENTITY_TARGET:
+        if (!ref_id(e, "upstream")) {
+            ok = false;
+            break;
+        }
+        fprintf(f, "%s\n%s", ref_id(e, "upstream"), str(e, "target"));
+        break;
+    case ENTITY_CONSUMER:
+        ok = str(e, "custom_id") != NULL;
+        fprintf(f, "custom_id:%s", str(e, "custom_id") ? str(e, "custom_id") : "");
+        break;
+    default:
+        ok = false;
+        break;
+    }
+    if (fclose(f) != 0) abort();
+    if (ok) uuid_v5(type, key, out);
+    free(key);
+    return ok;
+}
+
+/* ---- lookups -----------------------------------------------------------------------------------
+ */
+
+static bool key_matches(enum entity_kind k, const json_t *e, const char *key) {
+    if (!strcasecmp(str(e, "id") ? str(e, "id") : "", key)) return true;
+    const char *field = entity_kinds[k].endpoint_key;
+    const char *v = field ? str(e, field) : NULL;
+    if (!v) return false;
+    if (k == ENTITY_UPSTREAM) return !strcasecmp(v, key);
+    if (k == ENTITY_TARGET) {
+        char *t = target_normalize(key);
+        bool same = !strcmp(v, t);
+        free(t);
+        return same;
+    }
+    return !strcmp(v, key);
+}
+
+long model_find(const json_t *model, enum entity_kind k, const char *key, const char *owner_field,
+                const char *owner_id) {
+    size_t i;
+    json_t *e;
+    /* an id wins over a name that happens to look like an id */
+    json_array_foreach(model_items(model, k), i, e) {
+        if (owner_field &&
+            strcasecmp(ref_id(e, owner_field) ? ref_id(e, owner_field) : "", owner_id))
+            continue;
+        if (str(e, "id") && !strcasecmp(str(e, "id"), key)) return (long)i;
+    }
+    json_array_foreach(model_items(model, k), i, e) {
+        if (owner_field &&
+            strcasecmp(ref_id(e, owner_field) ? ref_id(e, owner_field) : "", owner_id))
+            continue;
+        if (key_matches(k, e, key)) return (long)i;
+    }
+    return -1;
+}
+
+long model_resolve_ref(const json_t *model, enum entity_kind k, const json_t *ref, char *what,
+                       size_t what_len) {
+    const char *id = NULL, *name = NULL, *either = json_string_value(ref);
+    if (json_is_object(ref)) {
+        id = str(ref, "id");
+        name = str(ref, entity_kinds[k].endpoint_key ? entity_kinds[k].endpoint_key : "name");
+        if (!name) name = str(ref, "name");
+    }
+    long found = -1;
+    if (id || (either && uuid_valid(either))) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(model_items(model, k), i, e) {
+            if (!strcasecmp(str(e, "id"), id ? id : either)) {
+                found = (long)i;
+                break;
+            }
+        }
+    }
+    if (found < 0 && !id && (name || either)) {
+        const char *field = entity_kinds[k].endpoint_key;
+        size_t i;
+        json_t *e;
+        json_array_foreach(model_items(model, k), i, e) {
+            const char *v = field ? str(e, field) : NULL;
+            if (v && !strcmp(v, name ? name : either)) {
+                found = (long)i;
+                break;
+            }
+        }
+    }
+    if (found < 0)
+        snprintf(what, what_len, "no %s %s \"%s\"", entity_kinds[k].name,
+                 id     ? "with id"
+                 : name ? "named"
+                        : "with name or id",
+                 id       ? id
+                 : name   ? name
+                 : either ? either
+                          : "");
+    return found;
+}
+
+/* ---- uniqueness --------------------------------------------------------------------------------
+ */
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void write_sorted(FILE *f, const char *label, const json_t *arr) {
+    size_t n = json_array_size(arr);
+    const char **v = field_alloc_array(n, sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_string_value(json_array_get(arr, i));
+    if (n) qsort(v, n, sizeof *v, cmp_str);
+    fprintf(f, "%s", label);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "\t%s", v[i]);
+    fputc('\n', f);
+    free(v);
+}
+
+/* What two routes that match exactly the same requests have in common (order-independent). */
+static char *route_match_key(const json_t *e) {
+    char *key = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&key, &len);
+    if (!f) abort();
+    write_sorted(f, "p", json_object_get(e, "paths"));
+    write_sorted(f, "h", json_object_get(e, "hosts"));
+    write_sorted(f, "m", json_object_get(e, "methods"));
+    json_t *headers = json_object_get(e, "headers");
+    size_t n = json_object_size(headers), i = 0;
+    const char **names = field_alloc_array(n, sizeof *names);
+    const char *name;
+    json_t *values;
+    json_object_foreach(headers, name, values) names[i++] = name;
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    for (i = 0; i < n; i++) {
+        fprintf(f, "H%s", names[i]);
+        write_sorted(f, "", json_object_get(headers, names[i]));
+    }
+    free(names);
+    if (fclose(f) != 0) abort();
+    return key;
+}
+
+/* The composite key of entities of kind k that must differ, or NULL; the caller frees it. */
+static char *composite_key(enum entity_kind k, const json_t *e, const char **field) {
+    char *key = NULL;
+    switch (k) {
+    case ENTITY_TARGET:
+        *field = "target";
+        if (!ref_id(e, "upstream") || !str(e, "target")) return NULL;
+        if (asprintf(&key, "%s\n%s", ref_id(e, "upstream"), str(e, "target")) < 0) abort();
+        return key;
+    case ENTITY_ROUTE:
+        *field = "paths";
+        return route_match_key(e);
+    case ENTITY_PLUGIN:
+        *field = "name";
+        if (asprintf(&key, "%s\n%s\n%s\n%s", str(e, "name") ? str(e, "name") : "",
+                     ref_id(e, "service") ? ref_id(e, "service") : "",
+                     ref_id(e, "route") ? ref_id(e, "route") : "",
+                     ref_id(e, "consumer") ? ref_id(e, "consumer") : "") < 0)
+            abort();
+        return key;
+    default:
+        return NULL;
+    }
+}
+
+static char *unique_value(enum entity_kind k, const json_t *e, const char *field) {
+    const char *v = str(e, field);
+    if (!v) return NULL;
+    char *s = field_xstrdup(v);
+    return k == ENTITY_UPSTREAM ? field_lower(s) : s; /* upstream names are host names */
+}
+
+long model_conflict(const json_t *model, enum entity_kind k, const json_t *entity, long self,
+                    const char **field) {
+    const struct entity_kind_info *info = &entity_kinds[k];
+    const char *cfield = NULL;
+    char *ckey = composite_key(k, entity, &cfield);
+    long found = -1;
+    size_t i;
+    json_t *e;
+    json_array_foreach(model_items(model, k), i, e) {
+        if ((long)i == self) continue;
+        if (str(entity, "id") && str(e, "id") && !strcasecmp(str(entity, "id"), str(e, "id"))) {
+            *field = "id";
+            found = (long)i;
+            break;
+        }
+        for (int u = 0; u < 3 && info->unique[u] && found < 0; u++) {
+            char *a = unique_value(k, entity, info->unique[u]), *b;
+            if (a && (b = unique_value(k, e, info->unique[u]))) {
+                if (!strcmp(a, b)) {
+                    *field = info->unique[u];
+                    found = (long)i;
+                }
+                free(b);
+            }
+            free(a);
+        }
+        if (found >= 0) break;
+        if (ckey) {
+            const char *f2;
+            char *other = composite_key(k, e, &f2);
+            bool same = other && !strcmp(other, ckey);
+            free(other);
+            if (same) {
+                *field = cfield;
+                found = (long)i;
+                break;
+            }
+        }
+    }
+    free(ckey);
+    return found;
+}
+
+struct keyed {
+    char *key;
+    size_t index;
+};
+
+static int keyed_cmp(const void *a, const void *b) {
+    const struct keyed *x = a, *y = b;
+    int d = strcmp(x->key, y->key);
+    return d ? d : (x->index < y->index ? -1 : x->index > y->index);
+}
+
+static const char *derived_of(const json_t *origins, enum entity_kind k, size_t i) {
+    json_t *o = json_array_get(json_object_get(origins, entity_kinds[k].plural), i);
+    return json_string_value(json_object_get(o, "derived"));
+}
+
+/* Sorts (key, index) pairs and reports each entity whose key repeats an earlier one's. */
+static void report_repeats(const json_t *origins, enum entity_kind k, struct keyed *v, size_t n,
+                           const char *field, struct errlist *errs) {
+    if (n) qsort(v, n, sizeof *v, keyed_cmp);
+    size_t first = 0;
+    for (size_t j = 0; j < n; j++) {
+        if (j == 0 || strcmp(v[j].key, v[j - 1].key) != 0) {
+            first = j;
+            continue;
+        }
+        char b1[64], b2[64];
+        const char *later = model_origin(origins, k, v[j].index, b1, sizeof b1);
+        const char *orig = model_origin(origins, k, v[first].index, b2, sizeof b2);
+        const char *dl = derived_of(origins, k, v[j].index),
+                   *df = derived_of(origins, k, v[first].index);
+        if (!strcmp(field, "id") && dl && df && !strcmp(dl, df)) {
+            /* both derived from their names: the name clash is reported; from their keys: */
+            if (!strcmp(dl, "key") && k == ENTITY_SERVICE)
+                errlist_addf(errs, later,
+                             "has the same url as %s; give one of them a name or an id", orig);
+            continue;
+        }
+        if (!strcmp(field, "paths"))
+            errlist_addf(errs, later,
+                         "matches exactly the same paths, hosts, methods and headers as %s", orig);
+        else if (!strcmp(field, "target") && k == ENTITY_TARGET)
+            field_error(errs, later, "target", "the same host and port as %s", orig);
+        else
+            field_error(errs, later, field, "\"%s\" is already used by %s",
+                        strchr(v[j].key, '\n') ? strchr(v[j].key, '\n') + 1 : v[j].key, orig);
+    }
+    for (size_t j = 0; j < n; j++)
+        free(v[j].key);
+}
+
+static void check_unique(const json_t *model, const json_t *origins, enum entity_kind k,
+                         struct errlist *errs) {
+    json_t *items = model_items(model, k);
+    size_t n = json_array_size(items), m;
+    struct keyed *v = field_alloc_array(n, sizeof *v);
+    size_t i;
+    json_t *e;
+
+    m = 0;
+    json_array_foreach(items, i, e) v[m++] = (struct keyed){field_xstrdup(str(e, "id")), i};
+    report_repeats(origins, k, v, m, "id", errs);
+    for (int u = 0; u < 3 && entity_kinds[k].unique[u]; u++) {
+        m = 0;
+        json_array_foreach(items, i, e) {
+            char *val = unique_value(k, e, entity_kinds[k].unique[u]);
+            if (val) v[m++] = (struct keyed){val, i};
+        }
+        report_repeats(origins, k, v, m, entity_kinds[k].unique[u], errs);
+    }
+    const char *field = NULL;
+    m = 0;
+    json_array_foreach(items, i, e) {
+        char *key = composite_key(k, e, &field);
+        if (key) v[m++] = (struct keyed){key, i};
+    }
+    if (field) report_repeats(origins, k, v, m, field, errs);
+    free(v);
+}
+
+static void check_refs(const json_t *model, const json_t *origins, enum entity_kind k,
+                       struct errlist *errs) {
+    const struct entity_kind_info *info = &entity_kinds[k];
+    if (!info->n_refs) return;
+    /* ids of each referenced kind, sorted, for O(log n) lookups */
+    size_t i;
+    json_t *e;
+    for (int r = 0; r < info->n_refs; r++) {
+        json_t *targets = model_items(model, info->refs[r].kind);
+        size_t n = json_array_size(targets);
+        const char **ids = field_alloc_array(n, sizeof *ids);
+        for (size_t t = 0; t < n; t++)
+            ids[t] = str(json_array_get(targets, t), "id");
+        if (n) qsort(ids, n, sizeof *ids, cmp_str);
+        json_array_foreach(model_items(model, k), i, e) {
+            const char *id = ref_id(e, info->refs[r].field);
+            char buf[64];
+            if (!id) {
+                if (info->refs[r].required)
+                    field_error(errs, model_origin(origins, k, i, buf, sizeof buf),
+                                info->refs[r].field, "required");
+                continue;
+            }
+            if (!n || !bsearch(&id, ids, n, sizeof *ids, cmp_str))
+                field_error(errs, model_origin(origins, k, i, buf, sizeof buf), info->refs[r].field,
+                            "no %s with id \"%s\"", entity_kinds[info->refs[r].kind].name, id);
+        }
+        free(ids);
+    }
+}
+
+bool model_check(const json_t *model, const json_t *origins, struct errlist *errs) {
+    size_t before = errs->n;
+    for (int k = 0; k < ENTITY_KINDS; k++) {
+        check_unique(model, origins, k, errs);
+        check_refs(model, origins, k, errs);
+    }
+    return errs->n == before;
+}
+
+/* ---- the declarative form ----------------------------------------------------------------------
+ */
+
+struct flattener {
+    json_t *model, *origins;
+    long long now;
+    struct errlist *errs;
+};
+
+/* Normalises `input` (at `path`), gives it an id, appends it. Returns the stored entity. */
+static json_t *add_entity(struct flattener *fl, enum entity_kind k, const json_t *input,
+                          const char *path, const char *owner_field, const char *owner_id,
+                          bool derive_id) {
+    entity_check(k, input, path, fl->errs);
+    json_t *e = entity_normalize(k, input, fl->now);
+    if (owner_field) json_object_set_new(e, owner_field, json_pack("{s:s}", "id", owner_id));
+    const char *derived = NULL;
+    if (!str(e, "id") && derive_id) {
+        char id[37];
+        if (!entity_derive_id(k, e, id, &derived)) uuid_v4(id);
+        json_object_set_new(e, "id", json_string(id));
+    }
+    json_array_append_new(model_items(fl->model, k), e);
+    json_array_append_new(json_object_get(fl->origins, entity_kinds[k].plural),
+                          json_pack("{s:s, s:s?, s:b}", "path", path, "derived", derived, "url",
+                                    k == ENTITY_SERVICE && str(input, "url")));
+    return e;
+}
+
+static void path_index(char out[FIELD_PATH_MAX], const char *parent, const char *key, size_t i) {
+    char p[FIELD_PATH_MAX];
+    field_path(p, parent, key);
+    field_index_path(out, p, i);
+}
+
+/* A route's "service" as written; nested routes may only name their own service. */
+static void route_service(struct flattener *fl, json_t *route, const json_t *input,
+                          const char *path, const json_t *owner) {
+    const json_t *ref = json_object_get(input, "service");
+    char what[512];
+    if (owner) {
+        if (ref && !json_is_null(ref)) {
+            json_t *one = json_array();
+            json_array_append(one, (json_t *)owner);
+            json_t *m = json_pack("{s:o}", "services", one);
+            if (model_resolve_ref(m, ENTITY_SERVICE, ref, what, sizeof what) < 0)
+                field_error(fl->errs, path, "service",
+                            "must be absent or name the enclosing service");
+            json_decref(m);
+        }
+        json_object_set_new(route, "service", json_pack("{s:s}", "id", str(owner, "id")));
+        return;
+    }
+    long s = model_resolve_ref(fl->model, ENTITY_SERVICE, ref, what, sizeof what);
+    if (s < 0) {
+        field_error(fl->errs, path, "service", "%s", what);
+        return;
+    }
+    json_t *svc = json_array_get(model_items(fl->model, ENTITY_SERVICE), (size_t)s);
+    json_object_set_new(route, "service", json_pack("{s:s}", "id", str(svc, "id")));
+}
+
+/* Routes get their ids last: an unnamed route's id includes its service's id. */
+static void route_id(json_t *route, json_t *origin) {
+    if (str(route, "id")) return;
+    char id[37];
+    const char *derived = NULL;
+    if (!entity_derive_id(ENTITY_ROUTE, route, id, &derived)) uuid_v4(id);
+    json_object_set_new(route, "id", json_string(id));
+    json_object_set_new(origin, "derived", derived ? json_string(derived) : json_null());
+}
+
+json_t *model_from_declarative(const json_t *doc, long long now, json_t **origins,
+                               struct errlist *errs) {
+    struct flattener fl = {model_new(), model_new(), now, errs};
+    size_t before = errs->n, i, j;
+    json_t *v, *child;
+    char path[FIELD_PATH_MAX], cpath[FIELD_PATH_MAX];
+
+    /* services first (routes name them), nested routes remembered with their owner */
+    json_t *pending = json_array(); /* [route input, path, owner service or null] */
+    json_array_foreach(json_object_get(doc, "services"), i, v) {
+        field_index_path(path, "services", i);
+        json_t *svc = add_entity(&fl, ENTITY_SERVICE, v, path, NULL, NULL, true);
+        json_array_foreach(json_object_get(v, "routes"), j, child) {
+            path_index(cpath, path, "routes", j);
+            json_array_append_new(pending, json_pack("[O, s, O]", child, cpath, svc));
+        }
+    }
+    json_array_foreach(json_object_get(doc, "routes"), i, v) {
+        field_index_path(path, "routes", i);
+        json_array_append_new(pending, json_pack("[O, s, n]", v, path));
+    }
+    json_array_foreach(pending, i, v) {
+        json_t *input = json_array_get(v, 0), *owner = json_array_get(v, 2);
+        const char *rpath = json_string_value(json_array_get(v, 1));
+        json_t *route = add_entity(&fl, ENTITY_ROUTE, input, rpath, NULL, NULL, false);
+        json_t *origin = json_array_get(json_object_get(fl.origins, "routes"),
+                                        json_array_size(model_items(fl.model, ENTITY_ROUTE)) - 1);
+        route_service(&fl, route, input, rpath, json_is_null(owner) ? NULL : owner);
+        route_id(route, origin);
+    }
+    json_decref(pending);
+
+    json_array_foreach(json_object_get(doc, "upstreams"), i, v) {
+        field_index_path(path, "upstreams", i);
+        json_t *up = add_entity(&fl, ENTITY_UPSTREAM, v, path, NULL, NULL, true);
+        json_array_foreach(json_object_get(v, "targets"), j, child) {
+            path_index(cpath, path, "targets", j);
+            add_entity(&fl, ENTITY_TARGET, child, cpath, "upstream", str(up, "id"), true);
+        }
+    }
+    json_array_foreach(json_object_get(doc, "consumers"), i, v) {
+        field_index_path(path, "consumers", i);
+        add_entity(&fl, ENTITY_CONSUMER, v, path, NULL, NULL, true);
+    }
+    json_array_foreach(json_object_get(doc, "ca_certificates"), i, v) {
+        field_index_path(path, "ca_certificates", i);
+        add_entity(&fl, ENTITY_CA_CERTIFICATE, v, path, NULL, NULL, true);
+    }
+
+    if (errs->n == before) model_check(fl.model, fl.origins, errs);
+    if (errs->n != before) {
+        json_decref(fl.model);
+        json_decref(fl.origins);
+        return NULL;
+    }
+    if (origins)
+        *origins = fl.origins;
+    else
+        json_decref(fl.origins);
+    return fl.model;
+}
+
+static json_t *without(const json_t *e, const char *field) {
+    json_t *c = json_copy((json_t *)e);
+    json_object_del(c, field);
+    return c;
+}
+
+json_t *model_export(const json_t *model) {
+    json_t *doc = json_pack("{s:s}", "_format_version", "3.0");
+    for (int k = 0; k < ENTITY_KINDS; k++) {
+        if (k == ENTITY_TARGET) continue; /* nested in their upstream */
+        json_t *items = model_items(model, k);
+        if (!json_array_size(items)) continue;
+        if (k != ENTITY_UPSTREAM) {
+            json_object_set_new(doc, entity_kinds[k].plural, json_copy(items));
+            continue;
+        }
+        json_t *by_upstream = json_object(); /* upstream id -> its targets */
+        size_t i;
+        json_t *t, *u;
+        json_array_foreach(model_items(model, ENTITY_TARGET), i, t) {
+            json_t *list = json_object_get(by_upstream, ref_id(t, "upstream"));
+            if (!list) json_object_set_new(by_upstream, ref_id(t, "upstream"), list = json_array());
+            json_array_append_new(list, without(t, "upstream"));
+        }
+        json_t *ups = json_array();
+        json_array_foreach(items, i, u) {
+            json_t *copy = json_copy(u);
+            json_t *targets = json_object_get(by_upstream, str(u, "id"));
+            if (targets) json_object_set(copy, "targets", targets);
+            json_array_append_new(ups, copy);
+        }
+        json_decref(by_upstream);
+        json_object_set_new(doc, "upstreams", ups);
+    }
+    return doc;
+}
