@@ -16,6 +16,7 @@
 #include "admin/admin.h"
 #include "config/config.h"
 #include "config/model.h"
+#include "config/model_text.h"
 #include "config/snapshot.h"
 #include "core/access_log.h"
 #include "core/listener.h"
@@ -35,7 +36,8 @@ struct control {
     bool fast;
     struct admin *admin;
     struct admin_state admin_state;
-    struct store *store; /* NULL: DB-less, entities come from the config file */
+    struct store *store;                 /* NULL: DB-less, entities come from the config file */
+    struct model_text_cache *text_cache; /* what the store was last given, per entity */
 };
 
 static void usage(FILE *f) {
@@ -110,6 +112,13 @@ static void publish(struct control *ctl, struct snapshot *snap) {
         worker_publish(ctl->workers[i], snap);
     snapshot_release(ctl->snapshot);
     ctl->snapshot = snap;
+    snapshot_collect();
+}
+
+/* Frees snapshots the workers let go of (they never free one themselves). */
+static void collect_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what, (void)arg;
+    snapshot_collect();
 }
 
 /* The admin API's changes: compile, persist, publish, in that order, so that
@@ -121,9 +130,10 @@ static enum commit_result commit_model(void *arg, json_t *model, struct errlist 
         cfg ? snapshot_build(cfg, ctl->n_workers, ctl->version + 1, errs) : NULL;
     if (!snap) return COMMIT_INVALID;
     if (ctl->store) {
-        json_t *doc = model_export(model);
-        int rc = store_apply(ctl->store, doc, errs);
-        json_decref(doc);
+        size_t len;
+        char *text = model_export_text(model, ctl->text_cache, &len);
+        int rc = store_apply_text(ctl->store, text, len, errs);
+        free(text);
         if (rc != 0) {
             log_err("admin: the change could not be saved to %s: %s", store_describe(ctl->store),
                     errs->n ? errs->items[errs->n - 1] : "");
@@ -132,8 +142,7 @@ static enum commit_result commit_model(void *arg, json_t *model, struct errlist 
         }
     }
     publish(ctl, snap);
-    log_info("configuration version %llu (hash %.12s)", (unsigned long long)ctl->version,
-             snap->config->hash);
+    log_info("configuration version %llu installed", (unsigned long long)ctl->version);
     return COMMIT_OK;
 }
 
@@ -173,7 +182,7 @@ static void reload(struct control *ctl) {
     admin_settings_changed(ctl->admin, neu);
     publish(ctl, snap);
     log_notice("configuration reloaded (version %llu, hash %.12s)",
-               (unsigned long long)ctl->version, snap->config->hash ? snap->config->hash : "");
+               (unsigned long long)ctl->version, config_hash(snap->config));
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg) {
@@ -293,8 +302,11 @@ int main(int argc, char **argv) {
         }
     }
 
-    struct control ctl = {
-        .config_path = config_path, .snapshot = snap, .version = 1, .store = store};
+    struct control ctl = {.config_path = config_path,
+                          .snapshot = snap,
+                          .version = 1,
+                          .store = store,
+                          .text_cache = model_text_cache_new()};
     ctl.n_workers = ws->workers;
     ctl.workers = calloc((size_t)ctl.n_workers, sizeof *ctl.workers);
     /* The admin listener opens before the proxy's, so that once the proxy
@@ -315,6 +327,8 @@ int main(int argc, char **argv) {
     ctl.admin = admin_start(ctl.base, &ctl.admin_state, ws, admin_err, sizeof admin_err);
     if (!ctl.admin) {
         fprintf(stderr, "weir: admin API: %s\n", admin_err);
+        model_text_cache_free(ctl.text_cache);
+        store_close(store);
         free(ctl.workers);
         event_base_free(ctl.base);
         access_log_close(alog);
@@ -329,11 +343,14 @@ int main(int argc, char **argv) {
             fprintf(stderr, "weir: %s\n", err);
             for (int j = 0; j < i; j++)
                 worker_join_and_free(ctl.workers[j]);
+            model_text_cache_free(ctl.text_cache);
+            store_close(store);
             free(ctl.workers);
             admin_stop(ctl.admin);
             event_base_free(ctl.base);
             access_log_close(alog);
             snapshot_release(snap);
+            snapshot_collect();
             return 1;
         }
     }
@@ -346,6 +363,9 @@ int main(int argc, char **argv) {
         sev[i] = evsignal_new(ctl.base, sigs[i], signal_cb, &ctl);
         evsignal_add(sev[i], NULL);
     }
+    struct event *collector = event_new(ctl.base, -1, EV_PERSIST, collect_cb, NULL);
+    struct timeval every_second = {1, 0};
+    evtimer_add(collector, &every_second);
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (store)
         log_notice("entities are kept in the store (%s)", store_describe(store));
@@ -370,10 +390,13 @@ int main(int argc, char **argv) {
     free(ctl.workers);
     for (int i = 0; i < 4; i++)
         event_free(sev[i]);
+    event_free(collector);
     event_base_free(ctl.base);
     access_log_close(alog);
     snapshot_release(ctl.snapshot);
+    snapshot_collect();
     store_close(ctl.store);
+    model_text_cache_free(ctl.text_cache);
     log_notice("stopped");
     return status;
 }

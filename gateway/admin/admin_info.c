@@ -43,12 +43,12 @@ void admin_get_status(struct admin_state *st, const struct admin_request *req,
     unsigned long long requests = 0;
     for (int i = 0; i < st->n_workers; i++)
         requests += atomic_load_explicit(&st->workers[i]->requests, memory_order_relaxed);
-    const struct config *c = (*st->snapshot)->config;
+    struct config *c = (*st->snapshot)->config;
     res->status = 200;
     res->json =
         json_pack("{s:{s:i, s:I}, s:s, s:I, s:{s:I}}", "server", "connections_active",
                   atomic_load(&weir_connections), "total_requests", (json_int_t)requests,
-                  "configuration_hash", c->hash ? c->hash : "", "configuration_version",
+                  "configuration_hash", config_hash(c), "configuration_version",
                   (json_int_t)*st->config_version, "memory", "rss_bytes", (json_int_t)rss_bytes());
 }
 
@@ -89,7 +89,7 @@ void admin_post_config(struct admin_state *st, const struct admin_request *req,
     json_decref(doc);
     enum commit_result r = model ? st->commit(st->commit_ctx, model, &errs) : COMMIT_INVALID;
     if (r == COMMIT_OK) {
-        const struct config *c = (*st->snapshot)->config;
+        struct config *c = (*st->snapshot)->config;
         json_t *counts = json_object();
         for (int k = 0; k < ENTITY_KINDS; k++)
             json_object_set_new(counts, entity_kinds[k].plural,
@@ -98,7 +98,7 @@ void admin_post_config(struct admin_state *st, const struct admin_request *req,
         res->status = 201;
         res->json =
             json_pack("{s:I, s:s, s:o}", "configuration_version", (json_int_t)*st->config_version,
-                      "configuration_hash", c->hash, "entities", counts);
+                      "configuration_hash", config_hash(c), "entities", counts);
     } else if (r == COMMIT_FAILED) {
         res->status = 500;
         res->json = json_pack("{s:s, s:s}", "message", "the configuration could not be saved",

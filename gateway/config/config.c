@@ -81,14 +81,20 @@ static struct config *assemble(const json_t *weir, const char *base_dir, json_t 
         config_free(c);
         return NULL;
     }
-    json_t *doc = model_export(model);
-    char *dump = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (!dump) abort();
-    c->hash = sha256_hex(dump, strlen(dump));
-    free(dump);
-    json_decref(doc);
     c->loaded_at = (long long)time(NULL);
     return c;
+}
+
+const char *config_hash(struct config *c) {
+    if (!c->hash) {
+        json_t *doc = model_export(c->model);
+        char *dump = json_dumps(doc, JSON_COMPACT);
+        if (!dump) abort();
+        c->hash = sha256_hex(dump, strlen(dump));
+        free(dump);
+        json_decref(doc);
+    }
+    return c->hash;
 }
 
 json_t *config_parse(const char *text, size_t len, struct errlist *errs) {

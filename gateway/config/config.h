@@ -175,6 +175,10 @@ struct json_t *config_model_from_doc(const struct json_t *doc, struct json_t **o
  * admin change costs no DNS lookups for what did not change. NULL with problems in errs. */
 struct config *config_with_model(const struct config *base, struct json_t *model,
                                  struct errlist *errs);
+/* Hex SHA-256 of the entities as GET /config exports them, computed on first use (a full
+ * export costs tens of ms at 10,000 routes: admin changes must not pay it) and cached in the
+ * config. Control thread only: the one place that fills the cache. */
+const char *config_hash(struct config *c);
 /* The embedded default configuration used by `weir` with no -c. */
 extern const char config_default_json[];
 void config_free(struct config *c);

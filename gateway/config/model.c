@@ -416,6 +416,24 @@ static char *unique_value(enum entity_kind k, const json_t *e, const char *field
     return k == ENTITY_UPSTREAM ? field_lower(s) : s; /* upstream names are host names */
 }
 
+/* Two arrays of strings (or nulls) holding the same set of values. */
+static bool same_set(const json_t *a, const json_t *b) {
+    size_t na = json_array_size(a), nb = json_array_size(b);
+    for (size_t i = 0; i < na; i++) {
+        bool found = false;
+        for (size_t j = 0; j < nb && !found; j++)
+            found = json_equal(json_array_get(a, i), json_array_get(b, j));
+        if (!found) return false;
+    }
+    for (size_t j = 0; j < nb; j++) {
+        bool found = false;
+        for (size_t i = 0; i < na && !found; i++)
+            found = json_equal(json_array_get(a, i), json_array_get(b, j));
+        if (!found) return false;
+    }
+    return true;
+}
+
 long model_conflict(const json_t *model, enum entity_kind k, const json_t *entity, long self,
                     const char **field) {
     const struct entity_kind_info *info = &entity_kinds[k];
@@ -444,6 +462,10 @@ long model_conflict(const json_t *model, enum entity_kind k, const json_t *entit
         }
         if (found >= 0) break;
         if (ckey) {
+            /* most routes differ in their paths: skip building their keys */
+            if (k == ENTITY_ROUTE &&
+                !same_set(json_object_get(entity, "paths"), json_object_get(e, "paths")))
+                continue;
             const char *f2;
             char *other = composite_key(k, e, &f2);
             bool same = other && !strcmp(other, ckey);

@@ -1,5 +1,6 @@
 #include "config/snapshot.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "core/log.h"
@@ -32,15 +33,49 @@ void snapshot_retain(struct snapshot *s) {
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
 }
 
-void snapshot_release(struct snapshot *s) {
-    if (!s) return;
-    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+static void snapshot_free(struct snapshot *s) {
     for (size_t u = 0; u < s->config->n_upstreams; u++)
         free(s->balancer_current[u]);
     free(s->balancer_current);
     router_free(s->router);
     config_free(s->config);
     free(s);
+}
+
+void snapshot_release(struct snapshot *s) {
+    if (!s) return;
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    snapshot_free(s);
+}
+
+/* Snapshots whose last reference a worker dropped, waiting for the control thread. */
+static struct {
+    pthread_mutex_t lock;
+    struct snapshot *head;
+} graveyard = {PTHREAD_MUTEX_INITIALIZER, NULL};
+
+void snapshot_release_deferred(struct snapshot *s) {
+    if (!s) return;
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+    pthread_mutex_lock(&graveyard.lock);
+    s->next_dead = graveyard.head;
+    graveyard.head = s;
+    pthread_mutex_unlock(&graveyard.lock);
+}
+
+size_t snapshot_collect(void) {
+    pthread_mutex_lock(&graveyard.lock);
+    struct snapshot *s = graveyard.head;
+    graveyard.head = NULL;
+    pthread_mutex_unlock(&graveyard.lock);
+    size_t n = 0;
+    while (s) {
+        struct snapshot *next = s->next_dead;
+        snapshot_free(s);
+        s = next;
+        n++;
+    }
+    return n;
 }
 
 int *snapshot_balancer_state(struct snapshot *s, const struct upstream *u, int worker) {

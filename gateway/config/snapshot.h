@@ -5,7 +5,8 @@
  * path and hands it to each worker (worker_publish); each request retains the
  * snapshot it started with, so a reload never changes a request in flight.
  * The refcount is atomic: requests on several workers share one snapshot.
- * The last snapshot_release() frees everything. */
+ * The last snapshot_release() frees everything; workers use
+ * snapshot_release_deferred(), which leaves the freeing to the control thread. */
 #ifndef WEIR_SNAPSHOT_H
 #define WEIR_SNAPSHOT_H
 
@@ -26,6 +27,7 @@ struct snapshot {
      * upstream u, one row per worker so workers never share a cache line
      * they write in the common case of few targets. */
     int **balancer_current;
+    struct snapshot *next_dead; /* snapshot_release_deferred()'s list */
 };
 
 /* Takes ownership of cfg (freed on failure too). Returns a snapshot holding
@@ -34,6 +36,13 @@ struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t vers
                                 struct errlist *errs);
 void snapshot_retain(struct snapshot *s);
 void snapshot_release(struct snapshot *s);
+/* For workers: when this drops the last reference the snapshot is not freed here but queued
+ * for snapshot_collect(), so that freeing a large configuration (tens of thousands of routes,
+ * milliseconds of free()) never runs on a thread that serves requests. */
+void snapshot_release_deferred(struct snapshot *s);
+/* Frees the queued snapshots; the control thread calls it after each publish, on a timer and at
+ * exit. Returns how many were freed. */
+size_t snapshot_collect(void);
 /* Row of smooth-WRR weights for upstream `u` on worker `worker`. */
 int *snapshot_balancer_state(struct snapshot *s, const struct upstream *u, int worker);
 

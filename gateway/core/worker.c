@@ -75,7 +75,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
     pthread_mutex_unlock(&w->mailbox_lock);
 
     if (next) {
-        snapshot_release(w->snapshot);
+        snapshot_release_deferred(w->snapshot);
         w->snapshot = next;
     }
     if (fast) {

@@ -94,7 +94,7 @@ void client_conn_close(struct client_conn *c) {
 }
 
 static void release_request(struct client_conn *c) {
-    snapshot_release(c->req.snap);
+    snapshot_release_deferred(c->req.snap); /* freed, if last, by the control thread */
     c->req.snap = NULL;
 }
 

@@ -14,6 +14,8 @@
 #define WEIR_STORE_H
 
 #include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "core/errlist.h"
 
@@ -52,6 +54,10 @@ static inline int store_load(struct store *s, json_t **state, struct errlist *er
  * The file store writes compact JSON in insertion order plus a newline, with
  * mode 0600 since entities can hold credentials. */
 static inline int store_apply(struct store *s, const json_t *state, struct errlist *errs);
+/* The same for a state already serialized (`text`, `len` bytes, one JSON object): callers that
+ * keep the text of unchanged entities (model_text.h) skip re-encoding the whole state. */
+static inline int store_apply_text(struct store *s, const char *text, size_t len,
+                                   struct errlist *errs);
 
 /* Asks for cb(arg, state) whenever another writer changes the store; calls
  * arrive on the thread that owns the store. The file store has a single writer
@@ -70,7 +76,8 @@ static inline void store_close(struct store *s);
  * is defined here rather than in a .c file. */
 struct store_ops {
     int (*load)(struct store *s, json_t **state, struct errlist *errs);
-    int (*apply)(struct store *s, const json_t *state, struct errlist *errs);
+    /* `text`: the state serialized as one JSON object (no trailing newline needed). */
+    int (*apply)(struct store *s, const char *text, size_t len, struct errlist *errs);
     int (*watch)(struct store *s, store_watch_cb cb, void *arg);
     const char *(*describe)(const struct store *s);
     void (*close)(struct store *s);
@@ -84,8 +91,18 @@ static inline int store_load(struct store *s, json_t **state, struct errlist *er
     return s->ops->load(s, state, errs);
 }
 
+static inline int store_apply_text(struct store *s, const char *text, size_t len,
+                                   struct errlist *errs) {
+    return s->ops->apply(s, text, len, errs);
+}
+
 static inline int store_apply(struct store *s, const json_t *state, struct errlist *errs) {
-    return s->ops->apply(s, state, errs);
+    if (!json_is_object(state)) return store_apply_text(s, "", 0, errs); /* refused, named */
+    char *text = json_dumps(state, JSON_COMPACT);
+    if (!text) abort();
+    int rc = store_apply_text(s, text, strlen(text), errs);
+    free(text);
+    return rc;
 }
 
 static inline int store_watch(struct store *s, store_watch_cb cb, void *arg) {

@@ -245,28 +245,22 @@ fail:;
     return -1;
 }
 
-static int file_apply(struct store *s, const json_t *state, struct errlist *errs) {
+static int file_apply(struct store *s, const char *state, size_t state_len, struct errlist *errs) {
     struct store_file *f = (struct store_file *)s;
-    if (!json_is_object(state)) {
+    if (state_len == 0 || state[0] != '{') {
         errlist_addf(errs, f->path, "refusing to store a state that is not a JSON object");
         return -1;
     }
-    char *text = json_dumps(state, JSON_PRESERVE_ORDER | JSON_COMPACT);
-    if (!text) {
-        errlist_addf(errs, f->path, "cannot encode the state as JSON");
-        return -1;
-    }
-    size_t len = strlen(text);
-    if (len + 1 > STORE_MAX_BYTES) {
+    if (state_len + 1 > STORE_MAX_BYTES) {
         errlist_addf(errs, f->path, "the state is %zu bytes, larger than the store limit of %zu",
-                     len + 1, STORE_MAX_BYTES);
-        free(text);
+                     state_len + 1, STORE_MAX_BYTES);
         return -1;
     }
-    char *grown = realloc(text, len + 2);
-    if (!grown) abort();
-    text = grown;
-    text[len++] = '\n';
+    size_t len = state_len + 1;
+    char *text = malloc(len + 1);
+    if (!text) abort();
+    memcpy(text, state, state_len);
+    text[state_len] = '\n';
     text[len] = '\0';
 
     char *tmp = str_printf("%s.tmp.%ld", f->path, (long)getpid());
