@@ -19,6 +19,8 @@
 #include "core/paths.h"
 #include "core/uuid.h"
 
+#include <openssl/rand.h>
+
 #define PAGE_DEFAULT 100
 #define PAGE_MAX 1000
 
@@ -376,6 +378,27 @@ static bool writes_allowed(struct admin_state *st, const char *verb, enum entity
     return false;
 }
 
+/* Kong generates what a credential leaves out: a key, and an HMAC secret for HS* algorithms. */
+static void fill_credential(enum entity_kind k, json_t *e) {
+    if (k != ENTITY_JWT_SECRET && k != ENTITY_KEYAUTH_CREDENTIAL) return;
+    unsigned char raw[16];
+    char hex[33];
+    if (!json_is_string(json_object_get(e, "key"))) {
+        if (RAND_bytes(raw, sizeof raw) != 1) abort();
+        for (size_t i = 0; i < sizeof raw; i++)
+            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+        json_object_set_new(e, "key", json_string(hex));
+    }
+    const char *alg = str(e, "algorithm");
+    if (k == ENTITY_JWT_SECRET && alg && alg[0] == 'H' &&
+        !json_is_string(json_object_get(e, "secret"))) {
+        if (RAND_bytes(raw, sizeof raw) != 1) abort();
+        for (size_t i = 0; i < sizeof raw; i++)
+            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+        json_object_set_new(e, "secret", json_string(hex));
+    }
+}
+
 /* Validates `input` (a user's entity) and turns it into the stored entity, references resolved
  * against the current model. Answers 400 and returns NULL on any problem. */
 static json_t *prepare(struct admin_state *st, enum entity_kind k, json_t *input,
@@ -392,6 +415,7 @@ static json_t *prepare(struct admin_state *st, enum entity_kind k, json_t *input
     }
     errlist_free(&errs);
     json_t *e = entity_normalize(k, input, (long long)time(NULL));
+    fill_credential(k, e);
     for (int r = 0; r < entity_kinds[k].n_refs; r++) {
         const struct entity_ref *ref = &entity_kinds[k].refs[r];
         json_t *given = json_object_get(input, ref->field);
@@ -523,9 +547,10 @@ void admin_create_entity(struct admin_state *st, const struct admin_request *req
 }
 
 /* The stored entity as input again: what PATCH merges into and validates. */
-static json_t *as_input(enum entity_kind k, const json_t *stored, const struct admin_endpoint *ep) {
+static json_t *as_input(enum entity_kind k, const json_t *stored) {
     json_t *in = json_copy((json_t *)stored);
-    if (ep->owner_field || k == ENTITY_TARGET) json_object_del(in, "upstream");
+    /* a nested kind's schema has no field for its owner: the path says it */
+    if (entity_kinds[k].nest_key) json_object_del(in, entity_kinds[k].refs[0].field);
     return in;
 }
 
@@ -542,7 +567,7 @@ void admin_update_entity(struct admin_state *st, const struct admin_request *req
     json_t *body = admin_read_json(req, res);
     if (!body) return;
     const json_t *stored = json_array_get(model_items(model(st), ep->kind), (size_t)at);
-    json_t *input = as_input(ep->kind, stored, ep);
+    json_t *input = as_input(ep->kind, stored);
     if (ep->kind == ENTITY_SERVICE && json_object_get(body, "url")) {
         /* url stands for these four together */
         static const char *const parts[] = {"protocol", "host", "port", "path"};
@@ -557,8 +582,10 @@ void admin_update_entity(struct admin_state *st, const struct admin_request *req
     json_t *e = prepare(st, ep->kind, input, res);
     json_decref(input);
     if (!e) return;
-    if (ep->kind == ENTITY_TARGET)
-        json_object_set(e, "upstream", json_object_get(stored, "upstream"));
+    if (entity_kinds[ep->kind].nest_key) {
+        const char *field = entity_kinds[ep->kind].refs[0].field;
+        json_object_set(e, field, json_object_get(stored, field));
+    }
     json_object_set(e, "created_at", json_object_get(stored, "created_at"));
     store_entity(st, ep->kind, e, at, 200, res);
 }

@@ -15,7 +15,7 @@ const struct entity_kind_info entity_kinds[ENTITY_KINDS] = {
                       {{"service", ENTITY_SERVICE, true, false}}, 1, {"plugins"}},
     [ENTITY_UPSTREAM] = {"upstream", "upstreams", "name", {"name"}, {{0}}, 0, {0}},
     [ENTITY_TARGET] = {"target", "targets", "target", {0},
-                       {{"upstream", ENTITY_UPSTREAM, true, true}}, 1, {0}},
+                       {{"upstream", ENTITY_UPSTREAM, true, true}}, 1, {0}, "targets"},
     [ENTITY_CONSUMER] = {"consumer", "consumers", "username", {"username", "custom_id"},
                          {{0}}, 0, {"plugins"}},
     [ENTITY_PLUGIN] = {"plugin", "plugins", NULL, {0},
@@ -26,6 +26,11 @@ const struct entity_kind_info entity_kinds[ENTITY_KINDS] = {
     [ENTITY_SNI] = {"sni", "snis", "name", {"name"},
                     {{"certificate", ENTITY_CERTIFICATE, true, true}}, 1, {0}},
     [ENTITY_CA_CERTIFICATE] = {"ca_certificate", "ca_certificates", NULL, {0}, {{0}}, 0, {0}},
+    [ENTITY_JWT_SECRET] = {"jwt_secret", "jwt_secrets", "key", {"key"},
+                           {{"consumer", ENTITY_CONSUMER, true, true}}, 1, {0}, "jwt_secrets"},
+    [ENTITY_KEYAUTH_CREDENTIAL] = {"keyauth_credential", "keyauth_credentials", "key", {"key"},
+                                   {{"consumer", ENTITY_CONSUMER, true, true}}, 1, {0},
+                                   "keyauth_credentials"},
 };
 /* clang-format on */
 

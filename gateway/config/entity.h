@@ -1,13 +1,13 @@
 /* entity: the kinds of configuration entity and the schemas that define them.
  *
  * One table names every kind (service, route, upstream, target, consumer, plugin, certificate,
- * sni, ca_certificate) with its plural (the admin API path and the declarative key), the field
- * an admin path may use instead of the id (`name`, `username`, ...), and its references to other
- * entities. Each kind's JSON Schema is schemas/<kind>.json; the whole declarative file is
- * schemas/declarative.json. They are compiled once, on first use, from the data directory
- * (paths_data_dir()); after that they are immutable and any thread may use them. When they cannot
- * be read, every call reports the same error: a missing or broken schema is a start-up error,
- * never a silently skipped check. */
+ * sni, ca_certificate, jwt_secret, keyauth_credential) with its plural (the admin API path and the
+ * declarative key), the field an admin path may use instead of the id (`name`, `username`, ...),
+ * and its references to other entities. Each kind's JSON Schema is schemas/<kind>.json; the whole
+ * declarative file is schemas/declarative.json. They are compiled once, on first use, from the data
+ * directory (paths_data_dir()); after that they are immutable and any thread may use them. When
+ * they cannot be read, every call reports the same error: a missing or broken schema is a start-up
+ * error, never a silently skipped check. */
 #ifndef WEIR_ENTITY_H
 #define WEIR_ENTITY_H
 
@@ -26,6 +26,8 @@ enum entity_kind {
     ENTITY_CERTIFICATE,
     ENTITY_SNI,
     ENTITY_CA_CERTIFICATE,
+    ENTITY_JWT_SECRET,
+    ENTITY_KEYAUTH_CREDENTIAL,
     ENTITY_KINDS
 };
 
@@ -48,6 +50,10 @@ struct entity_kind_info {
     int n_refs;
     /* Input-only fields: accepted by the schema, never stored ("url" is split). */
     const char *input_only[4];
+    /* Set for kinds that live inside their owner (refs[0]) in the declarative form: the owner's
+     * array holding them ("targets" in an upstream). Their own schema has no field for the
+     * owner: nesting, or the admin path, says which it is. */
+    const char *nest_key;
 };
 
 extern const struct entity_kind_info entity_kinds[ENTITY_KINDS];

@@ -1,5 +1,10 @@
 #include "config/model.h"
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +47,12 @@ static bool input_only(enum entity_kind k, const char *key) {
     for (int i = 0; i < 4 && entity_kinds[k].input_only[i]; i++)
         if (!strcmp(entity_kinds[k].input_only[i], key)) return true;
     /* nested children of the declarative form */
-    return (k == ENTITY_SERVICE && !strcmp(key, "routes")) ||
-           (k == ENTITY_UPSTREAM && !strcmp(key, "targets"));
+    if (k == ENTITY_SERVICE && !strcmp(key, "routes")) return true;
+    for (int c = 0; c < ENTITY_KINDS; c++)
+        if (entity_kinds[c].nest_key && entity_kinds[c].refs[0].kind == k &&
+            !strcmp(entity_kinds[c].nest_key, key))
+            return true;
+    return false;
 }
 
 static void lower_strings(json_t *arr, bool upper) {
@@ -112,8 +121,30 @@ static void route_normalize(json_t *e) {
     }
 }
 
+/* A JWT credential's public key must parse and suit its algorithm (RS*: RSA, ES*: EC), so a bad
+ * key is refused when it is stored, not when the first token arrives. */
+static void check_jwt_key(const json_t *input, const char *path, struct errlist *errs) {
+    const char *pem = str(input, "rsa_public_key"), *alg = str(input, "algorithm");
+    if (!pem) return;
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *key = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    ERR_clear_error();
+    if (!key) {
+        field_error(errs, path, "rsa_public_key", "not a valid PEM public key");
+        return;
+    }
+    int type = EVP_PKEY_get_base_id(key);
+    if (alg && alg[0] == 'R' && type != EVP_PKEY_RSA)
+        field_error(errs, path, "rsa_public_key", "must be an RSA key for %s", alg);
+    if (alg && alg[0] == 'E' && type != EVP_PKEY_EC)
+        field_error(errs, path, "rsa_public_key", "must be an EC key for %s", alg);
+    EVP_PKEY_free(key);
+}
+
 bool entity_check(enum entity_kind k, const json_t *input, const char *path, struct errlist *errs) {
     size_t before = errs->n;
+    if (k == ENTITY_JWT_SECRET) check_jwt_key(input, path, errs);
     if (k == ENTITY_ROUTE) {
         const char *name, *other;
         json_t *values, *v2;
@@ -715,7 +746,23 @@ json_t *model_from_declarative(const json_t *doc, long long now, json_t **origin
     }
     json_array_foreach(json_object_get(doc, "consumers"), i, v) {
         field_index_path(path, "consumers", i);
-        add_entity(&fl, ENTITY_CONSUMER, v, path, NULL, NULL, true);
+        json_t *consumer = add_entity(&fl, ENTITY_CONSUMER, v, path, NULL, NULL, true);
+        static const enum entity_kind creds[] = {ENTITY_JWT_SECRET, ENTITY_KEYAUTH_CREDENTIAL};
+        for (size_t c = 0; c < 2; c++) {
+            json_array_foreach(json_object_get(v, entity_kinds[creds[c]].nest_key), j, child) {
+                path_index(cpath, path, entity_kinds[creds[c]].nest_key, j);
+                /* the admin API generates missing keys and secrets; a file must say them, or
+                 * every reload would hand out new credentials */
+                if (!json_is_string(json_object_get(child, "key")))
+                    field_error(errs, cpath, "key", "required in a declarative file");
+                if (creds[c] == ENTITY_JWT_SECRET &&
+                    !json_is_string(json_object_get(child, "secret")) &&
+                    !json_is_string(json_object_get(child, "rsa_public_key")))
+                    field_error(errs, cpath, "secret",
+                                "required in a declarative file (or give rsa_public_key)");
+                add_entity(&fl, creds[c], child, cpath, "consumer", str(consumer, "id"), true);
+            }
+        }
     }
     json_array_foreach(json_object_get(doc, "ca_certificates"), i, v) {
         field_index_path(path, "ca_certificates", i);
@@ -743,31 +790,40 @@ static json_t *without(const json_t *e, const char *field) {
 
 json_t *model_export(const json_t *model) {
     json_t *doc = json_pack("{s:s}", "_format_version", "3.0");
+    /* owner id -> its nested entities, per nested kind */
+    json_t *nested[ENTITY_KINDS] = {0};
     for (int k = 0; k < ENTITY_KINDS; k++) {
-        if (k == ENTITY_TARGET) continue; /* nested in their upstream */
-        json_t *items = model_items(model, k);
-        if (!json_array_size(items)) continue;
-        if (k != ENTITY_UPSTREAM) {
-            json_object_set_new(doc, entity_kinds[k].plural, json_copy(items));
-            continue;
-        }
-        json_t *by_upstream = json_object(); /* upstream id -> its targets */
+        if (!entity_kinds[k].nest_key) continue;
+        const char *field = entity_kinds[k].refs[0].field;
+        nested[k] = json_object();
         size_t i;
-        json_t *t, *u;
-        json_array_foreach(model_items(model, ENTITY_TARGET), i, t) {
-            json_t *list = json_object_get(by_upstream, ref_id(t, "upstream"));
-            if (!list) json_object_set_new(by_upstream, ref_id(t, "upstream"), list = json_array());
-            json_array_append_new(list, without(t, "upstream"));
+        json_t *e;
+        json_array_foreach(model_items(model, k), i, e) {
+            json_t *list = json_object_get(nested[k], ref_id(e, field));
+            if (!list) json_object_set_new(nested[k], ref_id(e, field), list = json_array());
+            json_array_append_new(list, without(e, field));
         }
-        json_t *ups = json_array();
-        json_array_foreach(items, i, u) {
-            json_t *copy = json_copy(u);
-            json_t *targets = json_object_get(by_upstream, str(u, "id"));
-            if (targets) json_object_set(copy, "targets", targets);
-            json_array_append_new(ups, copy);
-        }
-        json_decref(by_upstream);
-        json_object_set_new(doc, "upstreams", ups);
     }
+    for (int k = 0; k < ENTITY_KINDS; k++) {
+        json_t *items = model_items(model, k);
+        if (entity_kinds[k].nest_key || !json_array_size(items)) continue;
+        json_t *out = json_array();
+        size_t i;
+        json_t *e;
+        json_array_foreach(items, i, e) {
+            json_t *copy = NULL;
+            for (int c = 0; c < ENTITY_KINDS; c++) {
+                if (!nested[c] || entity_kinds[c].refs[0].kind != (enum entity_kind)k) continue;
+                json_t *children = json_object_get(nested[c], str(e, "id"));
+                if (!children) continue;
+                if (!copy) copy = json_copy(e);
+                json_object_set(copy, entity_kinds[c].nest_key, children);
+            }
+            json_array_append_new(out, copy ? copy : json_incref(e));
+        }
+        json_object_set_new(doc, entity_kinds[k].plural, out);
+    }
+    for (int k = 0; k < ENTITY_KINDS; k++)
+        json_decref(nested[k]);
     return doc;
 }

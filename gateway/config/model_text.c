@@ -121,47 +121,58 @@ char *model_export_text(const json_t *model, struct model_text_cache *c, size_t 
     FILE *f = open_memstream(&out, &n);
     if (!f) abort();
     fputs("{\"_format_version\":\"3.0\"", f);
-    json_t *targets = model_items(model, ENTITY_TARGET);
-    json_t *by_upstream = json_object(); /* upstream id -> [target positions] */
+    /* nested kinds (targets, credentials): owner id -> positions, as model_export nests them */
+    json_t *nested[ENTITY_KINDS] = {0};
     size_t i;
     json_t *e;
-    json_array_foreach(targets, i, e) {
-        const char *uid = json_string_value(json_object_get(json_object_get(e, "upstream"), "id"));
-        json_t *list = json_object_get(by_upstream, uid);
-        if (!list) json_object_set_new(by_upstream, uid, list = json_array());
-        json_array_append_new(list, json_integer((json_int_t)i));
+    for (int k = 0; k < ENTITY_KINDS; k++) {
+        if (!entity_kinds[k].nest_key) continue;
+        nested[k] = json_object();
+        json_array_foreach(model_items(model, (enum entity_kind)k), i, e) {
+            const char *owner = json_string_value(
+                json_object_get(json_object_get(e, entity_kinds[k].refs[0].field), "id"));
+            json_t *list = json_object_get(nested[k], owner);
+            if (!list) json_object_set_new(nested[k], owner, list = json_array());
+            json_array_append_new(list, json_integer((json_int_t)i));
+        }
     }
     for (int k = 0; k < ENTITY_KINDS; k++) {
         json_t *items = model_items(model, (enum entity_kind)k);
-        if (k == ENTITY_TARGET || !json_array_size(items)) continue;
+        if (entity_kinds[k].nest_key || !json_array_size(items)) continue;
         fprintf(f, ",\"%s\":[", entity_kinds[k].plural);
         json_array_foreach(items, i, e) {
             if (i) fputc(',', f);
             const struct cached *t = text_of(c, e, NULL);
-            json_t *mine =
-                k == ENTITY_UPSTREAM
-                    ? json_object_get(by_upstream, json_string_value(json_object_get(e, "id")))
-                    : NULL;
-            if (!json_array_size(mine)) {
+            const char *id = json_string_value(json_object_get(e, "id"));
+            /* "{...}" becomes "{...,"targets":[...]}" for each kind nested in this one */
+            bool open = false;
+            for (int ck = 0; ck < ENTITY_KINDS; ck++) {
+                if (!nested[ck] || entity_kinds[ck].refs[0].kind != (enum entity_kind)k) continue;
+                json_t *mine = json_object_get(nested[ck], id);
+                if (!json_array_size(mine)) continue;
+                if (!open) fwrite(t->text, 1, t->len - 1, f);
+                open = true;
+                fprintf(f, ",\"%s\":[", entity_kinds[ck].nest_key);
+                size_t j;
+                json_t *pos;
+                json_t *children = model_items(model, (enum entity_kind)ck);
+                json_array_foreach(mine, j, pos) {
+                    if (j) fputc(',', f);
+                    put(f, text_of(c, json_array_get(children, (size_t)json_integer_value(pos)),
+                                   entity_kinds[ck].refs[0].field));
+                }
+                fputc(']', f);
+            }
+            if (open)
+                fputc('}', f);
+            else
                 put(f, t);
-                continue;
-            }
-            /* an upstream with its targets nested: "{...}" becomes "{...,"targets":[...]}" */
-            fwrite(t->text, 1, t->len - 1, f);
-            fputs(",\"targets\":[", f);
-            size_t j;
-            json_t *pos;
-            json_array_foreach(mine, j, pos) {
-                if (j) fputc(',', f);
-                put(f, text_of(c, json_array_get(targets, (size_t)json_integer_value(pos)),
-                               "upstream"));
-            }
-            fputs("]}", f);
         }
         fputc(']', f);
     }
     fputc('}', f);
-    json_decref(by_upstream);
+    for (int k = 0; k < ENTITY_KINDS; k++)
+        json_decref(nested[k]);
     if (fclose(f) != 0) abort();
     sweep(c);
     *len = n;

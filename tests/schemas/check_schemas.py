@@ -40,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SCHEMAS = os.path.join(ROOT, "schemas")
 FILES = ["service", "route", "upstream", "target", "consumer", "plugin", "certificate", "sni",
-         "ca_certificate", "weir", "declarative"]
+         "ca_certificate", "jwt_secret", "keyauth_credential", "weir", "declarative"]
 
 passed = failed = 0
 VERBOSE = False

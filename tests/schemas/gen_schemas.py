@@ -337,7 +337,7 @@ def target_schema():
                     type="string", pattern=P["target"], errorMessage=MSG["target"]),
         "weight": d("Share of the traffic; 0 disables the target." + NULL_NOTE,
                     type=nullable("integer"), minimum=0, maximum=65535, default=100),
-        "tags": with_desc("tags", "Tags (checked, not kept by Weir)." + NULL_NOTE),
+        "tags": ref("tags"),
     })
     return {"title": "Target",
             "description": "A target: one address of an upstream's pool (Kong's target entity).",
@@ -434,13 +434,69 @@ def consumer_schema():
     })
     return {"title": "Consumer",
             "description": "A consumer: a user or application of the APIs (Kong's consumer "
-                           "entity). Credentials (jwt, key-auth) arrive with those plugins.",
+                           "entity). Its credentials are jwt_secrets and keyauth_credentials.",
             "type": "object", "properties": props, "additionalProperties": False,
             "allOf": [{"anyOf": [{"required": ["username"],
                                   "properties": {"username": {"type": "string"}}},
                                  {"required": ["custom_id"],
                                   "properties": {"custom_id": {"type": "string"}}}],
                        "errorMessage": "must have a username or a custom_id"}]}
+
+
+CREDENTIAL_KEY = ("^[\\x21-\\x7e]{1,1024}$")
+
+
+def jwt_secret_schema():
+    props = common("jwt_secret")
+    props.update({
+        "key": d("What identifies the credential in a token: the value of its key claim (`iss` "
+                 "by default) or `kid`. Printable ASCII without spaces, 1..1024 characters; "
+                 "unique. Generated (32 hex characters) when absent.", type="string",
+                 pattern=CREDENTIAL_KEY,
+                 errorMessage="must be 1 to 1024 printable ASCII characters without spaces"),
+        "secret": d("The HMAC secret of HS256/384/512 tokens. Generated (32 hex characters) when "
+                    "absent." + NULL_NOTE, type=nullable("string"), minLength=1),
+        "rsa_public_key": d("PEM public key (\"-----BEGIN PUBLIC KEY-----\") that verifies "
+                            "RS256/384/512 and ES256/384/512 tokens; required for those "
+                            "algorithms." + NULL_NOTE, type=nullable("string"),
+                            pattern="^[ \\t\\r\\n]*-----BEGIN PUBLIC KEY-----",
+                            errorMessage="must be a PEM public key "
+                                         "(\"-----BEGIN PUBLIC KEY-----\" ...)"),
+        "algorithm": d("The algorithm tokens of this credential must use." + NULL_NOTE,
+                       enum=["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256",
+                             "ES384", "ES512", None], default="HS256",
+                       errorMessage="must be one of HS256, HS384, HS512, RS256, RS384, RS512, "
+                                    "ES256, ES384, ES512"),
+        "tags": ref("tags"),
+    })
+    return {"title": "JWT credential",
+            "description": "A consumer's JWT credential (Kong's jwt_secrets entity), used by the "
+                           "jwt plugin. Created at /consumers/{c}/jwt or nested in a consumer "
+                           "of the declarative file.",
+            "type": "object", "properties": props, "additionalProperties": False,
+            "allOf": [{"if": {"properties": {"algorithm": {"type": "string",
+                                                           "pattern": "^(RS|ES)"}},
+                              "required": ["algorithm"]},
+                       "then": {"required": ["rsa_public_key"],
+                                "properties": {"rsa_public_key": {"type": "string"}}},
+                       "errorMessage": "rsa_public_key is required for RS* and ES* algorithms"}]}
+
+
+def keyauth_credential_schema():
+    props = common("keyauth_credential")
+    props.update({
+        "key": d("The API key clients send. Printable ASCII without spaces, 1..1024 characters; "
+                 "unique. Generated (32 hex characters) when absent.", type="string",
+                 pattern=CREDENTIAL_KEY,
+                 errorMessage="must be 1 to 1024 printable ASCII characters without spaces"),
+        "ttl": inert("Kong's key expiry."),
+        "tags": ref("tags"),
+    })
+    return {"title": "Key-auth credential",
+            "description": "A consumer's API key (Kong's keyauth_credentials entity), used by the "
+                           "key-auth plugin. Created at /consumers/{c}/key-auth or nested in a "
+                           "consumer of the declarative file.",
+            "type": "object", "properties": props, "additionalProperties": False}
 
 
 def plugin_schema():
@@ -648,6 +704,8 @@ ENTITIES = {
     "target.json": target_schema, "consumer.json": consumer_schema,
     "plugin.json": plugin_schema, "certificate.json": certificate_schema,
     "sni.json": sni_schema, "ca_certificate.json": ca_certificate_schema,
+    "jwt_secret.json": jwt_secret_schema,
+    "keyauth_credential.json": keyauth_credential_schema,
     "weir.json": weir_schema,
 }
 
@@ -681,6 +739,19 @@ def declarative_schema():
         "The pool; with no usable target the proxy answers 503. Default []." + NULL_NOTE,
         type=nullable("array"), items=ref("target"), default=[])
     defs["upstream_nested"] = ups
+    con = copy.deepcopy(defs["consumer"])
+    con["title"] = "Consumer (declarative)"
+    con["description"] = "A consumer as in the declarative file, with its credentials nested."
+    con["properties"]["jwt_secrets"] = d("JWT credentials of this consumer." + NULL_NOTE,
+                                         type=nullable("array"), items=ref("jwt_secret"))
+    con["properties"]["keyauth_credentials"] = d("API keys of this consumer." + NULL_NOTE,
+                                                 type=nullable("array"),
+                                                 items=ref("keyauth_credential"))
+    con["properties"]["plugins"] = d(
+        "Plugins of this consumer. Not supported yet (plugins are not supported yet, see the "
+        "plugin issue): only null or [].", type=nullable("array"), maxItems=0,
+        items=ref("plugin"), errorMessage=PLUGINS_NOT_SUPPORTED)
+    defs["consumer_nested"] = con
     top_route = {"title": "Route (top level)",
                  "description": "A top-level route: a route whose service is required.",
                  "allOf": [ref("route")], "required": ["service"],
@@ -719,8 +790,8 @@ def declarative_schema():
                          "plugin issue): only null or [] is accepted today.",
                          type=nullable("array"), maxItems=0, items=ref("plugin"),
                          errorMessage=PLUGINS_NOT_SUPPORTED),
-            "consumers": d("Consumers." + NULL_NOTE, type=nullable("array"),
-                           items=ref("consumer")),
+            "consumers": d("Consumers, with their credentials nested." + NULL_NOTE,
+                           type=nullable("array"), items=ref("consumer_nested")),
             "certificates": later("certificate", "TLS certificates."),
             "snis": later("sni", "Server names of certificates."),
             "ca_certificates": later("ca_certificate", "CA certificates."),
