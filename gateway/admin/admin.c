@@ -429,7 +429,12 @@ static void handle_request(struct admin_conn *ac) {
         admin_error(&res, 405, "Method not allowed");
     else
         handler(a->state, &req, &res);
-    log_info("admin: %s %s -> %d", method, path, res.status);
+    /* A credential's key can be the last path segment: log the route, not the key. */
+    size_t plen_route = route ? strlen(route->path) : 0;
+    bool secret_in_path = route && plen_route >= 2 && !strcmp(route->path + plen_route - 2, "{}") &&
+                          (route->endpoint.kind == ENTITY_JWT_SECRET ||
+                           route->endpoint.kind == ENTITY_KEYAUTH_CREDENTIAL);
+    log_info("admin: %s %s -> %d", method, secret_in_path ? route->path : path, res.status);
     free(path);
     send_response(ac, &res);
 }

@@ -1,4 +1,4 @@
-"""The admin API's first endpoints (issue 3, in progress): GET /, /status, /config, /debug/match,
+"""The admin API: GET /, /status, /config, /debug/match, /metrics, entity reads, credentials in logs,
 the admin token and the admin listener's errors."""
 
 import re
@@ -243,3 +243,23 @@ def test_schemas_endpoint_serves_the_entity_schemas():
         assert_eq(doc["$schema"], "https://json-schema.org/draft/2020-12/schema", "$schema")
         check("paths" in doc["properties"], "no paths in the route schema")
         assert_eq(get(port, "/schemas/nothing").status, 404, "unknown entity")
+
+
+def test_credential_keys_in_paths_never_reach_the_log():
+    with gateway(store={"type": "file", "path": "store.json"}) as (w, b):
+        port = admin_port(w)
+        key = "do-not-log-this-key-0123456789"
+        json_hdr = {"Content-Type": "application/json"}
+        assert_eq(http("POST", port, "/consumers", headers=json_hdr,
+                       body='{"username": "alice"}').status, 201, "consumer created")
+        r = http("POST", port, "/consumers/alice/key-auth", headers=json_hdr,
+                 body='{"key": "%s"}' % key)
+        assert_eq(r.status, 201, "key created")
+        assert_eq(r.json()["key"], key, "the key is returned to the admin")
+        assert_eq(get(port, "/consumers/alice/key-auth/" + key).status, 200, "GET by key")
+        assert_eq(get(port, "/key-auths/" + key).status, 200, "GET /key-auths/{key}")
+        assert_eq(http("DELETE", port, "/consumers/alice/key-auth/" + key).status, 204, "DELETE")
+        assert_eq(get(port, "/consumers/alice/key-auth/" + key).status, 404, "gone")
+        log = w.stderr_text()
+        check("/consumers/{}/key-auth/{} -> 204" in log, "the DELETE is logged by route:\n" + log)
+        check(key not in log, "the key reached the error log:\n" + log)
