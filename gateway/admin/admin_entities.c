@@ -99,6 +99,22 @@ static void foreign_key_violation(struct admin_response *res, const char *field,
     free(v);
 }
 
+/* What the API shows for a stored entity: itself, except that a certificate lists the names of
+ * its snis, as Kong's does. Returns a new reference. */
+static json_t *present(struct admin_state *st, enum entity_kind k, json_t *e) {
+    if (k != ENTITY_CERTIFICATE) return json_incref(e);
+    json_t *names = json_array();
+    size_t i;
+    json_t *sni;
+    json_array_foreach(model_items(model(st), ENTITY_SNI), i, sni) {
+        if (!strcmp(ref_id(sni, "certificate"), str(e, "id")))
+            json_array_append(names, json_object_get(sni, "name"));
+    }
+    json_t *shown = json_copy(e);
+    json_object_set_new(shown, "snis", names);
+    return shown;
+}
+
 /* ---- tags and pagination ------------------------------------------------------------------------
  */
 
@@ -170,8 +186,9 @@ static bool page_read(const struct admin_request *req, struct admin_response *re
 
 /* One page of the entities of `items` that pass the filters, as
  * {"data": [...], "next": ..., "offset": ...}; `base` is the collection's path. */
-static void page_answer(struct admin_response *res, const json_t *items, const struct page *pg,
-                        const char *base, const char *owner_field, const char *owner_id) {
+static void page_answer(struct admin_state *st, enum entity_kind k, struct admin_response *res,
+                        const json_t *items, const struct page *pg, const char *base,
+                        const char *owner_field, const char *owner_id) {
     json_t *data = json_array();
     size_t n = json_array_size(items), i;
     /* the offset counts positions in the collection, so a page boundary survives filters */
@@ -181,7 +198,7 @@ static void page_answer(struct admin_response *res, const json_t *items, const s
             strcasecmp(ref_id(e, owner_field) ? ref_id(e, owner_field) : "", owner_id))
             continue;
         if (!tags_match(pg->tags, json_object_get(e, "tags"))) continue;
-        json_array_append(data, e);
+        json_array_append_new(data, present(st, k, e));
     }
     res->status = 200;
     if (i < n) {
@@ -241,7 +258,7 @@ void admin_list_entities(struct admin_state *st, const struct admin_request *req
                  entity_kinds[ep->kind].plural);
     else
         snprintf(base, sizeof base, "/%s", entity_kinds[ep->kind].plural);
-    page_answer(res, model_items(model(st), ep->kind), &pg, base, ep->owner_field,
+    page_answer(st, ep->kind, res, model_items(model(st), ep->kind), &pg, base, ep->owner_field,
                 ep->owner_field ? owner_id(st, ep, owner) : NULL);
 }
 
@@ -254,7 +271,8 @@ void admin_get_entity(struct admin_state *st, const struct admin_request *req,
         return;
     }
     res->status = 200;
-    res->json = json_incref(json_array_get(model_items(model(st), req->endpoint->kind), (size_t)i));
+    res->json = present(st, req->endpoint->kind,
+                        json_array_get(model_items(model(st), req->endpoint->kind), (size_t)i));
 }
 
 /* GET /routes/{r}/service */
@@ -477,10 +495,70 @@ static bool install(struct admin_state *st, json_t *m, enum entity_kind k, long 
     return r == COMMIT_OK;
 }
 
+/* The snis array after certificate `e` gets exactly the names in `names` (null: none); the
+ * names it already had keep their sni entities. NULL after a 409 when a name belongs to another
+ * certificate or is listed twice. */
+static json_t *snis_for(struct admin_state *st, const json_t *e, const json_t *names,
+                        struct admin_response *res) {
+    const char *cid = str(e, "id");
+    json_t *old = model_items(model(st), ENTITY_SNI), *mine = json_object();
+    json_t *items = json_array();
+    size_t i;
+    json_t *sni, *name;
+    json_array_foreach(old, i, sni) {
+        if (strcmp(ref_id(sni, "certificate"), cid) != 0)
+            json_array_append(items, sni);
+        else
+            json_object_set(mine, str(sni, "name"), sni);
+    }
+    bool ok = true;
+    json_array_foreach(names, i, name) {
+        const char *n = json_string_value(name);
+        size_t j;
+        json_array_foreach(items, j, sni) {
+            if (!strcmp(str(sni, "name"), n)) {
+                unique_violation(res, "snis", name);
+                ok = false;
+                break;
+            }
+        }
+        if (!ok) break;
+        json_t *kept = json_object_get(mine, n);
+        if (kept) {
+            json_array_append(items, kept);
+            continue;
+        }
+        json_t *input = json_pack("{s:O}", "name", name);
+        json_t *created = entity_normalize(ENTITY_SNI, input, (long long)time(NULL));
+        json_decref(input);
+        char id[37];
+        uuid_v4(id);
+        json_object_set_new(created, "id", json_string(id));
+        json_object_set_new(created, "certificate", json_pack("{s:s}", "id", cid));
+        json_array_append_new(items, created);
+    }
+    json_decref(mine);
+    if (!ok) {
+        json_decref(items);
+        return NULL;
+    }
+    return items;
+}
+
 /* Inserts or replaces (at index `at`, -1: append) the prepared entity `e` after the uniqueness
- * checks; answers `status` with the stored entity. Takes `e`. */
+ * checks; answers `status` with the stored entity. Takes `e` and `snis` (a certificate's new
+ * names, NULL to leave its snis as they are). */
 static void store_entity(struct admin_state *st, enum entity_kind k, json_t *e, long at, int status,
-                         struct admin_response *res) {
+                         struct admin_response *res, json_t *snis) {
+    json_t *sni_items = NULL;
+    if (k == ENTITY_CERTIFICATE && snis) {
+        sni_items = snis_for(st, e, snis, res);
+        json_decref(snis);
+        if (!sni_items) {
+            json_decref(e);
+            return;
+        }
+    }
     const char *field = NULL;
     long clash = model_conflict(model(st), k, e, at, &field);
     if (clash >= 0) {
@@ -498,6 +576,7 @@ static void store_entity(struct admin_state *st, enum entity_kind k, json_t *e, 
             unique_violation(res, field, value ? value : json_null());
         }
         json_decref(e);
+        json_decref(sni_items);
         return;
     }
     json_t *items = json_copy(model_items(model(st), k));
@@ -507,9 +586,11 @@ static void store_entity(struct admin_state *st, enum entity_kind k, json_t *e, 
     } else {
         json_array_set(items, (size_t)at, e);
     }
-    if (install(st, model_with(st, k, items), k, at, res)) {
+    json_t *next = model_with(st, k, items);
+    if (sni_items) json_object_set_new(next, entity_kinds[ENTITY_SNI].plural, sni_items);
+    if (install(st, next, k, at, res)) {
         res->status = status;
-        res->json = json_incref(e);
+        res->json = present(st, k, e); /* the model installed is now the current one */
     }
     json_decref(e);
 }
@@ -530,12 +611,16 @@ void admin_create_entity(struct admin_state *st, const struct admin_request *req
     json_t *input = admin_read_json(req, res);
     if (!input) return;
     if (ep->owner_field) json_object_del(input, ep->owner_field); /* the path says it */
+    json_t *snis =
+        ep->kind == ENTITY_CERTIFICATE ? json_incref(json_object_get(input, "snis")) : NULL;
     json_t *e = prepare(st, ep->kind, input, res);
     json_decref(input);
+    if (!e) json_decref(snis);
     if (!e) return;
     if (ep->owner_field) set_owner(st, ep, owner, e);
     if (!required_refs_present(ep->kind, e, res)) {
         json_decref(e);
+        json_decref(snis);
         return;
     }
     if (!str(e, "id")) {
@@ -543,7 +628,7 @@ void admin_create_entity(struct admin_state *st, const struct admin_request *req
         uuid_v4(id);
         json_object_set_new(e, "id", json_string(id));
     }
-    store_entity(st, ep->kind, e, -1, 201, res);
+    store_entity(st, ep->kind, e, -1, 201, res, snis);
 }
 
 /* The stored entity as input again: what PATCH merges into and validates. */
@@ -575,19 +660,24 @@ void admin_update_entity(struct admin_state *st, const struct admin_request *req
             json_object_del(input, parts[i]);
     }
     if (ep->owner_field) json_object_del(body, ep->owner_field);
+    json_t *snis =
+        ep->kind == ENTITY_CERTIFICATE ? json_incref(json_object_get(body, "snis")) : NULL;
     json_object_update(input, body);
     json_object_del(input, "updated_at");
     json_object_set(input, "id", json_object_get(stored, "id")); /* ids never change */
     json_decref(body);
     json_t *e = prepare(st, ep->kind, input, res);
     json_decref(input);
-    if (!e) return;
+    if (!e) {
+        json_decref(snis);
+        return;
+    }
     if (entity_kinds[ep->kind].nest_key) {
         const char *field = entity_kinds[ep->kind].refs[0].field;
         json_object_set(e, field, json_object_get(stored, field));
     }
     json_object_set(e, "created_at", json_object_get(stored, "created_at"));
-    store_entity(st, ep->kind, e, at, 200, res);
+    store_entity(st, ep->kind, e, at, 200, res, snis);
 }
 
 void admin_upsert_entity(struct admin_state *st, const struct admin_request *req,
@@ -611,12 +701,18 @@ void admin_upsert_entity(struct admin_state *st, const struct admin_request *req
         json_object_set_new(input, entity_kinds[ep->kind].endpoint_key, json_string(key));
     json_object_del(input, "created_at");
     json_object_del(input, "updated_at");
+    json_t *snis =
+        ep->kind == ENTITY_CERTIFICATE ? json_incref(json_object_get(input, "snis")) : NULL;
     json_t *e = prepare(st, ep->kind, input, res);
     json_decref(input);
-    if (!e) return;
+    if (!e) {
+        json_decref(snis);
+        return;
+    }
     if (ep->owner_field) set_owner(st, ep, owner, e);
     if (!required_refs_present(ep->kind, e, res)) {
         json_decref(e);
+        json_decref(snis);
         return;
     }
     if (!str(e, "id")) {
@@ -625,7 +721,7 @@ void admin_upsert_entity(struct admin_state *st, const struct admin_request *req
         json_object_set_new(e, "id", json_string(id));
     }
     if (stored) json_object_set(e, "created_at", json_object_get(stored, "created_at"));
-    store_entity(st, ep->kind, e, at, 200, res);
+    store_entity(st, ep->kind, e, at, 200, res, snis);
 }
 
 /* Marks entity `i` of kind k and, through owner references, everything it owns. */

@@ -24,8 +24,9 @@ const struct entity_kind_info entity_kinds[ENTITY_KINDS] = {
                         {"consumer", ENTITY_CONSUMER, false, true}}, 3, {0}},
     [ENTITY_CERTIFICATE] = {"certificate", "certificates", NULL, {0}, {{0}}, 0, {"snis"}},
     [ENTITY_SNI] = {"sni", "snis", "name", {"name"},
-                    {{"certificate", ENTITY_CERTIFICATE, true, true}}, 1, {0}},
-    [ENTITY_CA_CERTIFICATE] = {"ca_certificate", "ca_certificates", NULL, {0}, {{0}}, 0, {0}},
+                    {{"certificate", ENTITY_CERTIFICATE, true, true}}, 1, {0}, "snis"},
+    [ENTITY_CA_CERTIFICATE] = {"ca_certificate", "ca_certificates", NULL, {"cert_digest"}, {{0}},
+                               0, {0}},
     [ENTITY_JWT_SECRET] = {"jwt_secret", "jwt_secrets", "key", {"key"},
                            {{"consumer", ENTITY_CONSUMER, true, true}}, 1, {0}, "jwt_secrets"},
     [ENTITY_KEYAUTH_CREDENTIAL] = {"keyauth_credential", "keyauth_credentials", "key", {"key"},
@@ -38,10 +39,6 @@ const char *entity_unsupported(enum entity_kind k) {
     switch (k) {
     case ENTITY_PLUGIN:
         return "plugins are not supported yet (see the plugin issue)";
-    case ENTITY_CERTIFICATE:
-    case ENTITY_SNI:
-    case ENTITY_CA_CERTIFICATE:
-        return "not supported yet (TLS arrives with the TLS issue)";
     default:
         return NULL;
     }

@@ -58,8 +58,8 @@ struct entity_kind_info {
 
 extern const struct entity_kind_info entity_kinds[ENTITY_KINDS];
 
-/* Why kind k cannot be created yet (plugins wait for the plugin runtime, certificates for TLS), or
- * NULL. The declarative schema refuses them too. */
+/* Why kind k cannot be created yet (plugins wait for the plugin runtime), or NULL. The
+ * declarative schema refuses them too. */
 const char *entity_unsupported(enum entity_kind k);
 
 /* The kind whose plural (or singular when `singular`) is `name`, or -1. */

@@ -4,6 +4,8 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +123,81 @@ static void route_normalize(json_t *e) {
     }
 }
 
+/* The first certificate of a PEM text, or NULL. */
+static X509 *read_cert(const char *pem) {
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    ERR_clear_error();
+    return x;
+}
+
+/* SHA-256 of the first certificate's DER form, as Kong's cert_digest. */
+static bool cert_digest(const char *pem, char out[65]) {
+    X509 *x = read_cert(pem);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    bool ok = x && X509_digest(x, EVP_sha256(), md, &len) == 1 && len == 32;
+    for (unsigned int i = 0; ok && i < len; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    X509_free(x);
+    return ok;
+}
+
+/* A certificate and its key: both parse and belong together. Returns the key's type or 0. */
+static int check_pair(const char *cert_pem, const char *key_pem, const char *cert_field,
+                      const char *key_field, const char *path, struct errlist *errs) {
+    X509 *x = read_cert(cert_pem);
+    BIO *bio = BIO_new_mem_buf(key_pem, -1);
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    int type = 0;
+    if (!x) field_error(errs, path, cert_field, "not a valid PEM certificate");
+    if (!key)
+        field_error(errs, path, key_field,
+                    "not a valid PEM private key (encrypted keys are not supported)");
+    if (x && key) {
+        if (X509_check_private_key(x, key) == 1)
+            type = EVP_PKEY_get_base_id(key);
+        else
+            field_error(errs, path, key_field, "does not match %s", cert_field);
+    }
+    ERR_clear_error();
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return type;
+}
+
+static void check_certificate(const json_t *input, const char *path, struct errlist *errs) {
+    const char *cert = str(input, "cert"), *key = str(input, "key");
+    const char *cert_alt = str(input, "cert_alt"), *key_alt = str(input, "key_alt");
+    int type = cert && key ? check_pair(cert, key, "cert", "key", path, errs) : 0;
+    int alt =
+        cert_alt && key_alt ? check_pair(cert_alt, key_alt, "cert_alt", "key_alt", path, errs) : 0;
+    /* the alternate certificate exists to offer the other key type (Kong's rule) */
+    if (type && alt && type == alt)
+        field_error(errs, path, "cert_alt",
+                    "must have a different key type than cert (e.g. "
+                    "ECDSA next to RSA)");
+}
+
+static void check_ca_certificate(const json_t *input, const char *path, struct errlist *errs) {
+    const char *pem = str(input, "cert");
+    if (!pem) return;
+    X509 *x = read_cert(pem);
+    if (!x) {
+        field_error(errs, path, "cert", "not a valid PEM certificate");
+        return;
+    }
+    if (X509_check_ca(x) < 1)
+        field_error(errs, path, "cert", "not a CA certificate (basic constraints CA:TRUE)");
+    X509_free(x);
+    char digest[65];
+    const char *given = str(input, "cert_digest");
+    if (given && cert_digest(pem, digest) && strcmp(given, digest) != 0)
+        field_error(errs, path, "cert_digest", "does not match cert (its SHA-256 is %s)", digest);
+}
+
 /* A JWT credential's public key must parse and suit its algorithm (RS*: RSA, ES*: EC), so a bad
  * key is refused when it is stored, not when the first token arrives. */
 static void check_jwt_key(const json_t *input, const char *path, struct errlist *errs) {
@@ -145,6 +222,8 @@ static void check_jwt_key(const json_t *input, const char *path, struct errlist 
 bool entity_check(enum entity_kind k, const json_t *input, const char *path, struct errlist *errs) {
     size_t before = errs->n;
     if (k == ENTITY_JWT_SECRET) check_jwt_key(input, path, errs);
+    if (k == ENTITY_CERTIFICATE) check_certificate(input, path, errs);
+    if (k == ENTITY_CA_CERTIFICATE) check_ca_certificate(input, path, errs);
     if (k == ENTITY_ROUTE) {
         const char *name, *other;
         json_t *values, *v2;
@@ -212,6 +291,12 @@ json_t *entity_normalize(enum entity_kind k, const json_t *input, long long now)
             free(t);
         }
         break;
+    case ENTITY_CA_CERTIFICATE: {
+        char digest[65];
+        if (str(e, "cert") && cert_digest(str(e, "cert"), digest))
+            json_object_set_new(e, "cert_digest", json_string(digest));
+        break;
+    }
     default:
         break;
     }
@@ -279,6 +364,13 @@ bool entity_derive_id(enum entity_kind k, const json_t *e, char out[37], const c
         ok = str(e, "custom_id") != NULL;
         fprintf(f, "custom_id:%s", str(e, "custom_id") ? str(e, "custom_id") : "");
         break;
+    case ENTITY_CERTIFICATE: /* the certificate itself names it */
+    case ENTITY_CA_CERTIFICATE: {
+        char digest[65];
+        ok = str(e, "cert") && cert_digest(str(e, "cert"), digest);
+        if (ok) fputs(digest, f);
+        break;
+    }
     default:
         ok = false;
         break;
@@ -767,6 +859,30 @@ json_t *model_from_declarative(const json_t *doc, long long now, json_t **origin
     json_array_foreach(json_object_get(doc, "ca_certificates"), i, v) {
         field_index_path(path, "ca_certificates", i);
         add_entity(&fl, ENTITY_CA_CERTIFICATE, v, path, NULL, NULL, true);
+    }
+    json_array_foreach(json_object_get(doc, "certificates"), i, v) {
+        field_index_path(path, "certificates", i);
+        json_t *cert = add_entity(&fl, ENTITY_CERTIFICATE, v, path, NULL, NULL, true);
+        json_array_foreach(json_object_get(v, "snis"), j, child) {
+            path_index(cpath, path, "snis", j);
+            /* a bare name, as Kong's admin API takes it, or an sni object as exported */
+            json_t *sni =
+                json_is_string(child) ? json_pack("{s:O}", "name", child) : json_incref(child);
+            add_entity(&fl, ENTITY_SNI, sni, cpath, "certificate", str(cert, "id"), true);
+            json_decref(sni);
+        }
+    }
+    json_array_foreach(json_object_get(doc, "snis"), i, v) {
+        field_index_path(path, "snis", i);
+        char what[512];
+        long c = model_resolve_ref(fl.model, ENTITY_CERTIFICATE, json_object_get(v, "certificate"),
+                                   what, sizeof what);
+        if (c < 0) {
+            field_error(errs, path, "certificate", "%s", what);
+            continue;
+        }
+        json_t *cert = json_array_get(model_items(fl.model, ENTITY_CERTIFICATE), (size_t)c);
+        add_entity(&fl, ENTITY_SNI, v, path, "certificate", str(cert, "id"), true);
     }
 
     if (errs->n == before) model_check(fl.model, fl.origins, errs);

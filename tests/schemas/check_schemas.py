@@ -594,7 +594,7 @@ ENTITY_BAD = [
     ("certificate", {"cert": "-----BEGIN CERTIFICATE-----\n", "key":
                      "-----BEGIN PRIVATE KEY-----\n", "cert_alt":
                      "-----BEGIN CERTIFICATE-----\n"}),
-    ("sni", {"name": "example.com"}),
+    ("sni", {"certificate": {"id": U1}}),
     ("sni", {"name": "example.com", "certificate": {"id": U1, "name": "c"}}),
     ("ca_certificate", {"cert": "-----BEGIN CERTIFICATE-----\n", "cert_digest": "XYZ"}),
     ("service", {"name": "s"}),

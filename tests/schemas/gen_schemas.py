@@ -535,21 +535,24 @@ def certificate_schema():
     props.update({
         "cert": d("PEM-encoded certificate (chain). Required.", type="string",
                   pattern=PEM_CERT, errorMessage=MSG["pem_cert"]),
-        "key": d("PEM-encoded private key of cert. Required; write-only in the admin API.",
+        "key": d("PEM-encoded private key of cert (unencrypted). Required; must match cert.",
                  type="string", pattern=PEM_KEY, errorMessage=MSG["pem_key"]),
-        "cert_alt": d("Alternate PEM certificate (e.g. ECDSA next to RSA); needs key_alt.",
+        "cert_alt": d("Alternate PEM certificate of the other key type (ECDSA next to RSA, or "
+                      "RSA next to ECDSA); needs key_alt.",
                       type=nullable("string"), pattern=PEM_CERT, errorMessage=MSG["pem_cert"]),
         "key_alt": d("PEM private key of cert_alt; needs cert_alt.", type=nullable("string"),
                      pattern=PEM_KEY, errorMessage=MSG["pem_key"]),
-        "snis": d("Server names served with this certificate (creates sni entities)."
+        "snis": d("Server names served with this certificate: creates (or, on PUT and PATCH, "
+                  "replaces) its sni entities; returned as the list of their names."
                   + NULL_NOTE, type=nullable("array"),
                   items=d("A host name or \"*.\" wildcard.", type="string", pattern=P["sni"],
                           errorMessage=MSG["sni"])),
         "tags": ref("tags"),
     })
     return {"title": "Certificate",
-            "description": "A TLS certificate and key (Kong's certificate entity). Weir does not "
-                           "load certificates yet.",
+            "description": "A TLS certificate and key (Kong's certificate entity), checked with "
+                           "OpenSSL when stored (parses, key matches). TLS termination uses them "
+                           "once it lands (TLS issue).",
             "type": "object", "properties": props, "required": ["cert", "key"],
             "additionalProperties": False,
             "dependentRequired": {"cert_alt": ["key_alt"], "key_alt": ["cert_alt"]}}
@@ -561,28 +564,30 @@ def sni_schema():
         "name": d("The server name: a host name or a leading wildcard \"*.example.com\". "
                   "Required, unique.", type="string", pattern=P["sni"],
                   errorMessage=MSG["sni"]),
-        "certificate": with_desc("id_ref", "The certificate served for this name. Required."),
+        "certificate": with_desc("id_ref", "The certificate served for this name. Required, "
+                                 "except nested in a certificate or posted to "
+                                 "/certificates/{c}/snis, where that certificate is meant."),
         "tags": ref("tags"),
     })
     return {"title": "SNI",
-            "description": "A server name bound to a certificate (Kong's sni entity). Weir does "
-                           "not load snis yet.",
-            "type": "object", "properties": props, "required": ["name", "certificate"],
+            "description": "A server name bound to a certificate (Kong's sni entity).",
+            "type": "object", "properties": props, "required": ["name"],
             "additionalProperties": False}
 
 
 def ca_certificate_schema():
     props = common("ca_certificate")
     props.update({
-        "cert": d("PEM-encoded CA certificate. Required.", type="string", pattern=PEM_CERT,
-                  errorMessage=MSG["pem_cert"]),
-        "cert_digest": d("SHA-256 of the certificate, lower-case hex (computed when absent).",
+        "cert": d("PEM-encoded CA certificate (basic constraints CA:TRUE). Required.",
+                  type="string", pattern=PEM_CERT, errorMessage=MSG["pem_cert"]),
+        "cert_digest": d("SHA-256 of the certificate's DER form, lower-case hex; computed (a given "
+                         "value must match). Unique.",
                          type=nullable("string"), pattern="^[0-9a-f]{64}$"),
         "tags": ref("tags"),
     })
     return {"title": "CA certificate",
-            "description": "A trusted CA certificate (Kong's ca_certificate entity). Weir does "
-                           "not load CA certificates yet.",
+            "description": "A trusted CA certificate (Kong's ca_certificate entity), for "
+                           "verifying upstreams and clients once TLS lands (TLS issue).",
             "type": "object", "properties": props, "required": ["cert"],
             "additionalProperties": False}
 
@@ -752,6 +757,20 @@ def declarative_schema():
         "plugin issue): only null or [].", type=nullable("array"), maxItems=0,
         items=ref("plugin"), errorMessage=PLUGINS_NOT_SUPPORTED)
     defs["consumer_nested"] = con
+    crt = copy.deepcopy(defs["certificate"])
+    crt["title"] = "Certificate (declarative)"
+    crt["description"] = "A certificate as in the declarative file, with its snis nested."
+    crt["properties"]["snis"] = d(
+        "Server names of this certificate: names, or sni objects as GET /config exports them."
+        + NULL_NOTE, type=nullable("array"),
+        items={"anyOf": [{"type": "string", "pattern": P["sni"]}, ref("sni")],
+               "errorMessage": "must be a server name (a host name or \"*.\" followed by a "
+                               "domain) or an sni object"})
+    defs["certificate_nested"] = crt
+    sni_top = {"title": "SNI (top level)",
+               "description": "A top-level sni: its certificate is required.",
+               "allOf": [ref("sni")], "required": ["certificate"]}
+    defs["sni_top"] = sni_top
     top_route = {"title": "Route (top level)",
                  "description": "A top-level route: a route whose service is required.",
                  "allOf": [ref("route")], "required": ["service"],
@@ -792,9 +811,12 @@ def declarative_schema():
                          errorMessage=PLUGINS_NOT_SUPPORTED),
             "consumers": d("Consumers, with their credentials nested." + NULL_NOTE,
                            type=nullable("array"), items=ref("consumer_nested")),
-            "certificates": later("certificate", "TLS certificates."),
-            "snis": later("sni", "Server names of certificates."),
-            "ca_certificates": later("ca_certificate", "CA certificates."),
+            "certificates": d("TLS certificates, with their snis nested." + NULL_NOTE,
+                              type=nullable("array"), items=ref("certificate_nested")),
+            "snis": d("Server names naming their certificate (Kong also accepts them at the "
+                      "top level)." + NULL_NOTE, type=nullable("array"), items=ref("sni_top")),
+            "ca_certificates": d("Trusted CA certificates." + NULL_NOTE, type=nullable("array"),
+                                 items=ref("ca_certificate")),
             "vaults": inert("Kong's secret vaults."),
             "_workspace": inert("Kong Enterprise workspace."),
         },
