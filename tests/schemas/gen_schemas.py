@@ -116,8 +116,8 @@ def nullable(t):
 DEFS = {
     "uuid": d("A UUID, 8-4-4-4-12 hexadecimal digits in either case (stored lower case).",
               type="string", pattern=P["uuid"], errorMessage=MSG["uuid"]),
-    "name": d("A name: letters, digits, \"-\", \".\", \"_\" and \"~\"; unique per entity type.",
-              type="string", pattern=P["name"], errorMessage=MSG["name"]),
+    "name": d("A name: letters, digits, \"-\", \".\", \"_\" and \"~\"; unique per entity type."
+              + NULL_NOTE, type=nullable("string"), pattern=P["name"], errorMessage=MSG["name"]),
     "tags": d("Tags: strings, each non-empty, without \",\", \"/\" or control characters."
               + NULL_NOTE, type=nullable("array"),
               items=d("A tag.", type="string", pattern=P["tag"], errorMessage=MSG["tag"])),
