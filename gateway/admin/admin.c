@@ -75,6 +75,7 @@ static void admin_conn_destroy(struct admin_conn *ac) {
     free(ac->url);
     free(ac->authorization);
     free(ac->header_name);
+    free(ac->content_type);
     free(ac);
 }
 

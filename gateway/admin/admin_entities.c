@@ -381,7 +381,7 @@ static bool writes_allowed(struct admin_state *st, const char *verb, enum entity
     if (why && strcmp(verb, "delete") != 0) {
         struct errlist errs;
         errlist_init(&errs);
-        errlist_addf(&errs, NULL, "%s %s", entity_kinds[k].plural, why);
+        errlist_addf(&errs, NULL, "%s", why);
         admin_schema_violation(res, &errs, NULL);
         errlist_free(&errs);
         return false;
