@@ -4,7 +4,7 @@
 # front of it (nginx, HAProxy, Weir), each loaded with wrk over loopback in
 # the same run. See bench/README.md for what it measures and how to read it.
 #
-# Usage: bench/run.sh [--only NAME[,NAME...]]...   NAME: weir nginx haproxy router
+# Usage: bench/run.sh [--only NAME[,NAME...]]...   NAME: weir nginx haproxy router changes
 # Env:   DURATION=10s CONNECTIONS=50 THREADS=1 WARMUP=3s TASKSET=0 ROUNDS=1
 set -euo pipefail
 
@@ -16,7 +16,8 @@ Benchmarks Weir against nginx and HAProxy as reverse proxies in front of one
 nginx backend, and runs bench/router_scale.c when it exists.
 
   --only NAME    run only these (repeatable, or comma-separated):
-                 weir, nginx, haproxy, router (the router_scale micro-benchmark)
+                 weir, nginx, haproxy, router (the router_scale micro-benchmark),
+                 changes (bench/admin_changes.py; only when named)
   -h, --help     this text
 
 Environment:
@@ -58,7 +59,7 @@ while (($# > 0)); do
 done
 for n in "${only[@]}"; do
 	case $n in
-	weir | nginx | haproxy | router | router_scale) ;;
+	weir | nginx | haproxy | router | router_scale | changes) ;;
 	*) echo "run.sh: --only: unknown name '$n' (weir, nginx, haproxy, router)" >&2; exit 2 ;;
 	esac
 done
@@ -638,6 +639,16 @@ if selected router && [[ -f bench/router_scale.c ]]; then
 	fi
 elif selected router && ((${#only[@]} > 0)); then
 	echo "router_scale: bench/router_scale.c does not exist; skipped" | tee -a "$report"
+fi
+
+# ---------------------------------------------------------- admin changes
+# Only when named: route changes under load (bench/admin_changes.py, its own
+# ports 18090-18099 and its own report in bench/results/admin_changes-*.json).
+if [[ " ${only[*]} " == *" changes "* ]]; then
+	echo
+	echo "== admin changes (bench/admin_changes.py)"
+	DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS TASKSET=$TASKSET \
+		ROUNDS=$ROUNDS PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU python3 bench/admin_changes.py || failed+=(changes)
 fi
 
 if [[ -s $report ]]; then
