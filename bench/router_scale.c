@@ -101,7 +101,7 @@ static void bench_size(size_t n_routes, size_t lookups, struct bench_result *res
     static const struct service service = {.name = "bench", .host = "127.0.0.1", .port = 80};
     struct route *routes = calloc(n_routes, sizeof *routes);
     char(*paths)[32] = calloc(n_routes, sizeof *paths);
-    char **path_ptrs = calloc(n_routes, sizeof *path_ptrs);
+    const char **path_ptrs = calloc(n_routes, sizeof *path_ptrs);
     struct bench_requests *q = malloc(sizeof *q);
     if (!routes || !paths || !path_ptrs || !q) {
         fprintf(stderr, "out of memory\n");

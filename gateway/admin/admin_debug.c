@@ -32,7 +32,7 @@ static const char *debug_get_header(void *ctx, const char *name, size_t index, s
     return d->header_value;
 }
 
-static json_t *string_array(char **items, size_t n) {
+static json_t *string_array(const char *const *items, size_t n) {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(a, json_string(items[i]));

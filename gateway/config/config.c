@@ -218,38 +218,25 @@ void config_free(struct config *c) {
     json_decref(c->model);
     json_decref(c->weir_json);
     free(c->base_dir);
+    /* strings are the model's (config.h); only the arrays and computed strings are ours */
     for (size_t i = 0; i < c->n_services; i++) {
-        struct service *s = &c->services[i];
-        free(s->name);
-        free(s->protocol);
-        free(s->host);
-        free(s->path);
-        free(s->host_header);
-        field_strings_free(s->tags, s->n_tags);
+        free(c->services[i].host_header);
+        free(c->services[i].tags);
     }
     for (size_t i = 0; i < c->n_routes; i++) {
         struct route *r = &c->routes[i];
-        free(r->name);
         free(r->source_path);
-        field_strings_free(r->paths, r->n_paths);
-        field_strings_free(r->hosts, r->n_hosts);
-        field_strings_free(r->methods, r->n_methods);
-        for (size_t h = 0; h < r->n_headers; h++) {
-            free(r->headers[h].name);
-            field_strings_free(r->headers[h].values, r->headers[h].n_values);
-        }
+        free(r->paths); /* the block holding hosts, methods and tags too */
+        for (size_t h = 0; h < r->n_headers; h++)
+            free(r->headers[h].values);
         free(r->headers);
-        field_strings_free(r->tags, r->n_tags);
     }
     for (size_t u = 0; u < c->n_upstreams; u++) {
         struct upstream *up = &c->upstreams[u];
-        free(up->name);
-        for (size_t t = 0; t < up->n_targets; t++) {
-            free(up->targets[t].target);
+        for (size_t t = 0; t < up->n_targets; t++)
             free(up->targets[t].host);
-        }
         free(up->targets);
-        field_strings_free(up->tags, up->n_tags);
+        free(up->tags);
     }
     free(c->services);
     free(c->routes);

@@ -71,9 +71,12 @@ struct weir_settings {
     char *store_path;  /* weir.store.path, absolute; NULL: no store (DB-less) */
 };
 
+/* Strings marked "model" point into config->model (immutable JSON the config holds a reference
+ * to) and are never freed on their own: building a 10,000-route config then costs a few
+ * allocations per route instead of a dozen, and so does freeing it. */
 struct upstream_target {
     char id[WEIR_UUID_LEN + 1];
-    char *target; /* "host:port" as written */
+    const char *target; /* "host:port" (model) */
     char *host;
     int port;
     int weight;                   /* 0..65535, 0 = disabled */
@@ -83,20 +86,20 @@ struct upstream_target {
 
 struct upstream {
     char id[WEIR_UUID_LEN + 1];
-    char *name; /* also the virtual host services point at */
+    const char *name; /* also the virtual host services point at (model) */
     struct upstream_target *targets;
     size_t n_targets;
-    char **tags;
+    const char **tags; /* array owned, strings model */
     size_t n_tags;
 };
 
 struct service {
     char id[WEIR_UUID_LEN + 1];
-    char *name;     /* may be NULL */
-    char *protocol; /* "http" */
-    char *host;
+    const char *name;     /* may be NULL (model) */
+    const char *protocol; /* "http" (model) */
+    const char *host;     /* (model) */
     int port;
-    char *path;             /* NULL when none */
+    const char *path;       /* NULL when none (model) */
     int connect_timeout_ms; /* 60000 */
     int read_timeout_ms;    /* 60000 */
     int write_timeout_ms;   /* 60000 */
@@ -106,13 +109,13 @@ struct service {
     struct sockaddr_storage addr;    /* resolved host:port when upstream == NULL */
     socklen_t addrlen;
     char *host_header; /* "host" or "host:port" (non-default port) */
-    char **tags;
+    const char **tags; /* array owned, strings model */
     size_t n_tags;
 };
 
 struct route_header {
-    char *name;    /* lower case */
-    char **values; /* compared case-insensitively */
+    const char *name;    /* lower case (model) */
+    const char **values; /* compared case-insensitively; array owned, strings model */
     size_t n_values;
 };
 
@@ -120,13 +123,14 @@ enum route_protocol { ROUTE_PROTO_HTTP = 1, ROUTE_PROTO_HTTPS = 2 };
 
 struct route {
     char id[WEIR_UUID_LEN + 1];
-    char *name;                    /* may be NULL */
+    const char *name;              /* may be NULL (model) */
     const struct service *service; /* never NULL after load */
-    char **paths;                  /* as written; "~" prefix = regex */
+    /* paths, hosts, methods and tags: one owned block of pointers, strings model */
+    const char **paths; /* as written; "~" prefix = regex */
     size_t n_paths;
-    char **hosts; /* lower case; "*.x.y" wildcards */
+    const char **hosts; /* lower case; "*.x.y" wildcards */
     size_t n_hosts;
-    char **methods; /* upper case */
+    const char **methods; /* upper case */
     size_t n_methods;
     struct route_header *headers;
     size_t n_headers;
@@ -136,7 +140,7 @@ struct route {
     unsigned protocols;             /* ROUTE_PROTO_* bits, default both */
     int https_redirect_status_code; /* 426 */
     size_t order;                   /* position in the file: the tie-breaker */
-    char **tags;
+    const char **tags;
     size_t n_tags;
     char *source_path; /* "services[0].routes[1]" or "routes[2]", for messages */
 };

@@ -29,15 +29,19 @@ static bool bool_or(const json_t *e, const char *key, bool def) {
     return json_is_boolean(v) ? json_is_true(v) : def;
 }
 
-static char *dup_or_null(const char *s) {
-    return s ? field_xstrdup(s) : NULL;
+/* Points out[i] at the strings of `arr` (borrowed from the model); returns how many. */
+static size_t borrow(const json_t *arr, const char **out) {
+    size_t n = json_array_size(arr);
+    for (size_t i = 0; i < n; i++)
+        out[i] = json_string_value(json_array_get(arr, i));
+    return n;
 }
 
-static char **strings(const json_t *arr, size_t *n) {
+/* A new array of the strings of `arr` (borrowed), NULL when empty. */
+static const char **strings(const json_t *arr, size_t *n) {
     *n = json_array_size(arr);
-    char **out = field_alloc_array(*n, sizeof *out);
-    for (size_t i = 0; i < *n; i++)
-        out[i] = field_xstrdup(json_string_value(json_array_get(arr, i)));
+    const char **out = field_alloc_array(*n, sizeof *out);
+    borrow(arr, out);
     return out;
 }
 
@@ -94,7 +98,7 @@ static void build_upstreams(struct build *b) {
     json_array_foreach(ups, i, e) {
         struct upstream *u = &c->upstreams[i];
         memcpy(u->id, str(e, "id"), WEIR_UUID_LEN + 1);
-        u->name = field_xstrdup(str(e, "name"));
+        u->name = str(e, "name");
         u->tags = strings(json_object_get(e, "tags"), &u->n_tags);
         json_object_set_new(index, u->id, json_integer((json_int_t)i));
         json_object_set_new(b->upstream_names, u->name, json_integer((json_int_t)i));
@@ -114,7 +118,7 @@ static void build_upstreams(struct build *b) {
         struct upstream *u = &c->upstreams[json_integer_value(pos)];
         struct upstream_target *t = &u->targets[u->n_targets++];
         memcpy(t->id, str(e, "id"), WEIR_UUID_LEN + 1);
-        t->target = field_xstrdup(str(e, "target"));
+        t->target = str(e, "target");
         char host[FIELD_HOST_MAX];
         bool bracketed;
         field_host_port_split(t->target, host, &t->port, &bracketed);
@@ -137,11 +141,11 @@ static void build_services(struct build *b) {
     json_array_foreach(items, i, e) {
         struct service *s = &c->services[i];
         memcpy(s->id, str(e, "id"), WEIR_UUID_LEN + 1);
-        s->name = dup_or_null(str(e, "name"));
-        s->protocol = field_xstrdup(str(e, "protocol") ? str(e, "protocol") : "http");
-        s->host = field_xstrdup(str(e, "host"));
+        s->name = str(e, "name");
+        s->protocol = str(e, "protocol") ? str(e, "protocol") : "http";
+        s->host = str(e, "host");
         s->port = int_or(e, "port", 80);
-        s->path = dup_or_null(str(e, "path"));
+        s->path = str(e, "path");
         s->connect_timeout_ms = int_or(e, "connect_timeout", 60000);
         s->read_timeout_ms = int_or(e, "read_timeout", 60000);
         s->write_timeout_ms = int_or(e, "write_timeout", 60000);
@@ -179,12 +183,23 @@ static void build_routes(struct build *b) {
     json_array_foreach(items, i, e) {
         struct route *r = &c->routes[i];
         memcpy(r->id, str(e, "id"), WEIR_UUID_LEN + 1);
-        r->name = dup_or_null(str(e, "name"));
+        r->name = str(e, "name");
         json_t *pos = json_object_get(services, str(json_object_get(e, "service"), "id"));
         r->service = &c->services[json_integer_value(pos)];
-        r->paths = strings(json_object_get(e, "paths"), &r->n_paths);
-        r->hosts = strings(json_object_get(e, "hosts"), &r->n_hosts);
-        r->methods = strings(json_object_get(e, "methods"), &r->n_methods);
+        /* one block for the four lists: two allocations per route in all */
+        const json_t *paths = json_object_get(e, "paths"), *hosts = json_object_get(e, "hosts");
+        const json_t *methods = json_object_get(e, "methods"), *tags = json_object_get(e, "tags");
+        size_t total = json_array_size(paths) + json_array_size(hosts) + json_array_size(methods) +
+                       json_array_size(tags);
+        const char **block = field_xcalloc(total ? total : 1, sizeof *block);
+        r->paths = block;
+        r->n_paths = borrow(paths, r->paths);
+        r->hosts = r->paths + r->n_paths;
+        r->n_hosts = borrow(hosts, r->hosts);
+        r->methods = r->hosts + r->n_hosts;
+        r->n_methods = borrow(methods, r->methods);
+        r->tags = r->methods + r->n_methods;
+        r->n_tags = borrow(tags, r->tags);
         json_t *headers = json_object_get(e, "headers");
         r->n_headers = json_object_size(headers);
         r->headers = field_alloc_array(r->n_headers, sizeof *r->headers);
@@ -192,7 +207,7 @@ static void build_routes(struct build *b) {
         const char *name;
         json_t *values;
         json_object_foreach(headers, name, values) {
-            r->headers[h].name = field_xstrdup(name);
+            r->headers[h].name = name;
             r->headers[h].values = strings(values, &r->headers[h].n_values);
             h++;
         }
@@ -207,7 +222,6 @@ static void build_routes(struct build *b) {
             !strcmp(json_string_value(proto), "https") ? ROUTE_PROTO_HTTPS : ROUTE_PROTO_HTTP;
         r->https_redirect_status_code = int_or(e, "https_redirect_status_code", 426);
         r->order = i;
-        r->tags = strings(json_object_get(e, "tags"), &r->n_tags);
         char buf[FIELD_PATH_MAX];
         r->source_path = field_xstrdup(where(b, ENTITY_ROUTE, i, buf, sizeof buf));
     }

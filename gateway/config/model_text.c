@@ -19,7 +19,28 @@ struct model_text_cache {
     struct cached *slots; /* open addressing; entity NULL = empty */
     size_t cap, used;
     uint64_t export_no;
+    size_t last_len; /* the previous export's size: the next buffer starts that big */
 };
+
+/* The output: one buffer sized from the previous export, so a 5 MB export is one copy. */
+struct out {
+    char *p;
+    size_t len, cap;
+};
+
+static void out_put(struct out *o, const char *s, size_t n) {
+    if (o->len + n + 1 > o->cap) {
+        o->cap = (o->len + n + 1) * 2;
+        o->p = realloc(o->p, o->cap);
+        if (!o->p) abort();
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void out_str(struct out *o, const char *s) {
+    out_put(o, s, strlen(s));
+}
 
 struct model_text_cache *model_text_cache_new(void) {
     struct model_text_cache *c = calloc(1, sizeof *c);
@@ -110,17 +131,15 @@ static void sweep(struct model_text_cache *c) {
     }
 }
 
-static void put(FILE *f, const struct cached *t) {
-    fwrite(t->text, 1, t->len, f);
+static void put(struct out *o, const struct cached *t) {
+    out_put(o, t->text, t->len);
 }
 
 char *model_export_text(const json_t *model, struct model_text_cache *c, size_t *len) {
     c->export_no++;
-    char *out = NULL;
-    size_t n = 0;
-    FILE *f = open_memstream(&out, &n);
-    if (!f) abort();
-    fputs("{\"_format_version\":\"3.0\"", f);
+    struct out o = {malloc(c->last_len + 4096), 0, c->last_len + 4096}, *f = &o;
+    if (!o.p) abort();
+    out_str(f, "{\"_format_version\":\"3.0\"");
     /* nested kinds (targets, credentials): owner id -> positions, as model_export nests them */
     json_t *nested[ENTITY_KINDS] = {0};
     size_t i;
@@ -139,9 +158,11 @@ char *model_export_text(const json_t *model, struct model_text_cache *c, size_t 
     for (int k = 0; k < ENTITY_KINDS; k++) {
         json_t *items = model_items(model, (enum entity_kind)k);
         if (entity_kinds[k].nest_key || !json_array_size(items)) continue;
-        fprintf(f, ",\"%s\":[", entity_kinds[k].plural);
+        out_str(f, ",\"");
+        out_str(f, entity_kinds[k].plural);
+        out_str(f, "\":[");
         json_array_foreach(items, i, e) {
-            if (i) fputc(',', f);
+            if (i) out_put(f, ",", 1);
             const struct cached *t = text_of(c, e, NULL);
             const char *id = json_string_value(json_object_get(e, "id"));
             /* "{...}" becomes "{...,"targets":[...]}" for each kind nested in this one */
@@ -150,31 +171,34 @@ char *model_export_text(const json_t *model, struct model_text_cache *c, size_t 
                 if (!nested[ck] || entity_kinds[ck].refs[0].kind != (enum entity_kind)k) continue;
                 json_t *mine = json_object_get(nested[ck], id);
                 if (!json_array_size(mine)) continue;
-                if (!open) fwrite(t->text, 1, t->len - 1, f);
+                if (!open) out_put(f, t->text, t->len - 1);
                 open = true;
-                fprintf(f, ",\"%s\":[", entity_kinds[ck].nest_key);
+                out_str(f, ",\"");
+                out_str(f, entity_kinds[ck].nest_key);
+                out_str(f, "\":[");
                 size_t j;
                 json_t *pos;
                 json_t *children = model_items(model, (enum entity_kind)ck);
                 json_array_foreach(mine, j, pos) {
-                    if (j) fputc(',', f);
+                    if (j) out_put(f, ",", 1);
                     put(f, text_of(c, json_array_get(children, (size_t)json_integer_value(pos)),
                                    entity_kinds[ck].refs[0].field));
                 }
-                fputc(']', f);
+                out_put(f, "]", 1);
             }
             if (open)
-                fputc('}', f);
+                out_put(f, "}", 1);
             else
                 put(f, t);
         }
-        fputc(']', f);
+        out_put(f, "]", 1);
     }
-    fputc('}', f);
+    out_put(f, "}", 1);
     for (int k = 0; k < ENTITY_KINDS; k++)
         json_decref(nested[k]);
-    if (fclose(f) != 0) abort();
+    o.p[o.len] = '\0';
     sweep(c);
-    *len = n;
-    return out;
+    c->last_len = o.len;
+    *len = o.len;
+    return o.p;
 }

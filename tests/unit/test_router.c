@@ -16,13 +16,13 @@
 
 #include "router/router.h"
 
-/* Sets a (char **, size_t) pair of struct route from string literals. */
+/* Sets a (const char **, size_t) pair of struct route from string literals. */
 #define PATHS(r, ...) LIST_OF(r, paths, __VA_ARGS__)
 #define HOSTS(r, ...) LIST_OF(r, hosts, __VA_ARGS__)
 #define METHODS(r, ...) LIST_OF(r, methods, __VA_ARGS__)
 #define LIST_OF(r, name, ...)                                                                      \
     do {                                                                                           \
-        static char *list_[] = {__VA_ARGS__};                                                      \
+        static const char *list_[] = {__VA_ARGS__};                                                    \
         (r).name = list_;                                                                          \
         (r).n_##name = sizeof list_ / sizeof list_[0];                                             \
     } while (0)
@@ -241,7 +241,7 @@ static void test_more_conditions_win_at_equal_path(void **state) {
     METHODS(routes[1], "GET");
     PATHS(routes[2], "/api");
     METHODS(routes[2], "GET");
-    static char *v[] = {"1"};
+    static const char *v[] = {"1"};
     static struct route_header hdr[] = {{"x-version", v, 1}};
     routes[2].headers = hdr;
     routes[2].n_headers = 1;
@@ -340,7 +340,7 @@ static void test_regex_route_checks_hosts_methods_headers(void **state) {
     PATHS(routes[0], "~/api");
     HOSTS(routes[0], "api.example.com", "*.internal");
     METHODS(routes[0], "POST");
-    static char *v[] = {"yes"};
+    static const char *v[] = {"yes"};
     static struct route_header hdr[] = {{"x-canary", v, 1}};
     routes[0].headers = hdr;
     routes[0].n_headers = 1;
@@ -390,8 +390,8 @@ static void test_header_filter(void **state) {
     struct route routes[1];
     routes_init(routes, 1);
     PATHS(routes[0], "/");
-    static char *v1[] = {"v1", "v2"};
-    static char *v2[] = {"beta"};
+    static const char *v1[] = {"v1", "v2"};
+    static const char *v2[] = {"beta"};
     static struct route_header hdr[] = {{"x-version", v1, 2}, {"x-channel", v2, 1}};
     routes[0].headers = hdr;
     routes[0].n_headers = 2;
@@ -557,7 +557,7 @@ static void test_many_routes(void **state) {
     enum { N = 100000 };
     struct route *routes = calloc(N, sizeof *routes);
     char(*paths)[32] = calloc(N, sizeof *paths);
-    char **path_ptrs = calloc(N, sizeof *path_ptrs);
+    const char **path_ptrs = calloc(N, sizeof *path_ptrs);
     assert_non_null(routes);
     assert_non_null(paths);
     assert_non_null(path_ptrs);
