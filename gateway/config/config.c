@@ -74,6 +74,7 @@ static struct config *assemble(const json_t *weir, const char *base_dir, json_t 
     struct build b = {.c = c, .origins = origins, .errs = errs};
     struct resolved_addr *addrs = prev ? previous_addresses(prev, &b.prev_index) : NULL;
     b.prev_addrs = addrs;
+    b.prev = prev;
     config_build_entities(&b);
     free(addrs);
     json_decref(b.prev_index);

@@ -142,7 +142,8 @@ struct route {
     size_t order;                   /* position in the file: the tie-breaker */
     const char **tags;
     size_t n_tags;
-    char *source_path; /* "services[0].routes[1]" or "routes[2]", for messages */
+    char *source_path;           /* "services[0].routes[1]" or "routes[2]", for messages */
+    const struct json_t *entity; /* the model object it was built from */
 };
 
 struct config {

@@ -6,6 +6,7 @@
  * upstream they name, the Host header to send, route protocol bits and order. */
 #include <errno.h>
 #include <netdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,6 +171,64 @@ static void build_services(struct build *b) {
     }
 }
 
+/* Routes of the previous config by the model object they were built from. Model objects are
+ * immutable and shared between successive models, so the same object means the same route. */
+struct route_index {
+    const json_t **keys;
+    size_t *pos;
+    size_t mask;
+};
+
+static size_t ptr_slot(const void *p, size_t mask) {
+    uintptr_t h = (uintptr_t)p;
+    h ^= h >> 17;
+    h *= (uintptr_t)0x9E3779B97F4A7C15ull;
+    return (size_t)(h ^ (h >> 29)) & mask;
+}
+
+static void route_index_build(struct route_index *ix, const struct config *prev) {
+    size_t cap = 16;
+    while (cap < prev->n_routes * 2)
+        cap *= 2;
+    ix->mask = cap - 1;
+    ix->keys = field_xcalloc(cap, sizeof *ix->keys);
+    ix->pos = field_xcalloc(cap, sizeof *ix->pos);
+    for (size_t i = 0; i < prev->n_routes; i++) {
+        size_t j = ptr_slot(prev->routes[i].entity, ix->mask);
+        while (ix->keys[j])
+            j = (j + 1) & ix->mask;
+        ix->keys[j] = prev->routes[i].entity;
+        ix->pos[j] = i;
+    }
+}
+
+static long route_index_find(const struct route_index *ix, const json_t *e) {
+    if (!ix->keys) return -1;
+    for (size_t j = ptr_slot(e, ix->mask); ix->keys[j]; j = (j + 1) & ix->mask)
+        if (ix->keys[j] == e) return (long)ix->pos[j];
+    return -1;
+}
+
+/* `r` as a copy of `old` (built from the same model object): the strings are the model's, so
+ * only the owned arrays are duplicated. The service and the position are the caller's. */
+static void route_copy(struct route *r, const struct route *old) {
+    *r = *old;
+    size_t total = old->n_paths + old->n_hosts + old->n_methods + old->n_tags;
+    const char **block = field_xcalloc(total ? total : 1, sizeof *block);
+    memcpy(block, old->paths, total * sizeof *block);
+    r->paths = block;
+    r->hosts = r->paths + r->n_paths;
+    r->methods = r->hosts + r->n_hosts;
+    r->tags = r->methods + r->n_methods;
+    r->headers = field_alloc_array(old->n_headers, sizeof *r->headers);
+    for (size_t h = 0; h < old->n_headers; h++) {
+        r->headers[h] = old->headers[h];
+        r->headers[h].values = field_alloc_array(old->headers[h].n_values, sizeof(char *));
+        memcpy(r->headers[h].values, old->headers[h].values,
+               old->headers[h].n_values * sizeof(char *));
+    }
+}
+
 static void build_routes(struct build *b) {
     struct config *c = b->c;
     json_t *items = model_items(c->model, ENTITY_ROUTE);
@@ -178,10 +237,23 @@ static void build_routes(struct build *b) {
     json_t *services = json_object(); /* id -> position */
     for (size_t s = 0; s < c->n_services; s++)
         json_object_set_new(services, c->services[s].id, json_integer((json_int_t)s));
+    struct route_index prev = {0};
+    if (b->prev) route_index_build(&prev, b->prev);
     size_t i;
     json_t *e;
     json_array_foreach(items, i, e) {
         struct route *r = &c->routes[i];
+        char buf[FIELD_PATH_MAX];
+        long old = route_index_find(&prev, e);
+        if (old >= 0) {
+            route_copy(r, &b->prev->routes[old]);
+            json_t *pos = json_object_get(services, str(json_object_get(e, "service"), "id"));
+            r->service = &c->services[json_integer_value(pos)];
+            r->order = i;
+            r->source_path = field_xstrdup(where(b, ENTITY_ROUTE, i, buf, sizeof buf));
+            continue;
+        }
+        r->entity = e;
         memcpy(r->id, str(e, "id"), WEIR_UUID_LEN + 1);
         r->name = str(e, "name");
         json_t *pos = json_object_get(services, str(json_object_get(e, "service"), "id"));
@@ -222,9 +294,10 @@ static void build_routes(struct build *b) {
             !strcmp(json_string_value(proto), "https") ? ROUTE_PROTO_HTTPS : ROUTE_PROTO_HTTP;
         r->https_redirect_status_code = int_or(e, "https_redirect_status_code", 426);
         r->order = i;
-        char buf[FIELD_PATH_MAX];
         r->source_path = field_xstrdup(where(b, ENTITY_ROUTE, i, buf, sizeof buf));
     }
+    free(prev.keys);
+    free(prev.pos);
     json_decref(services);
 }
 

@@ -20,8 +20,9 @@ struct build {
     const json_t *origins; /* may be NULL */
     struct errlist *errs;
     const struct resolved_addr *prev_addrs;
-    json_t *prev_index;     /* "host:port" -> index into prev_addrs; NULL: resolve everything */
-    json_t *upstream_names; /* internal */
+    json_t *prev_index;        /* "host:port" -> index into prev_addrs; NULL: resolve everything */
+    const struct config *prev; /* routes built from the same model objects are copied from it */
+    json_t *upstream_names;    /* internal */
 };
 
 void config_build_entities(struct build *b);

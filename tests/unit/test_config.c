@@ -14,7 +14,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "config/config.h"
+#include "config/model.h"
 #include "core/errlist.h"
 #include "core/uuid.h"
 
@@ -415,6 +418,62 @@ static void test_route_order_is_nested_then_top_level(void **state) {
 
 /* ---- ids ---- */
 
+/* An admin change: a new model sharing most entity objects with the running one. The new config
+ * must be right on its own (routes it copies from the old config point at the new services) and
+ * must outlive the old one (its strings belong to the shared model objects, not to the old
+ * config): the old config is freed first, under ASan and valgrind. */
+static void test_config_with_model_reuses_routes_and_outlives_its_base(void **state) {
+    struct config *a = load_ok(DOC("services"
+                                   : [
+                                       {
+                                           "name" : "s1",
+                                           "url" : "http://127.0.0.1:9001",
+                                           "routes" : [
+                                               {"name" : "r1", "paths" : ["/one"]},
+                                               {"name" : "r2", "paths" : ["/two"], "headers" : {"x-v" : ["1"]}}
+                                           ]
+                                       },
+                                       {"name" : "s2", "url" : "http://127.0.0.1:9002"}
+                                   ]));
+    json_t *m = json_copy(a->model);
+    /* s1 gets another port; r2 moves to s2; r1 is untouched (the same object) */
+    json_t *services = json_copy(model_items(a->model, ENTITY_SERVICE));
+    json_t *s1 = json_copy(json_array_get(services, 0));
+    json_object_set_new(s1, "port", json_integer(9101));
+    json_array_set_new(services, 0, s1);
+    json_object_set_new(m, "services", services);
+    json_t *routes = json_copy(model_items(a->model, ENTITY_ROUTE));
+    json_t *r2 = json_copy(json_array_get(routes, 1));
+    json_object_set_new(r2, "service",
+                        json_pack("{s:O}", "id", json_object_get(json_array_get(services, 1), "id")));
+    json_array_set_new(routes, 1, r2);
+    json_object_set_new(m, "routes", routes);
+
+    struct errlist errs;
+    errlist_init(&errs);
+    struct config *b = config_with_model(a, m, &errs);
+    print_errors(&errs);
+    assert_non_null(b);
+    errlist_free(&errs);
+    json_decref(m);
+    config_free(a); /* b must not depend on it */
+
+    assert_int_equal(b->n_routes, 2);
+    assert_string_equal(b->routes[0].name, "r1");
+    assert_string_equal(b->routes[0].paths[0], "/one");
+    assert_ptr_equal(b->routes[0].service, &b->services[0]);
+    assert_int_equal(b->routes[0].service->port, 9101);
+    assert_string_equal(b->routes[1].name, "r2");
+    assert_string_equal(b->routes[1].paths[0], "/two");
+    assert_string_equal(b->routes[1].headers[0].name, "x-v");
+    assert_string_equal(b->routes[1].headers[0].values[0], "1");
+    assert_ptr_equal(b->routes[1].service, &b->services[1]);
+    assert_int_equal(b->routes[0].order, 0);
+    assert_int_equal(b->routes[1].order, 1);
+    config_free(b);
+    (void)state;
+}
+
 static void test_same_file_gives_same_ids(void **state) {
     struct config *a = load_ok(issue_example), *b = load_ok(issue_example);
     assert_string_equal(a->services[0].id, b->services[0].id);
@@ -796,6 +855,7 @@ int main(void) {
         cmocka_unit_test(test_top_level_routes_find_their_service_by_name_or_id),
         cmocka_unit_test(test_route_order_is_nested_then_top_level),
         cmocka_unit_test(test_same_file_gives_same_ids),
+        cmocka_unit_test(test_config_with_model_reuses_routes_and_outlives_its_base),
         cmocka_unit_test(test_different_names_give_different_ids),
         cmocka_unit_test(test_unnamed_routes_get_ids_from_what_they_match),
         cmocka_unit_test(test_given_ids_must_be_uuids_and_unique),
