@@ -16,6 +16,7 @@
 
 #include "admin/admin.h"
 #include "config/model.h"
+#include "lua/plugin_catalog.h"
 #include "core/paths.h"
 #include "core/uuid.h"
 
@@ -334,12 +335,19 @@ void admin_get_schema(struct admin_state *st, const struct admin_request *req,
     res->json = json_incref((json_t *)schema_document(s));
 }
 
-/* /schemas/plugins/{name}: plugin config schemas arrive with the plugin runtime. */
+/* /schemas/plugins/{name}: the config schema of an enabled plugin. */
 void admin_get_plugin_schema(struct admin_state *st, const struct admin_request *req,
                              struct admin_response *res) {
-    (void)st;
-    res->status = 404;
-    res->json = json_pack("{s:o}", "message", json_sprintf("No plugin named '%s'", req->params[0]));
+    const struct plugin_def *p =
+        plugin_catalog_find((*st->snapshot)->config->plugins, req->params[0]);
+    if (!p) {
+        res->status = 404;
+        res->json =
+            json_pack("{s:o}", "message", json_sprintf("No plugin named '%s'", req->params[0]));
+        return;
+    }
+    res->status = 200;
+    res->json = json_incref((json_t *)schema_document(p->schema));
 }
 
 /* ---- writes

@@ -7,6 +7,7 @@
 
 #include "admin/admin.h"
 #include "config/model.h"
+#include "lua/plugin_catalog.h"
 #include "core/metrics.h"
 #include "core/worker.h"
 
@@ -20,11 +21,20 @@ void admin_get_root(struct admin_state *st, const struct admin_request *req,
     for (size_t i = 0; i < w->n_proxy_listen; i++)
         json_array_append_new(
             proxy, json_sprintf("%s:%d", w->proxy_listen[i].host, w->proxy_listen[i].port));
+    /* Kong's shape: available_on_server maps each enabled plugin to its version and priority;
+     * enabled_in_cluster lists the plugins instances use (none until plugin entities exist). */
+    const struct plugin_catalog *pc = (*st->snapshot)->config->plugins;
+    json_t *available = json_object();
+    for (size_t i = 0; pc && i < pc->n_defs; i++)
+        json_object_set_new(available, pc->defs[i].name,
+                            json_pack("{s:s, s:f}", "version", pc->defs[i].version, "priority",
+                                      pc->defs[i].priority));
     res->status = 200;
-    res->json = json_pack("{s:s, s:s, s:s, s:s, s:{s:[], s:[]}, s:{s:o, s:i}}", "tagline",
-                          "Welcome to Weir", "version", WEIR_VERSION, "node_id", st->node_id,
-                          "hostname", host, "plugins", "available_on_server", "enabled_in_cluster",
-                          "configuration", "proxy_listen", proxy, "workers", w->workers);
+    res->json =
+        json_pack("{s:s, s:s, s:s, s:s, s:{s:o, s:[]}, s:{s:o, s:i}}", "tagline", "Welcome to Weir",
+                  "version", WEIR_VERSION, "node_id", st->node_id, "hostname", host, "plugins",
+                  "available_on_server", available, "enabled_in_cluster", "configuration",
+                  "proxy_listen", proxy, "workers", w->workers);
 }
 
 /* Resident set size from /proc, in bytes (0 when unavailable). */

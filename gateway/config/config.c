@@ -20,6 +20,8 @@
 #include "config/entity.h"
 #include "config/model.h"
 #include "config/schema.h"
+#include "core/paths.h"
+#include "lua/plugin_catalog.h"
 
 #define CONFIG_MAX_FILE_BYTES (64L * 1024 * 1024)
 
@@ -71,6 +73,14 @@ static struct config *assemble(const json_t *weir, const char *base_dir, json_t 
     c->base_dir = field_xstrdup(base_dir);
     c->model = json_incref(model);
     config_weir_read(weir, base_dir, &c->weir, errs);
+    /* Plugins are loaded (and their code checked) with the server settings; an admin change
+     * keeps the catalogue of the config it starts from. */
+    if (prev && prev->plugins && errs->n == before)
+        c->plugins = plugin_catalog_retain(prev->plugins);
+    else if (errs->n == before)
+        c->plugins =
+            plugin_catalog_load(paths_data_dir(), c->weir.plugin_paths, c->weir.n_plugin_paths,
+                                c->weir.plugins, c->weir.n_plugins, errs);
     struct build b = {.c = c, .origins = origins, .errs = errs};
     struct resolved_addr *addrs = prev ? previous_addresses(prev, &b.prev_index) : NULL;
     b.prev_addrs = addrs;
@@ -216,6 +226,9 @@ void config_free(struct config *c) {
     free(w->error_log);
     free(w->admin_token);
     free(w->store_path);
+    field_strings_free(w->plugins, w->n_plugins);
+    field_strings_free(w->plugin_paths, w->n_plugin_paths);
+    plugin_catalog_release(c->plugins);
     json_decref(c->model);
     json_decref(c->weir_json);
     free(c->base_dir);

@@ -69,6 +69,10 @@ struct weir_settings {
     struct weir_limits limits;
     char *admin_token; /* NULL: none (admin API on loopback only) */
     char *store_path;  /* weir.store.path, absolute; NULL: no store (DB-less) */
+    char **plugins;    /* weir.plugins, default {"bundled"} */
+    size_t n_plugins;
+    char **plugin_paths; /* absolute */
+    size_t n_plugin_paths;
 };
 
 /* Strings marked "model" point into config->model (immutable JSON the config holds a reference
@@ -154,12 +158,13 @@ struct config {
     size_t n_routes;
     struct upstream *upstreams;
     size_t n_upstreams;
-    char *source_path;        /* absolute path of the file, NULL for embedded */
-    char *hash;               /* hex SHA-256 of the entities as exported (model_export) */
-    struct json_t *model;     /* the entities (config/model.h), owned, never changed */
-    struct json_t *weir_json; /* the validated `weir` object, NULL when absent */
-    char *base_dir;           /* relative paths in `weir` resolve against it */
-    long long loaded_at;      /* Unix seconds */
+    char *source_path;              /* absolute path of the file, NULL for embedded */
+    char *hash;                     /* hex SHA-256 of the entities as exported (model_export) */
+    struct json_t *model;           /* the entities (config/model.h), owned, never changed */
+    struct json_t *weir_json;       /* the validated `weir` object, NULL when absent */
+    char *base_dir;                 /* relative paths in `weir` resolve against it */
+    struct plugin_catalog *plugins; /* the enabled plugins, checked (lua/plugin_catalog.h) */
+    long long loaded_at;            /* Unix seconds */
 };
 
 /* Load and validate. `path` is the file name; relative paths inside resolve

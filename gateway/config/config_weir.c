@@ -141,6 +141,24 @@ void config_weir_read(const json_t *weir, const char *base_dir, struct weir_sett
         errlist_addf(errs, path, "not a loopback address: set weir.admin_token first");
     }
 
+    json_t *plugins = json_object_get(weir, "plugins");
+    if (!json_is_array(plugins)) {
+        w->n_plugins = 1;
+        w->plugins = field_xcalloc(1, sizeof *w->plugins);
+        w->plugins[0] = field_xstrdup("bundled");
+    } else {
+        w->n_plugins = json_array_size(plugins);
+        w->plugins = field_alloc_array(w->n_plugins, sizeof *w->plugins);
+        for (size_t i = 0; i < w->n_plugins; i++)
+            w->plugins[i] = field_xstrdup(json_string_value(json_array_get(plugins, i)));
+    }
+    json_t *roots = json_object_get(weir, "plugin_paths");
+    w->n_plugin_paths = json_array_size(roots);
+    w->plugin_paths = field_alloc_array(w->n_plugin_paths, sizeof *w->plugin_paths);
+    for (size_t i = 0; i < w->n_plugin_paths; i++)
+        w->plugin_paths[i] =
+            field_resolve_path(base_dir, json_string_value(json_array_get(roots, i)));
+
     json_t *store = json_object_get(weir, "store");
     if (json_is_object(store) && (v = text(store, "path")))
         w->store_path = field_resolve_path(base_dir, v);

@@ -654,6 +654,20 @@ def weir_schema():
                            errorMessage="must be one of debug, info, notice, warn, error"),
             "limits": d("Request and connection limits." + NULL_NOTE, type=nullable("object"),
                         properties=limits, additionalProperties=False),
+            "plugins": d("The plugins this node runs, as in Kong: \"bundled\" (every plugin in "
+                         "the data directory's plugins/) and names of plugins found there or in "
+                         "plugin_paths. Each must have plugins/<name>/handler.lua and "
+                         "schemas/plugins/<name>.json." + NULL_NOTE, type=nullable("array"),
+                         items={"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$",
+                                "errorMessage": "must be \"bundled\" or a plugin name (lower-case "
+                                                "letters, digits, \"-\", \"_\")"},
+                         default=["bundled"]),
+            "plugin_paths": d("More plugin roots, each laid out like the project root: "
+                              "<dir>/plugins/<name>/handler.lua and "
+                              "<dir>/schemas/plugins/<name>.json. Relative paths resolve against "
+                              "the configuration file's directory." + NULL_NOTE,
+                              type=nullable("array"), items={"type": "string", "minLength": 1},
+                              default=[]),
             "admin_token": d("Bearer token every admin API request must present "
                              "(`Authorization: Bearer <token>`); required before admin_listen "
                              "may leave loopback. At least 16 characters." + NULL_NOTE,
