@@ -330,9 +330,8 @@ bool entity_derive_id(enum entity_kind k, const json_t *e, char out[37], const c
     bool ok = true;
     switch (k) {
     case ENTITY_SERVICE: {
+        /* the host as stored (IPv6 without brackets), as ids have always been derived */
         const char *path = str(e, "path");
-        bool v6 = str(e, "host") && strchr(str(e, "host"), ':');
-        (void)v6; /* ids have always used the host as stored, without brackets */
         fprintf(f, "%s://%s:%lld%s", str(e, "protocol"), str(e, "host"),
                 json_integer_value(json_object_get(e, "port")), path ? path : "");
         break;
