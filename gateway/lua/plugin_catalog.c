@@ -236,9 +236,12 @@ struct plugin_catalog *plugin_catalog_load(const char *data_dir, char *const *ro
     }
 
     lua_State *L = luaL_newstate();
-    if (!L) abort();
-    luaL_openlibs(L);
-    for (size_t j = 0; j < f.n; j++) {
+    if (L)
+        luaL_openlibs(L);
+    else
+        errlist_addf(errs, NULL,
+                     "cannot create a LuaJIT state to check the plugins (out of memory)");
+    for (size_t j = 0; L && j < f.n; j++) {
         if (!on[j]) continue;
         struct plugin_def *p = &c->defs[c->n_defs++];
         p->name = strdup(f.v[j].name);
@@ -252,7 +255,7 @@ struct plugin_catalog *plugin_catalog_load(const char *data_dir, char *const *ro
         load_schema(p, errs);
         check_handler(L, p, errs);
     }
-    lua_close(L);
+    if (L) lua_close(L);
     if (c->n_defs) qsort(c->defs, c->n_defs, sizeof *c->defs, def_cmp);
     free(on);
     for (size_t i = 0; i < f.n; i++) {
