@@ -404,25 +404,24 @@ static bool writes_allowed(struct admin_state *st, const char *verb, enum entity
     return false;
 }
 
+/* 128 random bits as 32 hex characters. */
+static json_t *random_hex(void) {
+    unsigned char raw[16];
+    char hex[33];
+    if (RAND_bytes(raw, sizeof raw) != 1) abort();
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    return json_string(hex);
+}
+
 /* Kong generates what a credential leaves out: a key, and an HMAC secret for HS* algorithms. */
 static void fill_credential(enum entity_kind k, json_t *e) {
     if (k != ENTITY_JWT_SECRET && k != ENTITY_KEYAUTH_CREDENTIAL) return;
-    unsigned char raw[16];
-    char hex[33];
-    if (!json_is_string(json_object_get(e, "key"))) {
-        if (RAND_bytes(raw, sizeof raw) != 1) abort();
-        for (size_t i = 0; i < sizeof raw; i++)
-            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
-        json_object_set_new(e, "key", json_string(hex));
-    }
+    if (!json_is_string(json_object_get(e, "key"))) json_object_set_new(e, "key", random_hex());
     const char *alg = str(e, "algorithm");
     if (k == ENTITY_JWT_SECRET && alg && alg[0] == 'H' &&
-        !json_is_string(json_object_get(e, "secret"))) {
-        if (RAND_bytes(raw, sizeof raw) != 1) abort();
-        for (size_t i = 0; i < sizeof raw; i++)
-            snprintf(hex + 2 * i, 3, "%02x", raw[i]);
-        json_object_set_new(e, "secret", json_string(hex));
-    }
+        !json_is_string(json_object_get(e, "secret")))
+        json_object_set_new(e, "secret", random_hex());
 }
 
 /* Validates `input` (a user's entity) and turns it into the stored entity, references resolved
@@ -610,6 +609,25 @@ static void set_owner(struct admin_state *st, const struct admin_endpoint *ep, l
     json_object_set_new(e, ep->owner_field, json_pack("{s:s}", "id", owner_id(st, ep, owner)));
 }
 
+/* What a created or upserted entity still needs after prepare(): its owner from the path, its
+ * required references, an id. False, with the answer set and `e` and `snis` released, when a
+ * reference is missing. */
+static bool complete(struct admin_state *st, const struct admin_endpoint *ep, long owner, json_t *e,
+                     json_t *snis, struct admin_response *res) {
+    if (ep->owner_field) set_owner(st, ep, owner, e);
+    if (!required_refs_present(ep->kind, e, res)) {
+        json_decref(e);
+        json_decref(snis);
+        return false;
+    }
+    if (!str(e, "id")) {
+        char id[37];
+        uuid_v4(id);
+        json_object_set_new(e, "id", json_string(id));
+    }
+    return true;
+}
+
 void admin_create_entity(struct admin_state *st, const struct admin_request *req,
                          struct admin_response *res) {
     const struct admin_endpoint *ep = req->endpoint;
@@ -623,19 +641,11 @@ void admin_create_entity(struct admin_state *st, const struct admin_request *req
         ep->kind == ENTITY_CERTIFICATE ? json_incref(json_object_get(input, "snis")) : NULL;
     json_t *e = prepare(st, ep->kind, input, res);
     json_decref(input);
-    if (!e) json_decref(snis);
-    if (!e) return;
-    if (ep->owner_field) set_owner(st, ep, owner, e);
-    if (!required_refs_present(ep->kind, e, res)) {
-        json_decref(e);
+    if (!e) {
         json_decref(snis);
         return;
     }
-    if (!str(e, "id")) {
-        char id[37];
-        uuid_v4(id);
-        json_object_set_new(e, "id", json_string(id));
-    }
+    if (!complete(st, ep, owner, e, snis, res)) return;
     store_entity(st, ep->kind, e, -1, 201, res, snis);
 }
 
@@ -717,17 +727,7 @@ void admin_upsert_entity(struct admin_state *st, const struct admin_request *req
         json_decref(snis);
         return;
     }
-    if (ep->owner_field) set_owner(st, ep, owner, e);
-    if (!required_refs_present(ep->kind, e, res)) {
-        json_decref(e);
-        json_decref(snis);
-        return;
-    }
-    if (!str(e, "id")) {
-        char id[37];
-        uuid_v4(id);
-        json_object_set_new(e, "id", json_string(id));
-    }
+    if (!complete(st, ep, owner, e, snis, res)) return;
     if (stored) json_object_set(e, "created_at", json_object_get(stored, "created_at"));
     store_entity(st, ep->kind, e, at, 200, res, snis);
 }
