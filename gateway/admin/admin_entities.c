@@ -609,23 +609,30 @@ static void set_owner(struct admin_state *st, const struct admin_endpoint *ep, l
     json_object_set_new(e, ep->owner_field, json_pack("{s:s}", "id", owner_id(st, ep, owner)));
 }
 
-/* What a created or upserted entity still needs after prepare(): its owner from the path, its
- * required references, an id. False, with the answer set and `e` and `snis` released, when a
- * reference is missing. */
-static bool complete(struct admin_state *st, const struct admin_endpoint *ep, long owner, json_t *e,
-                     json_t *snis, struct admin_response *res) {
-    if (ep->owner_field) set_owner(st, ep, owner, e);
-    if (!required_refs_present(ep->kind, e, res)) {
+/* prepare() for a created or upserted entity, plus what it still needs: its owner from the
+ * path, its required references, an id. Takes `input`. A certificate's snis shorthand (input
+ * only, so gone from the prepared entity) comes back in *snis. NULL after answering. */
+static json_t *prepare_new(struct admin_state *st, const struct admin_endpoint *ep, long owner,
+                           json_t *input, json_t **snis, struct admin_response *res) {
+    *snis = ep->kind == ENTITY_CERTIFICATE ? json_incref(json_object_get(input, "snis")) : NULL;
+    json_t *e = prepare(st, ep->kind, input, res);
+    json_decref(input);
+    if (e && ep->owner_field) set_owner(st, ep, owner, e);
+    if (e && !required_refs_present(ep->kind, e, res)) {
         json_decref(e);
-        json_decref(snis);
-        return false;
+        e = NULL;
+    }
+    if (!e) {
+        json_decref(*snis);
+        *snis = NULL;
+        return NULL;
     }
     if (!str(e, "id")) {
         char id[37];
         uuid_v4(id);
         json_object_set_new(e, "id", json_string(id));
     }
-    return true;
+    return e;
 }
 
 void admin_create_entity(struct admin_state *st, const struct admin_request *req,
@@ -637,15 +644,9 @@ void admin_create_entity(struct admin_state *st, const struct admin_request *req
     json_t *input = admin_read_json(req, res);
     if (!input) return;
     if (ep->owner_field) json_object_del(input, ep->owner_field); /* the path says it */
-    json_t *snis =
-        ep->kind == ENTITY_CERTIFICATE ? json_incref(json_object_get(input, "snis")) : NULL;
-    json_t *e = prepare(st, ep->kind, input, res);
-    json_decref(input);
-    if (!e) {
-        json_decref(snis);
-        return;
-    }
-    if (!complete(st, ep, owner, e, snis, res)) return;
+    json_t *snis;
+    json_t *e = prepare_new(st, ep, owner, input, &snis, res);
+    if (!e) return;
     store_entity(st, ep->kind, e, -1, 201, res, snis);
 }
 
@@ -719,15 +720,9 @@ void admin_upsert_entity(struct admin_state *st, const struct admin_request *req
         json_object_set_new(input, entity_kinds[ep->kind].endpoint_key, json_string(key));
     json_object_del(input, "created_at");
     json_object_del(input, "updated_at");
-    json_t *snis =
-        ep->kind == ENTITY_CERTIFICATE ? json_incref(json_object_get(input, "snis")) : NULL;
-    json_t *e = prepare(st, ep->kind, input, res);
-    json_decref(input);
-    if (!e) {
-        json_decref(snis);
-        return;
-    }
-    if (!complete(st, ep, owner, e, snis, res)) return;
+    json_t *snis;
+    json_t *e = prepare_new(st, ep, owner, input, &snis, res);
+    if (!e) return;
     if (stored) json_object_set(e, "created_at", json_object_get(stored, "created_at"));
     store_entity(st, ep->kind, e, at, 200, res, snis);
 }

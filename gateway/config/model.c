@@ -903,21 +903,42 @@ static json_t *without(const json_t *e, const char *field) {
     return c;
 }
 
+json_t *model_nested_index(const json_t *model, enum entity_kind k) {
+    if (!entity_kinds[k].nest_key) return NULL;
+    const char *field = entity_kinds[k].refs[0].field;
+    json_t *index = json_object();
+    size_t i;
+    json_t *e;
+    json_array_foreach(model_items(model, k), i, e) {
+        json_t *list = json_object_get(index, ref_id(e, field));
+        if (!list) json_object_set_new(index, ref_id(e, field), list = json_array());
+        json_array_append_new(list, json_integer((json_int_t)i));
+    }
+    return index;
+}
+
 json_t *model_export(const json_t *model) {
     json_t *doc = json_pack("{s:s}", "_format_version", "3.0");
-    /* owner id -> its nested entities, per nested kind */
+    /* owner id -> its nested entities (without the owner field), per nested kind */
     json_t *nested[ENTITY_KINDS] = {0};
     for (int k = 0; k < ENTITY_KINDS; k++) {
-        if (!entity_kinds[k].nest_key) continue;
-        const char *field = entity_kinds[k].refs[0].field;
+        json_t *index = model_nested_index(model, k);
+        if (!index) continue;
         nested[k] = json_object();
-        size_t i;
-        json_t *e;
-        json_array_foreach(model_items(model, k), i, e) {
-            json_t *list = json_object_get(nested[k], ref_id(e, field));
-            if (!list) json_object_set_new(nested[k], ref_id(e, field), list = json_array());
-            json_array_append_new(list, without(e, field));
+        const char *owner;
+        json_t *positions;
+        json_object_foreach(index, owner, positions) {
+            json_t *list = json_array();
+            size_t j;
+            json_t *pos;
+            json_array_foreach(positions, j, pos) {
+                json_t *child =
+                    json_array_get(model_items(model, k), (size_t)json_integer_value(pos));
+                json_array_append_new(list, without(child, entity_kinds[k].refs[0].field));
+            }
+            json_object_set_new(nested[k], owner, list);
         }
+        json_decref(index);
     }
     for (int k = 0; k < ENTITY_KINDS; k++) {
         json_t *items = model_items(model, k);

@@ -73,6 +73,10 @@ bool model_check(const json_t *model, const json_t *origins, struct errlist *err
 long model_conflict(const json_t *model, enum entity_kind k, const json_t *entity, long self,
                     const char **field);
 
+/* For a nested kind (targets, credentials, snis): owner id -> the positions of its entities in
+ * model_items(model, k), in order, as the declarative form nests them. NULL for other kinds. */
+json_t *model_nested_index(const json_t *model, enum entity_kind k);
+
 /* The model as a declarative document ("_format_version" "3.0"; routes top-level naming their
  * service by id; targets nested in their upstream): what GET /config answers, what the store
  * writes, and what model_from_declarative() reads back unchanged. */

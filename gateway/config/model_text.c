@@ -144,17 +144,8 @@ char *model_export_text(const json_t *model, struct model_text_cache *c, size_t 
     json_t *nested[ENTITY_KINDS] = {0};
     size_t i;
     json_t *e;
-    for (int k = 0; k < ENTITY_KINDS; k++) {
-        if (!entity_kinds[k].nest_key) continue;
-        nested[k] = json_object();
-        json_array_foreach(model_items(model, (enum entity_kind)k), i, e) {
-            const char *owner = json_string_value(
-                json_object_get(json_object_get(e, entity_kinds[k].refs[0].field), "id"));
-            json_t *list = json_object_get(nested[k], owner);
-            if (!list) json_object_set_new(nested[k], owner, list = json_array());
-            json_array_append_new(list, json_integer((json_int_t)i));
-        }
-    }
+    for (int k = 0; k < ENTITY_KINDS; k++)
+        nested[k] = model_nested_index(model, (enum entity_kind)k);
     for (int k = 0; k < ENTITY_KINDS; k++) {
         json_t *items = model_items(model, (enum entity_kind)k);
         if (entity_kinds[k].nest_key || !json_array_size(items)) continue;
