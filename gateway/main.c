@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin/admin.h"
@@ -80,7 +81,7 @@ static struct config *open_store(struct config *cfg, struct store **out, struct 
         return cfg;
     }
     size_t before = errs->n;
-    json_t *model = config_model_from_doc(state, NULL, errs);
+    json_t *model = config_model_from_doc(state, (long long)time(NULL), NULL, errs);
     json_decref(state);
     struct config *stored = model ? config_with_model(cfg, model, errs) : NULL;
     json_decref(model);

@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin/admin.h"
@@ -95,7 +96,7 @@ void admin_post_config(struct admin_state *st, const struct admin_request *req,
         errlist_addf(&errs, "weir",
                      "server settings cannot change through the admin API; edit the config file "
                      "and reload (SIGHUP)");
-    json_t *model = errs.n ? NULL : config_model_from_doc(doc, NULL, &errs);
+    json_t *model = errs.n ? NULL : config_model_from_doc(doc, (long long)time(NULL), NULL, &errs);
     json_decref(doc);
     enum commit_result r = model ? st->commit(st->commit_ctx, model, &errs) : COMMIT_INVALID;
     if (r == COMMIT_OK) {

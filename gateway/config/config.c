@@ -124,18 +124,19 @@ json_t *config_parse(const char *text, size_t len, struct errlist *errs) {
     return root;
 }
 
-json_t *config_model_from_doc(const json_t *doc, json_t **origins, struct errlist *errs) {
+json_t *config_model_from_doc(const json_t *doc, long long stamp, json_t **origins,
+                              struct errlist *errs) {
     const struct schema *declarative = entity_declarative_schema(errs);
     if (!declarative || !schema_validate(declarative, doc, errs)) return NULL;
-    return model_from_declarative(doc, (long long)time(NULL), origins, errs);
+    return model_from_declarative(doc, stamp, origins, errs);
 }
 
-static struct config *load_text(const char *text, size_t len, const char *base_dir,
+static struct config *load_text(const char *text, size_t len, const char *base_dir, long long stamp,
                                 struct errlist *errs) {
     json_t *root = config_parse(text, len, errs);
     if (!root) return NULL;
     json_t *origins = NULL;
-    json_t *model = config_model_from_doc(root, &origins, errs);
+    json_t *model = config_model_from_doc(root, stamp, &origins, errs);
     struct config *c = NULL;
     if (model) c = assemble(json_object_get(root, "weir"), base_dir, model, origins, NULL, errs);
     json_decref(model);
@@ -164,12 +165,12 @@ struct config *config_load_string(const char *json, size_t len, const char *base
     free(cwd);
     size_t blen = strlen(base);
     if (blen > 1 && base[blen - 1] == '/') base[blen - 1] = '\0';
-    struct config *c = load_text(json, len, base, errs);
+    struct config *c = load_text(json, len, base, (long long)time(NULL), errs);
     free(base);
     return c;
 }
 
-static char *read_file(const char *path, size_t *len, struct errlist *errs) {
+static char *read_file(const char *path, size_t *len, long long *mtime, struct errlist *errs) {
     FILE *f = fopen(path, "rb");
     struct stat st;
     char *buf = NULL;
@@ -180,6 +181,7 @@ static char *read_file(const char *path, size_t *len, struct errlist *errs) {
     } else if (st.st_size > CONFIG_MAX_FILE_BYTES) {
         errlist_addf(errs, path, "larger than %ld bytes", CONFIG_MAX_FILE_BYTES);
     } else {
+        *mtime = (long long)st.st_mtime;
         buf = field_xcalloc((size_t)st.st_size + 1, 1);
         *len = fread(buf, 1, (size_t)st.st_size, f);
         if (ferror(f)) {
@@ -199,13 +201,16 @@ struct config *config_load_file(const char *path, struct errlist *errs) {
         return NULL;
     }
     size_t len = 0;
-    char *text = read_file(abs, &len, errs);
+    long long mtime = 0;
+    char *text = read_file(abs, &len, &mtime, errs);
     struct config *c = NULL;
     if (text) {
         char *dir = field_xstrdup(abs);
         char *slash = strrchr(dir, '/');
         slash[slash == dir ? 1 : 0] = '\0';
-        c = load_text(text, len, dir, errs);
+        /* Entities without timestamps are stamped with the file's mtime, not the load time: the
+         * same file then always gives the same export and hash, across reloads and restarts. */
+        c = load_text(text, len, dir, mtime, errs);
         free(dir);
         free(text);
     }

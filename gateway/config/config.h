@@ -177,9 +177,10 @@ struct config *config_load_string(const char *json, size_t len, const char *base
  * and byte offset. */
 struct json_t *config_parse(const char *text, size_t len, struct errlist *errs);
 /* Validates a declarative document and flattens its entities into a model (origins as in
- * model.h when not NULL); NULL with every problem in errs. */
-struct json_t *config_model_from_doc(const struct json_t *doc, struct json_t **origins,
-                                     struct errlist *errs);
+ * model.h when not NULL); entities without created_at/updated_at get `stamp` (Unix seconds).
+ * NULL with every problem in errs. */
+struct json_t *config_model_from_doc(const struct json_t *doc, long long stamp,
+                                     struct json_t **origins, struct errlist *errs);
 /* A config with `base`'s server settings and the entities of `model` (checked by the caller;
  * a reference is taken). Addresses `base` resolved for the same host and port are reused, so an
  * admin change costs no DNS lookups for what did not change. NULL with problems in errs. */

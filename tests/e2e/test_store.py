@@ -318,6 +318,11 @@ def test_db_less_post_config_lasts_until_a_reload_and_a_restart():
         version = api.status()["configuration_version"]
         w.send_signal(signal.SIGHUP)
         wait_until(lambda: api.status()["configuration_version"] > version, 5, what="the reload")
+        # entities the file gives no timestamps are stamped with its mtime, not the load time,
+        # so the export is the same after any reload or restart (even one a second later)
+        mtime = int(os.stat(w.config_path).st_mtime)
+        assert_eq({(r["created_at"], r["updated_at"]) for r in file_cfg["routes"]},
+                  {(mtime, mtime)}, "timestamps of the file's routes")
         assert_eq(api.config(), file_cfg, "entities after SIGHUP: the file's again")
         assert_eq(echo(get(w.port, "/x"))["path"], "/x", "the file's route after SIGHUP")
         assert_eq(api.post("/config", doc).status, 201, "POST /config again")
