@@ -145,7 +145,8 @@ static enum commit_result commit_model(void *arg, json_t *model, struct errlist 
     if (!snap) return COMMIT_INVALID;
     if (ctl->store) {
         size_t len;
-        char *text = model_export_text(model, ctl->text_cache, &len);
+        /* the config's model: plugin configs there carry their defaults */
+        char *text = model_export_text(snap->config->model, ctl->text_cache, &len);
         int rc = store_apply_text(ctl->store, text, len, errs);
         free(text);
         if (rc != 0) {

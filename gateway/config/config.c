@@ -81,6 +81,15 @@ static struct config *assemble(const json_t *weir, const char *base_dir, json_t 
         c->plugins =
             plugin_catalog_load(paths_data_dir(), c->weir.plugin_paths, c->weir.n_plugin_paths,
                                 c->weir.plugins, c->weir.n_plugins, errs);
+    if (c->plugins && errs->n == before) {
+        /* plugin configs complete with their defaults: the model the config holds may then be
+         * a new one (the caller's is never written) */
+        json_t *m = plugin_catalog_apply(c->plugins, c->model, origins, errs);
+        if (m) {
+            json_decref(c->model);
+            c->model = m;
+        }
+    }
     struct build b = {.c = c, .origins = origins, .errs = errs};
     struct resolved_addr *addrs = prev ? previous_addresses(prev, &b.prev_index) : NULL;
     b.prev_addrs = addrs;
@@ -260,6 +269,8 @@ void config_free(struct config *c) {
     free(c->services);
     free(c->routes);
     free(c->upstreams);
+    free(c->plugin_instances);
+    free(c->plugin_defs);
     free(c->source_path);
     free(c->hash);
     free(c);

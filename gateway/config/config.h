@@ -164,6 +164,12 @@ struct config {
     struct json_t *weir_json;       /* the validated `weir` object, NULL when absent */
     char *base_dir;                 /* relative paths in `weir` resolve against it */
     struct plugin_catalog *plugins; /* the enabled plugins, checked (lua/plugin_catalog.h) */
+    /* Plugin entities in model order (lua/plugin_chain.h): strings and `data` (the entity, its
+     * "config" complete with defaults) point into the model; defs[i] is instance i's plugin. */
+    struct plugin_instance *plugin_instances;
+    const struct plugin_def **plugin_defs;
+    size_t n_plugin_instances;
+    bool plugins_by_consumer; /* some enabled instance is scoped to a consumer */
     long long loaded_at;            /* Unix seconds */
 };
 

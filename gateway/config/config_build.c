@@ -13,6 +13,10 @@
 #include <strings.h>
 
 #include "config/config_build.h"
+
+#include "core/log.h"
+#include "lua/plugin_catalog.h"
+#include "lua/plugin_chain.h"
 #include "config/config_fields.h"
 
 static const char *str(const json_t *e, const char *key) {
@@ -301,11 +305,46 @@ static void build_routes(struct build *b) {
     json_decref(services);
 }
 
+static const char *scope_id(const json_t *e, const char *field) {
+    return json_string_value(json_object_get(json_object_get(e, field), "id"));
+}
+
+static void build_plugins(struct build *b) {
+    struct config *c = b->c;
+    json_t *items = model_items(c->model, ENTITY_PLUGIN);
+    c->n_plugin_instances = json_array_size(items);
+    if (!c->n_plugin_instances || !c->plugins) return;
+    c->plugin_instances = field_alloc_array(c->n_plugin_instances, sizeof *c->plugin_instances);
+    c->plugin_defs = field_alloc_array(c->n_plugin_instances, sizeof *c->plugin_defs);
+    size_t i;
+    json_t *e;
+    json_array_foreach(items, i, e) {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        const struct plugin_def *def = plugin_catalog_find(c->plugins, name);
+        if (!def) continue; /* reported by plugin_catalog_apply(); this config is not used */
+        const json_t *enabled = json_object_get(e, "enabled");
+        struct plugin_instance *p = &c->plugin_instances[i];
+        *p = (struct plugin_instance){
+            .id = json_string_value(json_object_get(e, "id")),
+            .name = def->name,
+            .route_id = scope_id(e, "route"),
+            .service_id = scope_id(e, "service"),
+            .consumer_id = scope_id(e, "consumer"),
+            .enabled = !json_is_false(enabled),
+            .priority = def->priority,
+            .data = e,
+        };
+        c->plugin_defs[i] = def;
+        if (p->enabled && p->consumer_id) c->plugins_by_consumer = true;
+    }
+}
+
 void config_build_entities(struct build *b) {
     b->upstream_names = json_object();
     build_upstreams(b);
     build_services(b);
     build_routes(b);
+    build_plugins(b);
     json_decref(b->upstream_names);
     b->upstream_names = NULL;
 }

@@ -35,15 +35,6 @@ const struct entity_kind_info entity_kinds[ENTITY_KINDS] = {
 };
 /* clang-format on */
 
-const char *entity_unsupported(enum entity_kind k) {
-    switch (k) {
-    case ENTITY_PLUGIN:
-        return "plugins are not supported yet (see the plugin issue)";
-    default:
-        return NULL;
-    }
-}
-
 int entity_kind_find(const char *name, bool singular) {
     for (int k = 0; k < ENTITY_KINDS; k++)
         if (!strcmp(singular ? entity_kinds[k].name : entity_kinds[k].plural, name)) return k;

@@ -58,10 +58,6 @@ struct entity_kind_info {
 
 extern const struct entity_kind_info entity_kinds[ENTITY_KINDS];
 
-/* Why kind k cannot be created yet (plugins wait for the plugin runtime), or NULL. The
- * declarative schema refuses them too. */
-const char *entity_unsupported(enum entity_kind k);
-
 /* The kind whose plural (or singular when `singular`) is `name`, or -1. */
 int entity_kind_find(const char *name, bool singular);
 

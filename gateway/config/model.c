@@ -363,6 +363,12 @@ bool entity_derive_id(enum entity_kind k, const json_t *e, char out[37], const c
         ok = str(e, "custom_id") != NULL;
         fprintf(f, "custom_id:%s", str(e, "custom_id") ? str(e, "custom_id") : "");
         break;
+    case ENTITY_PLUGIN: /* one instance per name and scope: that pair names it */
+        fprintf(f, "%s\n%s\n%s\n%s", str(e, "name"),
+                ref_id(e, "service") ? ref_id(e, "service") : "",
+                ref_id(e, "route") ? ref_id(e, "route") : "",
+                ref_id(e, "consumer") ? ref_id(e, "consumer") : "");
+        break;
     case ENTITY_CERTIFICATE: /* the certificate itself names it */
     case ENTITY_CA_CERTIFICATE: {
         char digest[65];
@@ -785,6 +791,59 @@ static void route_service(struct flattener *fl, json_t *route, const json_t *inp
     json_object_set_new(route, "service", json_pack("{s:s}", "id", str(svc, "id")));
 }
 
+/* Plugins nested in an entity, queued until every entity they may name exists:
+ * [input, path, owner field or null, owner entity or null]. */
+static void queue_plugins(json_t *pending, const json_t *input, const char *path,
+                          const char *owner_field, json_t *owner) {
+    size_t j;
+    json_t *child;
+    char cpath[FIELD_PATH_MAX];
+    json_array_foreach(json_object_get(input, "plugins"), j, child) {
+        path_index(cpath, path, "plugins", j);
+        json_array_append_new(pending, json_pack("[O, s, s?, O?]", child, cpath, owner_field,
+                                                 owner));
+    }
+}
+
+/* A plugin's scopes: the owner it is nested in (naming another one is an error) and whatever it
+ * names itself, by name or id, resolved to {"id": ...}. Then its id, derived from name and scope
+ * when absent (the same file gives the same ids). */
+static void add_plugin(struct flattener *fl, const json_t *input, const char *path,
+                       const char *owner_field, const json_t *owner) {
+    json_t *e = add_entity(fl, ENTITY_PLUGIN, input, path, NULL, NULL, false);
+    json_t *origin = json_array_get(json_object_get(fl->origins, "plugins"),
+                                    json_array_size(model_items(fl->model, ENTITY_PLUGIN)) - 1);
+    for (int r = 0; r < entity_kinds[ENTITY_PLUGIN].n_refs; r++) {
+        const struct entity_ref *ref = &entity_kinds[ENTITY_PLUGIN].refs[r];
+        const json_t *given = json_object_get(input, ref->field);
+        char what[512];
+        long at = -1;
+        if (given && !json_is_null(given)) {
+            at = model_resolve_ref(fl->model, ref->kind, given, what, sizeof what);
+            if (at < 0) field_error(fl->errs, path, ref->field, "%s", what);
+        }
+        if (owner_field && !strcmp(owner_field, ref->field)) {
+            if (at >= 0 && strcmp(str(json_array_get(model_items(fl->model, ref->kind), (size_t)at),
+                                      "id"),
+                                  str(owner, "id")) != 0)
+                field_error(fl->errs, path, ref->field, "must be absent or name the enclosing %s",
+                            entity_kinds[ref->kind].name);
+            json_object_set_new(e, ref->field, json_pack("{s:s}", "id", str(owner, "id")));
+        } else if (at >= 0) {
+            json_t *target = json_array_get(model_items(fl->model, ref->kind), (size_t)at);
+            json_object_set_new(e, ref->field, json_pack("{s:s}", "id", str(target, "id")));
+        } else {
+            json_object_set_new(e, ref->field, json_null());
+        }
+    }
+    if (str(e, "id")) return;
+    char id[37];
+    const char *derived = NULL;
+    if (!entity_derive_id(ENTITY_PLUGIN, e, id, &derived)) uuid_v4(id);
+    json_object_set_new(e, "id", json_string(id));
+    json_object_set_new(origin, "derived", derived ? json_string(derived) : json_null());
+}
+
 /* Routes get their ids last: an unnamed route's id includes its service's id. */
 static void route_id(json_t *route, json_t *origin) {
     if (str(route, "id")) return;
@@ -804,9 +863,11 @@ json_t *model_from_declarative(const json_t *doc, long long now, json_t **origin
 
     /* services first (routes name them), nested routes remembered with their owner */
     json_t *pending = json_array(); /* [route input, path, owner service or null] */
+    json_t *plugins = json_array(); /* queue_plugins() */
     json_array_foreach(json_object_get(doc, "services"), i, v) {
         field_index_path(path, "services", i);
         json_t *svc = add_entity(&fl, ENTITY_SERVICE, v, path, NULL, NULL, true);
+        queue_plugins(plugins, v, path, "service", svc);
         json_array_foreach(json_object_get(v, "routes"), j, child) {
             path_index(cpath, path, "routes", j);
             json_array_append_new(pending, json_pack("[O, s, O]", child, cpath, svc));
@@ -824,6 +885,7 @@ json_t *model_from_declarative(const json_t *doc, long long now, json_t **origin
                                         json_array_size(model_items(fl.model, ENTITY_ROUTE)) - 1);
         route_service(&fl, route, input, rpath, json_is_null(owner) ? NULL : owner);
         route_id(route, origin);
+        queue_plugins(plugins, input, rpath, "route", route);
     }
     json_decref(pending);
 
@@ -838,6 +900,7 @@ json_t *model_from_declarative(const json_t *doc, long long now, json_t **origin
     json_array_foreach(json_object_get(doc, "consumers"), i, v) {
         field_index_path(path, "consumers", i);
         json_t *consumer = add_entity(&fl, ENTITY_CONSUMER, v, path, NULL, NULL, true);
+        queue_plugins(plugins, v, path, "consumer", consumer);
         static const enum entity_kind creds[] = {ENTITY_JWT_SECRET, ENTITY_KEYAUTH_CREDENTIAL};
         for (size_t c = 0; c < 2; c++) {
             json_array_foreach(json_object_get(v, entity_kinds[creds[c]].nest_key), j, child) {
@@ -883,6 +946,17 @@ json_t *model_from_declarative(const json_t *doc, long long now, json_t **origin
         json_t *cert = json_array_get(model_items(fl.model, ENTITY_CERTIFICATE), (size_t)c);
         add_entity(&fl, ENTITY_SNI, v, path, "certificate", str(cert, "id"), true);
     }
+
+    json_array_foreach(json_object_get(doc, "plugins"), i, v) {
+        field_index_path(path, "plugins", i);
+        json_array_append_new(plugins, json_pack("[O, s, n, n]", v, path));
+    }
+    json_array_foreach(plugins, i, v) {
+        json_t *owner = json_array_get(v, 3);
+        add_plugin(&fl, json_array_get(v, 0), json_string_value(json_array_get(v, 1)),
+                   json_string_value(json_array_get(v, 2)), json_is_null(owner) ? NULL : owner);
+    }
+    json_decref(plugins);
 
     if (errs->n == before) model_check(fl.model, fl.origins, errs);
     if (errs->n != before) {

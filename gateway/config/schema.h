@@ -59,6 +59,9 @@ struct schema *schema_compile(json_t *doc, struct errlist *errs);
 
 /* True when `instance` is valid. Every problem is appended to `errs` (if not NULL). */
 bool schema_validate(const struct schema *s, const json_t *instance, struct errlist *errs);
+/* The same with every reported path under `base` (e.g. "plugins[0].config"; NULL: none). */
+bool schema_validate_at(const struct schema *s, const json_t *instance, const char *base,
+                        struct errlist *errs);
 
 /* Returns a deep copy of `instance` (the caller owns it) where each absent property whose schema in
  * "properties" has a "default" is set to a copy of that default, recursively: into present and

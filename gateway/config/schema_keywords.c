@@ -473,18 +473,25 @@ static bool schema_check(const struct schema_ctx *c, const json_t *sch, const js
     return schema_check_keywords(c, sch, inst, at, idepth, rdepth);
 }
 
-bool schema_validate(const struct schema *s, const json_t *instance, struct errlist *errs) {
+bool schema_validate_at(const struct schema *s, const json_t *instance, const char *base,
+                        struct errlist *errs) {
     if (!instance) {
-        if (errs) errlist_addf(errs, "", "expected a value");
+        if (errs) errlist_addf(errs, base, "expected a value");
         return false;
     }
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     if (!md) abort();
     struct schema_ctx c = {.s = s, .errs = errs, .md = md};
     size_t before = errs ? errs->n : 0;
-    bool ok = schema_check(&c, s->doc, instance, NULL, 0, 0);
+    /* the base is one segment rendered as written */
+    struct schema_path root = {.key = base};
+    bool ok = schema_check(&c, s->doc, instance, base && *base ? &root : NULL, 0, 0);
     pcre2_match_data_free(md);
     /* Every failing path reports; this only guards the promise "invalid means a message". */
-    if (!ok && errs && errs->n == before) errlist_addf(errs, "", "invalid value");
+    if (!ok && errs && errs->n == before) errlist_addf(errs, base, "invalid value");
     return ok;
+}
+
+bool schema_validate(const struct schema *s, const json_t *instance, struct errlist *errs) {
+    return schema_validate_at(s, instance, NULL, errs);
 }

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "config/model.h"
+
 struct found {
     char *name, *root;
     bool bundled;
@@ -296,4 +298,45 @@ void plugin_catalog_release(struct plugin_catalog *c) {
     free(c->available);
     free(c->defs);
     free(c);
+}
+
+json_t *plugin_catalog_apply(const struct plugin_catalog *c, json_t *model, const json_t *origins,
+                             struct errlist *errs) {
+    size_t before = errs->n, i;
+    json_t *items = model_items(model, ENTITY_PLUGIN), *e, *changed = NULL;
+    json_array_foreach(items, i, e) {
+        char buf[64], path[300];
+        const char *where = model_origin(origins, ENTITY_PLUGIN, i, buf, sizeof buf);
+        const char *name = json_string_value(json_object_get(e, "name"));
+        const struct plugin_def *def = plugin_catalog_find(c, name);
+        if (!def) {
+            errlist_addf(errs, NULL,
+                         "%s.name: plugin \"%s\" is not enabled (add it to weir.plugins; found: "
+                         "%zu plugin%s in the data directory and weir.plugin_paths)",
+                         where, name, c->n_available, c->n_available == 1 ? "" : "s");
+            continue;
+        }
+        json_t *given = json_object_get(e, "config");
+        json_t *conf = json_is_object(given) ? json_incref(given) : json_object();
+        snprintf(path, sizeof path, "%s.config", where);
+        if (schema_validate_at(def->schema, conf, path, errs)) {
+            json_t *full = schema_apply_defaults(def->schema, conf);
+            if (!given || !json_equal(full, given)) {
+                if (!changed) changed = json_copy(items);
+                json_t *copy = json_copy(e);
+                json_object_set(copy, "config", full);
+                json_array_set_new(changed, i, copy);
+            }
+            json_decref(full);
+        }
+        json_decref(conf);
+    }
+    if (errs->n != before) {
+        json_decref(changed);
+        return NULL;
+    }
+    if (!changed) return json_incref(model);
+    json_t *next = json_copy(model);
+    json_object_set_new(next, entity_kinds[ENTITY_PLUGIN].plural, changed);
+    return next;
 }

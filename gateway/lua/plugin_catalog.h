@@ -53,6 +53,14 @@ struct plugin_catalog *plugin_catalog_load(const char *data_dir, char *const *ro
                                            char *const *enabled, size_t n_enabled,
                                            struct errlist *errs);
 const struct plugin_def *plugin_catalog_find(const struct plugin_catalog *c, const char *name);
+/* Checks every plugin instance of `model` (config/model.h) against the catalogue: its plugin must
+ * be enabled, and its config (null counts as {}) must pass the plugin's schema; defaults are then
+ * filled in, as Kong stores them. Returns the model to use: `model` itself (a new reference) when
+ * every config was already complete, else a new model that shares everything with `model` but the
+ * plugin entities whose config changed (so a model other threads read is never written). NULL
+ * with every problem in errs, named through `origins` ("plugins[0].config.minute: ..."). */
+struct json_t *plugin_catalog_apply(const struct plugin_catalog *c, struct json_t *model,
+                                    const struct json_t *origins, struct errlist *errs);
 /* The catalogue is returned holding one reference. */
 struct plugin_catalog *plugin_catalog_retain(struct plugin_catalog *c);
 void plugin_catalog_release(struct plugin_catalog *c);

@@ -634,19 +634,6 @@ def test_a_body_over_16_mib_is_413_and_changes_nothing():
         assert_eq(api.config(), before, "entities after the 413")
 
 
-def test_plugin_writes_are_refused_as_not_supported_yet():
-    with gateway(store=STORE) as (w, b):
-        api = Admin(w)
-        for path in ("/plugins", "/services/echo/plugins", "/routes/echo/plugins"):
-            doc = _schema_error(api.post(path, {"name": "cors"}))
-            check("not supported yet" in doc["message"], "%s: message %r" % (path, doc["message"]))
-        assert_eq(api.ok("GET", "/plugins")["data"], [], "no plugins")
-        _schema_error(api.put("/plugins/6b1d2c3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e", {"name": "cors"}))
-        doc = _schema_error(api.post("/services", {"name": "p", "url": "http://127.0.0.1:1",
-                                                   "plugins": [{"name": "cors"}]}))
-        check("not supported yet" in json.dumps(doc), "nested plugins: %r" % doc)
-
-
 # ---------------------------------------------------------------- DB-less
 
 

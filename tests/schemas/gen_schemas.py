@@ -71,7 +71,8 @@ NULL_NOTE = " `null` means not set (the default applies)."
 # instead of a long pattern or "does not match any of the allowed alternatives". Worded as the
 # loader words them (gateway/config/config.c, config_fields.c), each saying what is expected.
 NOT_SUPPORTED = "not supported yet (only null or [] is accepted)"
-PLUGINS_NOT_SUPPORTED = "plugins are not supported yet (see the plugin issue)"
+PLUGINS_NESTED_ONLY = ("nested plugins are accepted in a declarative file only; create them at "
+                       "/plugins or /{services,routes,consumers}/{id}/plugins")
 MSG = {
     "uuid": "must be a UUID",
     "name": "must contain only letters, digits, \"-\", \".\", \"_\" and \"~\"",
@@ -243,7 +244,8 @@ def route_schema():
                                 "yet." + NULL_NOTE, enum=[True, None], default=True,
                                 errorMessage="must be true (false is not supported yet)"),
         "tags": ref("tags"),
-        "plugins": inert("Plugins of this route (declarative files).", PLUGINS_NOT_SUPPORTED),
+        "plugins": inert("Plugins of this route: declarative files only (nested plugins).",
+                         PLUGINS_NESTED_ONLY),
         "snis": inert("Kong's TLS SNI matching."),
         "sources": inert("Kong's stream source matching."),
         "destinations": inert("Kong's stream destination matching."),
@@ -303,8 +305,8 @@ def service_schema():
         "enabled": d("Whether the service is enabled." + NULL_NOTE, type=nullable("boolean"),
                      default=True),
         "tags": ref("tags"),
-        "plugins": inert("Plugins of this service (declarative files).",
-                         PLUGINS_NOT_SUPPORTED),
+        "plugins": inert("Plugins of this service: declarative files only (nested plugins).",
+                         PLUGINS_NESTED_ONLY),
         "tls_verify": inert("Verification of the upstream's TLS certificate."),
         "tls_verify_depth": inert("Depth of the upstream certificate verification."),
         "ca_certificates": inert("CA certificates to verify the upstream with."),
@@ -521,7 +523,9 @@ def plugin_schema():
     })
     return {"title": "Plugin",
             "description": "A plugin instance (Kong's plugin entity), global or scoped to a "
-                           "service, route or consumer. Weir does not load plugins yet.",
+                           "service, route or consumer. Its `config` is checked against "
+                           "schemas/plugins/<name>.json (defaults filled) when the plugin is "
+                           "enabled in weir.plugins; the pair (name, scope) is unique.",
             "type": "object", "properties": props, "required": ["name"],
             "additionalProperties": False}
 
@@ -746,11 +750,18 @@ def declarative_schema():
     svc["properties"]["routes"] = d(
         "Routes of this service; such a route's service must be absent or name this service."
         + NULL_NOTE, type=nullable("array"), items=ref("route"))
+    svc["properties"]["routes"]["items"] = ref("route_nested")
     svc["properties"]["plugins"] = d(
-        "Plugins of this service. Not supported yet (plugins are not supported yet, see the "
-        "plugin issue): only null or [].", type=nullable("array"), maxItems=0,
-        items=ref("plugin"), errorMessage=PLUGINS_NOT_SUPPORTED)
+        "Plugins scoped to this service; their `service` must be absent or name this service."
+        + NULL_NOTE, type=nullable("array"), items=ref("plugin"))
     defs["service_nested"] = svc
+    rte = copy.deepcopy(defs["route"])
+    rte["title"] = "Route (declarative)"
+    rte["description"] = "A route as in the declarative file, with its plugins nested."
+    rte["properties"]["plugins"] = d(
+        "Plugins scoped to this route; their `route` must be absent or name this route."
+        + NULL_NOTE, type=nullable("array"), items=ref("plugin"))
+    defs["route_nested"] = rte
     ups = copy.deepcopy(defs["upstream"])
     ups["title"] = "Upstream (declarative)"
     ups["description"] = "An upstream as in the declarative file, with its targets nested."
@@ -767,9 +778,8 @@ def declarative_schema():
                                                  type=nullable("array"),
                                                  items=ref("keyauth_credential"))
     con["properties"]["plugins"] = d(
-        "Plugins of this consumer. Not supported yet (plugins are not supported yet, see the "
-        "plugin issue): only null or [].", type=nullable("array"), maxItems=0,
-        items=ref("plugin"), errorMessage=PLUGINS_NOT_SUPPORTED)
+        "Plugins scoped to this consumer; their `consumer` must be absent or name this consumer."
+        + NULL_NOTE, type=nullable("array"), items=ref("plugin"))
     defs["consumer_nested"] = con
     crt = copy.deepcopy(defs["certificate"])
     crt["title"] = "Certificate (declarative)"
@@ -787,12 +797,26 @@ def declarative_schema():
     defs["sni_top"] = sni_top
     top_route = {"title": "Route (top level)",
                  "description": "A top-level route: a route whose service is required.",
-                 "allOf": [ref("route")], "required": ["service"],
+                 "allOf": [ref("route_nested")], "required": ["service"],
                  "properties": {"service": d("Required for a top-level route: a service name or id, "
                                              "or {\"id\": ...} or {\"name\": ...}.",
                                              errorMessage="required for a top-level route",
                                              **{"not": {"type": "null"}})}}
     defs["route_top"] = top_route
+    plugin_top = copy.deepcopy(defs["plugin"])
+    plugin_top["title"] = "Plugin (top level)"
+    plugin_top["description"] = ("A top-level plugin: its scopes may name their entity by name "
+                                 "or id.")
+    for f, what in (("service", "Service"), ("route", "Route"), ("consumer", "Consumer")):
+        plugin_top["properties"][f] = d(
+            what + " the plugin is scoped to (a name or id, or {\"id\": ...} or "
+            "{\"name\": ...}), or null for all.",
+            anyOf=[{"type": "string", "minLength": 1}, ref("id_ref"),
+                   {"type": "object", "properties": {"name": {"type": "string", "minLength": 1}},
+                    "required": ["name"], "additionalProperties": False},
+                   {"type": "null"}],
+            errorMessage="must be a name or an id, or {\"id\": ...} or {\"name\": ...}")
+    defs["plugin_top"] = plugin_top
     def later(entity, text):
         return d(text + " Not supported yet: only null or [] is accepted today; the items "
                  "would follow this entity's schema.", type=nullable("array"), maxItems=0,
@@ -819,10 +843,10 @@ def declarative_schema():
                         type=nullable("array"), items=ref("route_top")),
             "upstreams": d("Load-balanced pools of targets." + NULL_NOTE,
                            type=nullable("array"), items=ref("upstream_nested")),
-            "plugins": d("Plugins. Not supported yet (plugins are not supported yet, see the "
-                         "plugin issue): only null or [] is accepted today.",
-                         type=nullable("array"), maxItems=0, items=ref("plugin"),
-                         errorMessage=PLUGINS_NOT_SUPPORTED),
+            "plugins": d("Plugin instances: global, or naming the service, route and consumer "
+                         "they are scoped to (by name or id, or {\"id\": ...} / "
+                         "{\"name\": ...})." + NULL_NOTE,
+                         type=nullable("array"), items=ref("plugin_top")),
             "consumers": d("Consumers, with their credentials nested." + NULL_NOTE,
                            type=nullable("array"), items=ref("consumer_nested")),
             "certificates": d("TLS certificates, with their snis nested." + NULL_NOTE,

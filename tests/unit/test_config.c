@@ -604,10 +604,8 @@ static void test_duplicate_targets_are_reported(void **state) {
 static void test_unsupported_features_are_refused(void **state) {
     expect_error(DOC("services"
                      : [ {"host" : "h", "plugins" : [ {"name" : "cors"} ]} ]),
-                 "services[0].plugins: plugins are not supported yet (see the plugin issue)");
-    expect_error(DOC("plugins"
-                     : [ {"name" : "cors"} ]),
-                 "plugins: plugins are not supported yet (see the plugin issue)");
+                 "services[0].plugins[0].name: plugin \"cors\" is not enabled (add it to "
+                 "weir.plugins; found: 0 plugins in the data directory and weir.plugin_paths)");
     expect_error(DOC("services"
                      : [ {"url" : "https://127.0.0.1"} ]),
                  URL_MESSAGE);

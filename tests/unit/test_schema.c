@@ -576,7 +576,6 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "characters",
         "services[0].tags[1]: must be a non-empty string without \",\", \"/\" or control "
         "characters",
-        "services[0].plugins: plugins are not supported yet (see the plugin issue)",
         "services[0].tls_verify: not supported yet (only null or [] is accepted)",
         "services[0].protocol: must be \"http\" (other protocols are not supported yet)",
         "services[0].routes[0].paths[1]: must be a path starting with \"/\" (RFC 3986 "
@@ -598,7 +597,7 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "services[0].routes[0].path_handling: must be \"v0\" (\"v1\" is not supported yet)",
         "services[0].routes[0].protocols[0]: must be \"http\" or \"https\" (other protocols are "
         "not supported yet)",
-        "services[0].routes[0].plugins: plugins are not supported yet (see the plugin issue)",
+        "services[0].routes[0].plugins[0].name: required field missing",
         "services[0].routes[0].service: must be a service name or id, or {\"id\": ...} or "
         "{\"name\": ...}",
         "services[1].url: must be a URL such as \"http://host:port/path\" (only http for now; no "
@@ -616,7 +615,7 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "upstreams[0].targets[0].target: must be a host name or an IP address, optionally with a "
         "port (1 to 65535), such as \"10.0.0.1:8080\", \"example.com\" or \"[::1]:8080\"",
         "upstreams[0].targets[0].id: must be a UUID",
-        "plugins: plugins are not supported yet (see the plugin issue)",
+        "plugins[0].name: required field missing",
         "consumers[0]: must have a username or a custom_id",
         "vaults: not supported yet (only null or [] is accepted)",
     };

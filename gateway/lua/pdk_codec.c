@@ -1,0 +1,2 @@
+#include "lua/pdk_codec.h"
+typedef int pdk_codec_placeholder;

@@ -1,0 +1,2 @@
+#include "lua/pdk_json.h"
+typedef int pdk_json_placeholder;

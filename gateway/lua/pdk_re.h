@@ -1,0 +1,4 @@
+/* pdk_re: placeholder, being written. */
+#ifndef WEIR_PDK_RE_H
+#define WEIR_PDK_RE_H
+#endif
