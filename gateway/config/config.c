@@ -72,7 +72,7 @@ static struct config *assemble(const json_t *weir, const char *base_dir, json_t 
     c->weir_json = weir ? json_deep_copy(weir) : NULL;
     c->base_dir = field_xstrdup(base_dir);
     c->model = json_incref(model);
-    config_weir_read(weir, base_dir, &c->weir, errs);
+    config_weir_read(c->weir_json, base_dir, &c->weir, errs); /* strings borrowed from it */
     /* Plugins are loaded (and their code checked) with the server settings; an admin change
      * keeps the catalogue of the config it starts from. */
     if (prev && prev->plugins && errs->n == before)

@@ -73,6 +73,10 @@ struct weir_settings {
     size_t n_plugins;
     char **plugin_paths; /* absolute */
     size_t n_plugin_paths;
+    const struct json_t *shared_dicts; /* {"name": bytes}, borrowed from the weir object */
+    long long lua_instruction_budget;  /* 10,000,000; 0: none (and the JIT on) */
+    long long lua_memory_limit;        /* bytes per worker VM, 256 MiB */
+    long long lua_response_buffer_limit;
 };
 
 /* Strings marked "model" point into config->model (immutable JSON the config holds a reference
@@ -170,7 +174,7 @@ struct config {
     const struct plugin_def **plugin_defs;
     size_t n_plugin_instances;
     bool plugins_by_consumer; /* some enabled instance is scoped to a consumer */
-    long long loaded_at;            /* Unix seconds */
+    long long loaded_at;      /* Unix seconds */
 };
 
 /* Load and validate. `path` is the file name; relative paths inside resolve

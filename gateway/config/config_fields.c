@@ -317,8 +317,3 @@ char *field_resolve_path(const char *base_dir, const char *p) {
 }
 
 /* ---- route values ---- */
-
-
-
-
-

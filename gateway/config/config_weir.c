@@ -105,6 +105,11 @@ static char *log_path(const char *v, const char *base_dir) {
     return strcmp(v, "-") == 0 ? field_xstrdup("-") : field_resolve_path(base_dir, v);
 }
 
+static long long int_or(const json_t *obj, const char *key, long long dflt) {
+    const json_t *v = json_object_get(obj, key);
+    return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
+}
+
 void config_weir_read(const json_t *weir, const char *base_dir, struct weir_settings *w,
                       struct errlist *errs) {
     static const char *const levels[] = {"debug", "info", "notice", "warn", "error", NULL};
@@ -158,6 +163,12 @@ void config_weir_read(const json_t *weir, const char *base_dir, struct weir_sett
     for (size_t i = 0; i < w->n_plugin_paths; i++)
         w->plugin_paths[i] =
             field_resolve_path(base_dir, json_string_value(json_array_get(roots, i)));
+
+    w->shared_dicts = json_object_get(weir, "shared_dicts");
+    json_t *lua = json_object_get(weir, "lua");
+    w->lua_instruction_budget = int_or(lua, "instruction_budget", 10000000);
+    w->lua_memory_limit = int_or(lua, "memory_limit", 268435456);
+    w->lua_response_buffer_limit = int_or(lua, "response_buffer_limit", 10485760);
 
     json_t *store = json_object_get(weir, "store");
     if (json_is_object(store) && (v = text(store, "path")))

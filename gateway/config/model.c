@@ -800,8 +800,8 @@ static void queue_plugins(json_t *pending, const json_t *input, const char *path
     char cpath[FIELD_PATH_MAX];
     json_array_foreach(json_object_get(input, "plugins"), j, child) {
         path_index(cpath, path, "plugins", j);
-        json_array_append_new(pending, json_pack("[O, s, s?, O?]", child, cpath, owner_field,
-                                                 owner));
+        json_array_append_new(pending,
+                              json_pack("[O, s, s?, O?]", child, cpath, owner_field, owner));
     }
 }
 
@@ -823,9 +823,9 @@ static void add_plugin(struct flattener *fl, const json_t *input, const char *pa
             if (at < 0) field_error(fl->errs, path, ref->field, "%s", what);
         }
         if (owner_field && !strcmp(owner_field, ref->field)) {
-            if (at >= 0 && strcmp(str(json_array_get(model_items(fl->model, ref->kind), (size_t)at),
-                                      "id"),
-                                  str(owner, "id")) != 0)
+            if (at >= 0 &&
+                strcmp(str(json_array_get(model_items(fl->model, ref->kind), (size_t)at), "id"),
+                       str(owner, "id")) != 0)
                 field_error(fl->errs, path, ref->field, "must be absent or name the enclosing %s",
                             entity_kinds[ref->kind].name);
             json_object_set_new(e, ref->field, json_pack("{s:s}", "id", str(owner, "id")));

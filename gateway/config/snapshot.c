@@ -1,9 +1,44 @@
 #include "config/snapshot.h"
 
+#include "lua/plugin_catalog.h"
+#include "lua/plugin_chain.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 
 #include "core/log.h"
+
+/* Every route's chain for an unidentified consumer. O(routes x instances) once per snapshot,
+ * nothing per request; no allocation at all without plugin instances. */
+static void build_chains(struct snapshot *s) {
+    const struct config *cfg = s->config;
+    size_t n = cfg->n_plugin_instances;
+    if (!n || !cfg->plugin_instances || !cfg->n_routes) return;
+    s->chains = calloc(cfg->n_routes, sizeof *s->chains);
+    const struct plugin_instance **scratch = calloc(n, sizeof *scratch);
+    if (!s->chains || !scratch) abort();
+    size_t total = 0;
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        const struct route *route = &cfg->routes[r];
+        s->chains[r].n = plugin_chain_resolve(cfg->plugin_instances, n, route->id,
+                                              route->service->id, NULL, scratch, n);
+        total += s->chains[r].n;
+    }
+    s->chain_slots = calloc(total ? total : 1, sizeof *s->chain_slots);
+    if (!s->chain_slots) abort();
+    size_t at = 0;
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        struct route_chain *ch = &s->chains[r];
+        const struct route *route = &cfg->routes[r];
+        ch->insts = s->chain_slots + at;
+        plugin_chain_resolve(cfg->plugin_instances, n, route->id, route->service->id, NULL,
+                             s->chain_slots + at, ch->n);
+        for (size_t i = 0; i < ch->n; i++)
+            ch->phases |= cfg->plugin_defs[ch->insts[i] - cfg->plugin_instances]->phases;
+        at += ch->n;
+    }
+    free(scratch);
+}
 
 struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t version,
                                 struct errlist *errs) {
@@ -26,6 +61,7 @@ struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t vers
         s->balancer_current[u] = calloc((size_t)n_workers * n, sizeof(int));
         if (!s->balancer_current[u]) abort();
     }
+    build_chains(s);
     return s;
 }
 
@@ -37,6 +73,8 @@ static void snapshot_free(struct snapshot *s) {
     for (size_t u = 0; u < s->config->n_upstreams; u++)
         free(s->balancer_current[u]);
     free(s->balancer_current);
+    free(s->chains);
+    free(s->chain_slots);
     router_free(s->router);
     config_free(s->config);
     free(s);

@@ -17,6 +17,16 @@
 #include "core/errlist.h"
 #include "router/router.h"
 
+struct plugin_instance;
+
+/* The plugins a route runs before a consumer is known (lua/plugin_chain.h), resolved once per
+ * snapshot: instances in order, and the union of their phases (enum plugin_phase bits). */
+struct route_chain {
+    const struct plugin_instance **insts;
+    size_t n;
+    unsigned phases;
+};
+
 struct snapshot {
     atomic_int refs;
     uint64_t version;
@@ -28,6 +38,9 @@ struct snapshot {
      * they write in the common case of few targets. */
     int **balancer_current;
     struct snapshot *next_dead; /* snapshot_release_deferred()'s list */
+    /* chains[i] for config->routes[i]; NULL when the config has no plugin instances */
+    struct route_chain *chains;
+    const struct plugin_instance **chain_slots; /* the storage chains[].insts point into */
 };
 
 /* Takes ownership of cfg (freed on failure too). Returns a snapshot holding
@@ -43,6 +56,13 @@ void snapshot_release_deferred(struct snapshot *s);
 /* Frees the queued snapshots; the control thread calls it after each publish, on a timer and at
  * exit. Returns how many were freed. */
 size_t snapshot_collect(void);
+/* The chain of `route` (a route of s->config), or NULL when it runs no plugin. */
+static inline const struct route_chain *snapshot_route_chain(const struct snapshot *s,
+                                                             const struct route *route) {
+    if (!s->chains) return NULL;
+    const struct route_chain *ch = &s->chains[route - s->config->routes];
+    return ch->n ? ch : NULL;
+}
 /* Row of smooth-WRR weights for upstream `u` on worker `worker`. */
 int *snapshot_balancer_state(struct snapshot *s, const struct upstream *u, int worker);
 

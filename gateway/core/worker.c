@@ -1,5 +1,7 @@
 #include "core/worker.h"
 
+#include "lua/lua_vm.h"
+
 #include <errno.h>
 #include <event2/thread.h>
 #include <netinet/in.h>
@@ -193,6 +195,7 @@ void worker_join_and_free(struct worker *w) {
         event_base_loop(w->base, EVLOOP_NONBLOCK);
         if (w->conns == c) break; /* cannot happen: close is immediate once run */
     }
+    lua_vm_free(w->lua); /* after the connections: their plugin runs use it */
     close_listeners(w);
     free(w->listeners);
     free(w->listen_ports);
@@ -206,6 +209,14 @@ void worker_join_and_free(struct worker *w) {
     event_base_free(w->base);
     pthread_mutex_destroy(&w->mailbox_lock);
     free(w);
+}
+
+struct lua_vm *worker_lua_vm(struct worker *w) {
+    if (w->lua) return w->lua;
+    char err[512];
+    w->lua = lua_vm_new(w->base, w->id, w->snapshot, err, sizeof err);
+    if (!w->lua) log_err("worker %d: cannot start the Lua VM: %s", w->id, err);
+    return w->lua;
 }
 
 struct snapshot *worker_acquire_snapshot(struct worker *w) {

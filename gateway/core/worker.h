@@ -42,6 +42,7 @@ struct worker {
      * contention), read by the admin API on the control thread. */
     atomic_uint_fast64_t requests;
     struct metrics *metrics;        /* written by this worker, read by the admin API */
+    struct lua_vm *lua;             /* created on the first request that runs a plugin */
 
     pthread_mutex_t mailbox_lock;
     struct snapshot *mailbox; /* a newer snapshot, handed over by control */
@@ -69,6 +70,8 @@ struct snapshot *worker_acquire_snapshot(struct worker *w);
 /* Connection bookkeeping, called by client_conn. */
 void worker_conn_added(struct worker *w, struct client_conn *c);
 void worker_conn_removed(struct worker *w, struct client_conn *c);
+/* The worker's Lua VM, created on first use; NULL (logged) when it cannot be. */
+struct lua_vm *worker_lua_vm(struct worker *w);
 /* A fresh random request id (UUIDv4 form) into out[37]. */
 void worker_request_id(struct worker *w, char out[37]);
 

@@ -17,6 +17,7 @@
 #include "core/worker.h"
 #include "http/error_response.h"
 #include "http/path.h"
+#include "lua/plugin_run.h"
 #include "upstream/proxy.h"
 
 /* How long a closing connection keeps reading (and discarding) after the
@@ -100,6 +101,7 @@ static void release_request(struct client_conn *c) {
 
 static void client_conn_destroy(struct client_conn *c) {
     proxy_abort(c);
+    plugin_run_free(c);
     release_request(c);
     conn_free(c->conn);
     event_free(c->timer);
@@ -662,6 +664,8 @@ static void handle_request(struct client_conn *c) {
         client_send_error(c, 503, "service is disabled", !r->body_done);
         return;
     }
+    const struct route_chain *chain = snapshot_route_chain(r->snap, route);
+    if (chain && plugin_run_request(c, chain)) return;
     proxy_start(c);
 }
 
@@ -753,7 +757,7 @@ static void process_head(struct client_conn *c) {
 static void feed_body(struct client_conn *c) {
     struct request *r = &c->req;
     struct evbuffer *in = conn_input(c->conn);
-    while (!r->body_done && c->state == CLIENT_PROXYING && c->up.state != UP_IDLE &&
+    while (!r->body_done && c->state == CLIENT_PROXYING && c->up.conn && c->up.state != UP_IDLE &&
            c->up.state != UP_CONNECTING && evbuffer_get_length(in) > 0) {
         if (proxy_upstream_output_full(c)) {
             c->client_read_paused = true;
@@ -832,6 +836,11 @@ void client_response_done(struct client_conn *c) {
                          : NULL,
                    c->req.status, c->req.start.tv_sec ? clock_ms_since(&c->req.start) : 0);
     log_request(c);
+    if (c->run) {
+        /* after the last byte was queued; waiting is refused there, so this returns at once */
+        plugin_run_log(c);
+        plugin_run_free(c);
+    }
     release_request(c);
     struct request *r = &c->req;
     /* A body the client is still sending cannot be skipped reliably: close. */

@@ -27,6 +27,7 @@
 #include "router/router.h"
 
 struct worker;
+struct plugin_run;
 
 /* Grow-only byte buffer reused across requests on a connection. */
 struct bytebuf {
@@ -158,6 +159,7 @@ struct client_conn {
 
     struct request req;
     struct upstream_side up;
+    struct plugin_run *run; /* the request's plugins, when its route has any (lua/plugin_run.h) */
 };
 
 /* Takes ownership of fd (an accepted socket). */

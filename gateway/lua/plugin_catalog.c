@@ -213,6 +213,8 @@ struct plugin_catalog *plugin_catalog_load(const char *data_dir, char *const *ro
     struct plugin_catalog *c = calloc(1, sizeof *c);
     if (!c) abort();
     atomic_init(&c->refs, 1);
+    static atomic_uint_fast64_t generations;
+    c->generation = atomic_fetch_add(&generations, 1) + 1;
     c->available = calloc(f.n + 1, sizeof *c->available);
     c->defs = calloc(f.n + 1, sizeof *c->defs);
     if (!c->available || !c->defs) abort();

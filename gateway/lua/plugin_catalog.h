@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config/schema.h"
 #include "core/errlist.h"
@@ -41,6 +42,7 @@ struct plugin_def {
 
 struct plugin_catalog {
     atomic_int refs;         /* configs share a catalogue: admin changes do not reload plugins */
+    uint64_t generation;     /* unique per load: VMs cache handlers by it, never by address */
     struct plugin_def *defs; /* enabled plugins, sorted by name */
     size_t n_defs;
     char **available; /* every plugin found (bundled and in plugin_paths), sorted */

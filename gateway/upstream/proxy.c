@@ -11,7 +11,9 @@
 #include "core/log.h"
 #include "core/worker.h"
 #include "http/client_conn.h"
+#include "http/error_response.h"
 #include "http/path.h"
+#include "lua/plugin_run.h"
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
 
@@ -68,9 +70,13 @@ static void build_upstream_head(struct client_conn *c) {
     const struct route *route = r->match.route;
     const struct service *svc = route->service;
     struct bytebuf *b = &c->uphead;
+    const struct plugin_run *run = c->run; /* what plugins changed, if any ran */
     b->len = 0;
 
-    add(b, r->method, r->method_len);
+    if (run && run->up_method)
+        adds(b, run->up_method);
+    else
+        add(b, r->method, r->method_len);
     add(b, " ", 1);
     const char *path = c->path.data;
     size_t path_len = c->path.len;
@@ -79,29 +85,47 @@ static void build_upstream_head(struct client_conn *c) {
         stripped = r->match.matched_len;
         if (stripped > path_len) stripped = path_len;
     }
-    size_t cap = path_len - stripped + (svc->path ? strlen(svc->path) : 0) + 3;
-    bytebuf_reserve(b, cap);
-    int joined = path_join(svc->path, path + stripped, path_len - stripped, b->data + b->len, cap);
-    WEIR_BUG_ON(joined < 0);
-    b->len += (size_t)joined;
-    if (r->query) {
+    if (run && run->up_path) {
+        adds(b, run->up_path);
+    } else {
+        size_t cap = path_len - stripped + (svc->path ? strlen(svc->path) : 0) + 3;
+        bytebuf_reserve(b, cap);
+        int joined =
+            path_join(svc->path, path + stripped, path_len - stripped, b->data + b->len, cap);
+        WEIR_BUG_ON(joined < 0);
+        b->len += (size_t)joined;
+    }
+    if (run && run->up_query_set) {
+        if (run->up_query[0]) {
+            add(b, "?", 1);
+            adds(b, run->up_query);
+        }
+    } else if (r->query) {
         add(b, "?", 1);
         add(b, r->query, r->query_len);
     }
     add(b, " HTTP/1.1\r\n", 11);
 
-    if (route->preserve_host && r->host_full)
+    if (run && run->up_host)
+        add_header(b, "Host", run->up_host, strlen(run->up_host));
+    else if (route->preserve_host && r->host_full)
         add_header(b, "Host", r->host_full, r->host_full_len);
     else
         add_header(b, "Host", svc->host_header, strlen(svc->host_header));
 
-    for (size_t i = 0; i < r->n_headers; i++) {
-        const struct http_header *h = &c->headers[i];
-        if (h->drop || h->kind != HDR_OTHER) continue;
-        add(b, h->name, h->name_len);
-        add(b, ": ", 2);
-        add(b, h->value, h->value_len);
-        add(b, "\r\n", 2);
+    if (run && run->up_headers_set) {
+        for (size_t i = 0; i < run->up_headers.n; i++)
+            add_header(b, run->up_headers.v[i].name, run->up_headers.v[i].value,
+                       strlen(run->up_headers.v[i].value));
+    } else {
+        for (size_t i = 0; i < r->n_headers; i++) {
+            const struct http_header *h = &c->headers[i];
+            if (h->drop || h->kind != HDR_OTHER) continue;
+            add(b, h->name, h->name_len);
+            add(b, ": ", 2);
+            add(b, h->value, h->value_len);
+            add(b, "\r\n", 2);
+        }
     }
 
     bool trusted = c->peer_trusted, found;
@@ -219,7 +243,11 @@ static void connect_attempt(struct client_conn *c, bool allow_pool) {
     const struct service *svc = r->match.route->service;
     struct upstream_side *up = &c->up;
     up->attempts++;
-    if (svc->upstream) {
+    if (c->run && c->run->target_len) { /* weir.service.set_target() */
+        up->target = -1;
+        up->addr = (const struct sockaddr *)&c->run->target;
+        up->addrlen = c->run->target_len;
+    } else if (svc->upstream) {
         const struct upstream *u = svc->upstream;
         int *state = snapshot_balancer_state(r->snap, u, c->worker->id);
         int t = balancer_pick(u, state, up->tried, up->n_tried);
@@ -438,6 +466,31 @@ static bool check_response_headers(struct client_conn *c) {
     return true;
 }
 
+/* The response fields after plugins' edits, and Via extended (the rest of the loop in
+ * write_response_head() is for unedited responses). */
+static void append_edited_fields(struct client_conn *c, struct bytebuf *b, bool *via_found) {
+    struct hlist base = {0}, fields = {0};
+    plugin_run_upstream_fields(c, &base);
+    plugin_run_response_fields(c->run, &base, &fields);
+    for (size_t i = 0; i < fields.n; i++) {
+        bytebuf_append(b, fields.v[i].name, strlen(fields.v[i].name));
+        bytebuf_append(b, ": ", 2);
+        bytebuf_append(b, fields.v[i].value, strlen(fields.v[i].value));
+        bytebuf_append(b, "\r\n", 2);
+    }
+    hlist_free(&base);
+    hlist_free(&fields);
+    for (size_t i = 0; i < c->up.n_headers; i++) {
+        const struct http_header *h = &c->up.headers[i];
+        if (h->kind != HDR_VIA) continue;
+        bytebuf_append(b, h->name, h->name_len);
+        bytebuf_append(b, ": ", 2);
+        bytebuf_append(b, h->value, h->value_len);
+        bytebuf_append(b, ", 1.1 weir\r\n", 12);
+        *via_found = true;
+    }
+}
+
 static void write_response_head(struct client_conn *c, int status, bool final) {
     struct request *r = &c->req;
     struct upstream_side *up = &c->up;
@@ -447,10 +500,16 @@ static void write_response_head(struct client_conn *c, int status, bool final) {
     bytebuf_append(b, "HTTP/1.1 ", 9);
     bytebuf_append(b, line, fmt_u64(line, (uint64_t)status));
     bytebuf_append(b, " ", 1);
-    bytebuf_append(b, up->reason ? up->reason : "", up->reason ? up->reason_len : 0);
+    if (final && c->run && c->run->resp_status) /* a plugin's status: its own phrase */
+        bytebuf_append(b, http_reason_phrase(status), strlen(http_reason_phrase(status)));
+    else
+        bytebuf_append(b, up->reason ? up->reason : "", up->reason ? up->reason_len : 0);
     bytebuf_append(b, "\r\n", 2);
     bool via_found = false;
-    for (size_t i = 0; i < up->n_headers; i++) {
+    const struct plugin_run *run = c->run;
+    bool edited = final && run && (run->n_resp_ops || run->resp_status);
+    if (edited) append_edited_fields(c, b, &via_found);
+    for (size_t i = 0; !edited && i < up->n_headers; i++) {
         const struct http_header *h = &up->headers[i];
         if (h->drop) continue;
         if (h->kind == HDR_VIA) {
@@ -648,17 +707,31 @@ static void read_response_head(struct client_conn *c) {
             client_start_tunnel(c);
             return;
         }
-        write_response_head(c, status, true);
-        client_response_head_sent(c);
-        up->state = UP_BODY;
-        if (up->chunked) chunk_check_init(&up->chunk);
-        if (up->message_done) {
-            finish_response(c);
+        if (plugin_run_response(c)) {
+            /* plugins run first; the body waits in the socket until they are done */
+            if (c->up.conn) conn_read_disable(c->up.conn);
             return;
         }
-        feed_response_body(c);
+        proxy_response_continue(c);
         return;
     }
+}
+
+void proxy_response_continue(struct client_conn *c) {
+    struct upstream_side *up = &c->up;
+    struct request *r = &c->req;
+    int status = c->run && c->run->resp_status ? c->run->resp_status : up->status;
+    r->status = status;
+    write_response_head(c, status, true);
+    client_response_head_sent(c);
+    up->state = UP_BODY;
+    if (up->chunked) chunk_check_init(&up->chunk);
+    if (up->message_done) {
+        finish_response(c);
+        return;
+    }
+    conn_read_enable(up->conn);
+    feed_response_body(c);
 }
 
 static void tunnel_relay(struct conn *from, struct conn *to) {

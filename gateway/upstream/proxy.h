@@ -36,6 +36,9 @@ void proxy_tunnel_from_client(struct client_conn *c);
 void proxy_tunnel_client_eof(struct client_conn *c);
 /* "ip:port" of the upstream tried last, or NULL when none was. */
 const char *proxy_upstream_addr(struct client_conn *c);
+/* After the response phase's plugins: sends the response head (with their changes) and
+ * streams the body. */
+void proxy_response_continue(struct client_conn *c);
 /* Drops the upstream connection (never pooled). Safe when there is none. */
 void proxy_abort(struct client_conn *c);
 

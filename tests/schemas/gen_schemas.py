@@ -672,6 +672,39 @@ def weir_schema():
                               "the configuration file's directory." + NULL_NOTE,
                               type=nullable("array"), items={"type": "string", "minLength": 1},
                               default=[]),
+            "shared_dicts": d("Dictionaries every worker shares, for plugins "
+                              "(weir.shared.<name>): name -> capacity in bytes (at least 8192). "
+                              "Read at start; a reload that changes them keeps the running ones "
+                              "and logs that a restart is needed." + NULL_NOTE,
+                              type=nullable("object"),
+                              propertyNames={"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                             "errorMessage": "must be a Lua identifier of at "
+                                                             "most 64 characters"},
+                              additionalProperties={"type": "integer", "minimum": 8192,
+                                                    "maximum": 17179869184,
+                                                    "errorMessage": "must be a size in bytes "
+                                                                    "from 8192 to 16 GiB"},
+                              default={}),
+            "lua": d("The Lua plugin runtime (one LuaJIT VM per worker)." + NULL_NOTE,
+                     type=nullable("object"), additionalProperties=False, default={},
+                     properties={
+                         "instruction_budget": d(
+                             "Lua VM instructions one plugin phase call may run before it is "
+                             "stopped with a 500 (runaway loops). 0 turns the budget off and lets "
+                             "LuaJIT compile plugin code (the budget needs the interpreter)."
+                             + NULL_NOTE, type=nullable("integer"), minimum=0,
+                             maximum=1000000000000, default=10000000),
+                         "memory_limit": d(
+                             "Bytes each worker's Lua VM may allocate; an allocation beyond it "
+                             "fails the plugin call that made it (a 500) and the gateway goes on."
+                             + NULL_NOTE, type=nullable("integer"), minimum=8388608,
+                             maximum=1099511627776, default=268435456),
+                         "response_buffer_limit": d(
+                             "Largest upstream body buffered for a plugin that declares "
+                             "BUFFER_RESPONSE = true; a larger body is a 502." + NULL_NOTE,
+                             type=nullable("integer"), minimum=1024, maximum=1073741824,
+                             default=10485760),
+                     }),
             "admin_token": d("Bearer token every admin API request must present "
                              "(`Authorization: Bearer <token>`); required before admin_listen "
                              "may leave loopback. At least 16 characters." + NULL_NOTE,

@@ -1,0 +1,298 @@
+#include "lua/lua_vm.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/snapshot.h"
+#include "core/log.h"
+#include "core/paths.h"
+#include "lua/pdk.h"
+#include "lua/plugin_catalog.h"
+#include "lua/plugin_chain.h"
+
+/* How often (in VM instructions) the budget hook runs; the budget is charged in these steps. */
+#define HOOK_STEP 1000
+/* Idle threads kept for reuse. */
+#define THREAD_POOL_MAX 128
+
+static _Thread_local struct lua_vm *self;
+
+static struct {
+    struct shared_dict *const *dicts;
+    size_t n;
+} shared;
+
+void lua_vm_set_shared_dicts(struct shared_dict *const *dicts, size_t n) {
+    shared.dicts = dicts;
+    shared.n = n;
+}
+
+struct lua_vm *lua_vm_self(void) {
+    return self;
+}
+
+/* ---- memory and instruction limits --------------------------------------------------------- */
+
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    struct lua_vm *vm = ud;
+    if (nsize == 0) {
+        free(ptr);
+        vm->mem_used -= osize;
+        return NULL;
+    }
+    size_t old = ptr ? osize : 0;
+    /* only plugin code is refused memory: C pushing a result must never fail half-way */
+    if (nsize > old && vm->mem_enforced && vm->mem_used - old + nsize > vm->mem_limit) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (!p) return NULL;
+    vm->mem_used = vm->mem_used - old + nsize;
+    return p;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    struct lua_vm *vm = self;
+    if (!vm || !vm->budget_left) return;
+    *vm->budget_left -= HOOK_STEP;
+    if (*vm->budget_left >= 0) return;
+    /* From now on every instruction raises, so a plugin's pcall cannot swallow it and go on:
+     * the error climbs to the task's xpcall. */
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "instruction budget exceeded (%lld instructions; weir.lua.instruction_budget)",
+               vm->budget);
+}
+
+void lua_vm_budget_begin(struct lua_vm *vm, long long *left) {
+    vm->budget_left = vm->budget ? left : NULL;
+}
+
+void lua_vm_budget_end(struct lua_vm *vm) {
+    if (vm->budget && vm->budget_left && *vm->budget_left < 0)
+        lua_sethook(vm->L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+    vm->budget_left = NULL;
+}
+
+/* ---- creation ------------------------------------------------------------------------------- */
+
+/* Runs `code` at start-up (not plugin code: no budget, no memory limit). */
+static bool run_boot(lua_State *L, const char *code, const char *name, char *err, size_t errlen) {
+    if (luaL_loadbuffer(L, code, strlen(code), name) != 0 || lua_pcall(L, 0, 1, 0) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return false;
+    }
+    return true;
+}
+
+struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct snapshot *snap,
+                          char *err, size_t errlen) {
+    const struct weir_settings *ws = &snap->config->weir;
+    struct lua_vm *vm = calloc(1, sizeof *vm);
+    if (!vm) abort();
+    vm->base = base;
+    vm->worker_id = worker_id;
+    vm->mem_limit = (size_t)ws->lua_memory_limit;
+    vm->budget = ws->lua_instruction_budget;
+    vm->L = lua_newstate(vm_alloc, vm);
+    if (!vm->L) {
+        snprintf(err, errlen, "cannot create a LuaJIT state");
+        free(vm);
+        return NULL;
+    }
+    self = vm;
+    lua_State *L = vm->L;
+    luaL_openlibs(L);
+    /* require finds the runtime (lua/), then modules beside each plugin root ("plugins.x.y") */
+    char path[8192];
+    size_t n = (size_t)snprintf(path, sizeof path, "%s/lua/?.lua;%s/lua/?/init.lua;%s/?.lua",
+                                paths_data_dir(), paths_data_dir(), paths_data_dir());
+    for (size_t i = 0; i < ws->n_plugin_paths && n < sizeof path; i++)
+        n += (size_t)snprintf(path + n, sizeof path - n, ";%s/?.lua", ws->plugin_paths[i]);
+    lua_getglobal(L, "package");
+    lua_pushstring(L, path);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+    char boot[] = "return require('weir.runtime')";
+    if (!run_boot(L, boot, "=weir", err, errlen)) {
+        lua_vm_free(vm);
+        return NULL;
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, "weir.runtime");
+    pdk_install(L, shared.dicts, shared.n);
+    if (vm->budget) {
+        char off[] = "jit.off() return true";
+        if (!run_boot(L, off, "=weir", err, errlen)) {
+            lua_vm_free(vm);
+            return NULL;
+        }
+        lua_pop(L, 1);
+        lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+    }
+    lua_newtable(L);
+    vm->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    vm->cache_ref[0] = vm->cache_ref[1] = LUA_NOREF;
+    return vm;
+}
+
+void lua_vm_free(struct lua_vm *vm) {
+    if (!vm) return;
+    pdk_base_close(vm);
+    if (vm->L) lua_close(vm->L);
+    if (self == vm) self = NULL;
+    free(vm);
+}
+
+/* ---- threads -------------------------------------------------------------------------------- */
+
+lua_State *lua_vm_thread_take(struct lua_vm *vm, int *ref) {
+    lua_State *L = vm->L;
+    lua_State *co;
+    if (vm->n_threads > 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->threads_ref);
+        lua_rawgeti(L, -1, vm->n_threads);
+        co = lua_tothread(L, -1);
+        lua_pushnil(L);
+        lua_rawseti(L, -3, vm->n_threads--);
+        lua_remove(L, -2);
+    } else {
+        co = lua_newthread(L);
+    }
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX); /* anchors the thread while the task has it */
+    return co;
+}
+
+void lua_vm_thread_give(struct lua_vm *vm, lua_State *co, int ref, bool clean) {
+    lua_State *L = vm->L;
+    if (clean && lua_status(co) == 0 && vm->n_threads < THREAD_POOL_MAX) {
+        lua_settop(co, 0);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->threads_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_rawseti(L, -2, ++vm->n_threads);
+        lua_pop(L, 1);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+/* ---- handlers and configs, per snapshot -------------------------------------------------- */
+
+/* The cache table of `snap` ({handlers=, confs=, generation=}) on the stack: the current or the
+ * previous snapshot's, or a new one that replaces the older of the two. */
+static void push_cache(struct lua_vm *vm, const struct snapshot *snap) {
+    lua_State *L = vm->L;
+    for (int i = 0; i < 2; i++) {
+        if (vm->cache_version[i] == snap->version) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cache_ref[i]);
+            return;
+        }
+    }
+    int slot = vm->cache_version[0] <= vm->cache_version[1] ? 0 : 1;
+    int other = 1 - slot;
+    uint64_t gen = snap->config->plugins ? snap->config->plugins->generation : 0;
+    lua_createtable(L, 0, 3);
+    lua_newtable(L);
+    lua_setfield(L, -2, "confs");
+    /* the same catalogue keeps its loaded handlers (admin changes do not reload plugin code) */
+    bool shared_handlers = false;
+    if (vm->cache_ref[other] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->cache_ref[other]);
+        lua_getfield(L, -1, "generation");
+        if ((uint64_t)lua_tonumber(L, -1) == gen) {
+            lua_getfield(L, -2, "handlers");
+            lua_setfield(L, -4, "handlers");
+            shared_handlers = true;
+        }
+        lua_pop(L, 2);
+    }
+    if (!shared_handlers) {
+        lua_newtable(L);
+        lua_setfield(L, -2, "handlers");
+    }
+    lua_pushnumber(L, (lua_Number)gen);
+    lua_setfield(L, -2, "generation");
+    if (vm->cache_ref[slot] != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, vm->cache_ref[slot]);
+    lua_pushvalue(L, -1);
+    vm->cache_ref[slot] = luaL_ref(L, LUA_REGISTRYINDEX);
+    vm->cache_version[slot] = snap->version;
+}
+
+/* Loads a handler.lua (run at most once per catalogue per VM); pushes the table or false. */
+static void load_handler(struct lua_vm *vm, const struct plugin_def *def) {
+    lua_State *L = vm->L;
+    char chunk[4200];
+    snprintf(chunk, sizeof chunk, "@%s", def->handler_path);
+    long long left = vm->budget;
+    lua_vm_budget_begin(vm, &left);
+    vm->mem_enforced = true;
+    int rc = luaL_loadfile(L, def->handler_path);
+    if (rc == 0) rc = lua_pcall(L, 0, 1, 0);
+    vm->mem_enforced = false;
+    lua_vm_budget_end(vm);
+    if (rc != 0 || !lua_istable(L, -1)) {
+        log_err("plugin %s: cannot load %s in worker %d: %s", def->name, def->handler_path,
+                vm->worker_id, rc ? lua_tostring(L, -1) : "it did not return a table");
+        lua_pop(L, 1);
+        lua_pushboolean(L, 0);
+    }
+}
+
+static int call_freeze(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "weir.runtime");
+    lua_getfield(L, -1, "freeze");
+    lua_pushvalue(L, 1);
+    pdk_push_json_array_mt(L);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+/* Pushes a JSON value as a read-only Lua value; nil (after logging) when memory runs out. */
+void lua_vm_push_frozen(struct lua_vm *vm, const struct json_t *v) {
+    lua_State *L = vm->L;
+    lua_pushcfunction(L, call_freeze);
+    pdk_push_json(L, v);
+    vm->mem_enforced = true;
+    int rc = lua_pcall(L, 1, 1, 0);
+    vm->mem_enforced = false;
+    if (rc != 0) {
+        log_err("worker %d: cannot build a Lua value: %s", vm->worker_id, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+}
+
+bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx) {
+    lua_State *L = vm->L;
+    const struct config *cfg = snap->config;
+    const struct plugin_def *def = cfg->plugin_defs[idx];
+    push_cache(vm, snap);
+    int cache = lua_gettop(L);
+    lua_getfield(L, cache, "handlers");
+    lua_getfield(L, -1, def->name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        load_handler(vm, def);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, def->name);
+    }
+    if (!lua_istable(L, -1)) {
+        lua_settop(L, cache - 1);
+        return false;
+    }
+    lua_replace(L, cache); /* the handler where the cache was */
+    lua_pop(L, 1);
+    push_cache(vm, snap);
+    lua_getfield(L, -1, "confs");
+    lua_rawgeti(L, -1, (int)idx + 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        const json_t *entity = cfg->plugin_instances[idx].data;
+        lua_vm_push_frozen(vm, json_object_get(entity, "config"));
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, (int)idx + 1);
+    }
+    lua_replace(L, -3);
+    lua_pop(L, 1); /* handler, conf */
+    return true;
+}

@@ -1,0 +1,78 @@
+/* lua_vm: the LuaJIT VM of one worker thread, where every plugin of that worker runs.
+ *
+ * One VM per worker, created on the worker's thread and used only there (LuaJIT states are not
+ * thread-safe; nothing here takes a lock). It holds:
+ * - the `weir` PDK table (gateway/lua/pdk_*.c), installed once;
+ * - the plugin handlers, loaded once per plugin catalogue (a reload that changes plugin code
+ *   brings a new catalogue, and requests still running on the old snapshot keep the old code);
+ * - each plugin instance's config as a read-only Lua table, built on first use per snapshot and
+ *   cached for the current and the previous snapshot, never per request;
+ * - a pool of Lua threads (coroutines) that tasks (lua_task.h) borrow.
+ *
+ * Limits: allocations beyond weir.lua.memory_limit fail inside plugin code (a Lua "not enough
+ * memory" error, a 500 for that request); C code pushing onto a stack outside plugin code may
+ * go past it by a little (never fails, so it needs no protected call). With an instruction
+ * budget the VM runs interpreted (jit.off): a LuaJIT count hook does not fire inside compiled
+ * traces, so a budget on compiled code could not stop `while true do end`. */
+#ifndef WEIR_LUA_VM_H
+#define WEIR_LUA_VM_H
+
+#include <event2/event.h>
+#include <lua.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct snapshot;
+struct plugin_catalog;
+struct lua_task;
+struct shared_dict;
+
+struct lua_vm {
+    lua_State *L;
+    struct event_base *base;
+    int worker_id;
+    size_t mem_used, mem_limit;
+    bool mem_enforced;         /* allocations may fail (plugin code is running) */
+    long long budget;          /* instructions per phase call, 0: none */
+    long long *budget_left;    /* counter the hook charges; NULL: nothing to charge */
+    struct lua_task *current;  /* the task whose coroutine runs now */
+    uint64_t cache_version[2]; /* snapshot versions of the two cache slots (0: empty) */
+    int cache_ref[2];          /* registry refs of {handlers=, confs=, catalog=} */
+    int threads_ref;           /* registry ref of the idle-thread pool (a Lua array) */
+    int n_threads;
+    uint64_t errors;          /* plugin errors on this worker (metrics) */
+    struct pdk_timer *timers; /* weir.timer.at's pending timers (pdk_base.c) */
+    size_t n_timers;
+};
+
+/* Process-wide: the dictionaries of weir.shared_dicts, created at start (main.c), pushed into
+ * every VM. */
+void lua_vm_set_shared_dicts(struct shared_dict *const *dicts, size_t n);
+
+/* Creates the VM for the calling worker thread. NULL with a message in err. */
+struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct snapshot *snap,
+                          char *err, size_t errlen);
+void lua_vm_free(struct lua_vm *vm);
+/* The VM of the calling thread (NULL on threads without one). */
+struct lua_vm *lua_vm_self(void);
+
+/* Pushes onto vm->L the handler table of instance `idx` of snap's config and its config table;
+ * false (nothing pushed, the reason logged once) when the handler could not be loaded. */
+bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx);
+
+/* A thread from the pool (or a new one), anchored in the registry under *ref. */
+lua_State *lua_vm_thread_take(struct lua_vm *vm, int *ref);
+/* Gives a thread back: reused when it finished cleanly (`clean`), dropped otherwise. */
+void lua_vm_thread_give(struct lua_vm *vm, lua_State *co, int ref, bool clean);
+
+/* Pushes a JSON value (an entity, a config) as a read-only Lua value (lua/weir/runtime.lua's
+ * freeze); nil, after logging, when the VM is out of memory. */
+struct json_t;
+void lua_vm_push_frozen(struct lua_vm *vm, const struct json_t *v);
+
+/* Charges the instruction budget to `left` while plugin code runs (NULL: stop charging). */
+void lua_vm_budget_begin(struct lua_vm *vm, long long *left);
+void lua_vm_budget_end(struct lua_vm *vm);
+
+#endif
