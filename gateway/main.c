@@ -27,6 +27,8 @@
 #include "core/paths.h"
 #include "core/uuid.h"
 #include "core/worker.h"
+#include "lua/lua_vm.h"
+#include "lua/shared_dict.h"
 #include "store/store.h"
 
 struct control {
@@ -193,6 +195,15 @@ static void reload(struct control *ctl) {
                                             : old->store_path != neu->store_path))
         log_warn("reload: proxy_listen, workers, access_log and store changes need a restart; "
                  "the rest is applied");
+    bool same_dicts = json_object_size(old->shared_dicts) == json_object_size(neu->shared_dicts) &&
+                      (!json_object_size(old->shared_dicts) ||
+                       json_equal((json_t *)old->shared_dicts, (json_t *)neu->shared_dicts));
+    if (!same_dicts)
+        log_warn("reload: weir.shared_dicts changes need a restart; the running dictionaries "
+                 "stay");
+    if (old->lua_instruction_budget != neu->lua_instruction_budget ||
+        old->lua_memory_limit != neu->lua_memory_limit)
+        log_warn("reload: weir.lua instruction_budget and memory_limit changes need a restart");
     log_configure(neu->error_log, neu->log_level);
     admin_settings_changed(ctl->admin, neu);
     publish(ctl, snap);
@@ -218,6 +229,28 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg) {
         event_base_loopbreak(ctl->base);
         break;
     }
+}
+
+/* weir.shared_dicts: created once at start, for every worker's VM (lua/lua_vm.h). */
+static struct shared_dict **open_shared_dicts(const json_t *spec, size_t *n) {
+    *n = json_object_size(spec);
+    struct shared_dict **dicts = calloc(*n ? *n : 1, sizeof *dicts);
+    if (!dicts) abort();
+    const char *name;
+    json_t *size;
+    size_t i = 0;
+    json_object_foreach((json_t *)spec, name, size) {
+        dicts[i++] = shared_dict_new(name, strlen(name), (size_t)json_integer_value(size));
+    }
+    lua_vm_set_shared_dicts(dicts, *n);
+    return dicts;
+}
+
+static void close_shared_dicts(struct shared_dict **dicts, size_t n) {
+    lua_vm_set_shared_dicts(NULL, 0);
+    for (size_t i = 0; i < n; i++)
+        shared_dict_free(dicts[i]);
+    free(dicts);
 }
 
 int main(int argc, char **argv) {
@@ -351,6 +384,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     int status = 0;
+    size_t n_dicts;
+    struct shared_dict **dicts = open_shared_dicts(ws->shared_dicts, &n_dicts);
     for (int i = 0; i < ctl.n_workers; i++) {
         char err[256];
         ctl.workers[i] = worker_new(i, snap, alog, err, sizeof err);
@@ -358,6 +393,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "weir: %s\n", err);
             for (int j = 0; j < i; j++)
                 worker_join_and_free(ctl.workers[j]);
+            close_shared_dicts(dicts, n_dicts);
             model_text_cache_free(ctl.text_cache);
             store_close(store);
             free(ctl.workers);
@@ -404,6 +440,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < ctl.n_workers; i++)
         worker_join_and_free(ctl.workers[i]);
     free(ctl.workers);
+    close_shared_dicts(dicts, n_dicts);
     for (int i = 0; i < 4; i++)
         event_free(sev[i]);
     event_free(collector);

@@ -137,9 +137,28 @@ struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct s
     return vm;
 }
 
+struct lua_vm_closer {
+    void (*fn)(void *arg);
+    void *arg;
+    struct lua_vm_closer *next;
+};
+
+void lua_vm_on_close(struct lua_vm *vm, void (*fn)(void *arg), void *arg) {
+    struct lua_vm_closer *c = malloc(sizeof *c);
+    if (!c) abort();
+    *c = (struct lua_vm_closer){fn, arg, vm->closers};
+    vm->closers = c;
+}
+
 void lua_vm_free(struct lua_vm *vm) {
     if (!vm) return;
     pdk_base_close(vm);
+    while (vm->closers) {
+        struct lua_vm_closer *c = vm->closers;
+        vm->closers = c->next;
+        c->fn(c->arg);
+        free(c);
+    }
     if (vm->L) lua_close(vm->L);
     if (self == vm) self = NULL;
     free(vm);

@@ -43,6 +43,7 @@ struct lua_vm {
     int n_threads;
     uint64_t errors;          /* plugin errors on this worker (metrics) */
     struct pdk_timer *timers; /* weir.timer.at's pending timers (pdk_base.c) */
+    struct lua_vm_closer *closers; /* lua_vm_on_close() */
     size_t n_timers;
 };
 
@@ -65,6 +66,11 @@ bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t i
 lua_State *lua_vm_thread_take(struct lua_vm *vm, int *ref);
 /* Gives a thread back: reused when it finished cleanly (`clean`), dropped otherwise. */
 void lua_vm_thread_give(struct lua_vm *vm, lua_State *co, int ref, bool clean);
+
+/* Runs fn(arg) when the VM closes: after the worker's connections are gone (so no task waits
+ * any more), before lua_close(); latest registered first. For per-VM state of PDK modules
+ * (connection pools). */
+void lua_vm_on_close(struct lua_vm *vm, void (*fn)(void *arg), void *arg);
 
 /* Pushes a JSON value (an entity, a config) as a read-only Lua value (lua/weir/runtime.lua's
  * freeze); nil, after logging, when the VM is out of memory. */

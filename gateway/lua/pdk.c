@@ -3,6 +3,8 @@
 #include <lauxlib.h>
 
 #include "lua/pdk_codec.h"
+#include "lua/pdk_http.h"
+#include "lua/pdk_redis.h"
 #include "lua/pdk_json.h"
 #include "lua/pdk_jwt.h"
 #include "lua/pdk_re.h"
@@ -32,5 +34,7 @@ void pdk_install(lua_State *L, struct shared_dict *const *dicts, size_t n_dicts)
     pdk_jwt_push(L);
     lua_setfield(L, weir, "jwt");
     pdk_codec_register(L, weir);
+    pdk_redis_register(L, weir);
+    pdk_http_register(L, weir);
     lua_setglobal(L, "weir");
 }

@@ -707,10 +707,11 @@ static void read_response_head(struct client_conn *c) {
             client_start_tunnel(c);
             return;
         }
-        if (plugin_run_response(c)) {
-            /* plugins run first; the body waits in the socket until they are done */
-            if (c->up.conn) conn_read_disable(c->up.conn);
-            return;
+        if (c->run) {
+            /* plugins run first; the body waits in the socket until they are done (they may
+             * be done at once: proxy_response_continue() reads again) */
+            conn_read_disable(up->conn);
+            if (plugin_run_response(c)) return;
         }
         proxy_response_continue(c);
         return;
