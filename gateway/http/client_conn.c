@@ -366,6 +366,11 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     r->body_received += len;
     uint64_t max = limits_of(c)->max_body_bytes;
     if (max && r->body_received > max) return -1; /* reported as 413 by feed_body */
+    if (c->run && c->run->body_waiter) {          /* a plugin reads the body first */
+        plugin_run_body_append(c, at, len);
+        return 0;
+    }
+    if (c->run && c->run->up_body_set) return 0; /* a plugin replaced it: read and dropped */
     r->body_started = true;
     proxy_forward_body(c, at, len);
     return 0;
@@ -757,9 +762,11 @@ static void process_head(struct client_conn *c) {
 static void feed_body(struct client_conn *c) {
     struct request *r = &c->req;
     struct evbuffer *in = conn_input(c->conn);
-    while (!r->body_done && c->state == CLIENT_PROXYING && c->up.conn && c->up.state != UP_IDLE &&
-           c->up.state != UP_CONNECTING && evbuffer_get_length(in) > 0) {
-        if (proxy_upstream_output_full(c)) {
+    bool for_plugin = c->run && c->run->body_waiter;
+    while (!r->body_done && c->state == CLIENT_PROXYING &&
+           (for_plugin || (c->up.conn && c->up.state != UP_IDLE && c->up.state != UP_CONNECTING)) &&
+           evbuffer_get_length(in) > 0) {
+        if (!for_plugin && proxy_upstream_output_full(c)) {
             c->client_read_paused = true;
             conn_read_disable(c->conn);
             return;
@@ -796,7 +803,10 @@ static void feed_body(struct client_conn *c) {
             return;
         }
         if (r->body_done) {
-            proxy_body_done(c);
+            if (for_plugin)
+                plugin_run_body_done(c);
+            else
+                proxy_body_done(c);
             return;
         }
         if (parsed < len) return; /* cannot happen without an error or pause */

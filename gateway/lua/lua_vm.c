@@ -242,13 +242,15 @@ static void load_handler(struct lua_vm *vm, const struct plugin_def *def) {
     lua_State *L = vm->L;
     char chunk[4200];
     snprintf(chunk, sizeof chunk, "@%s", def->handler_path);
-    long long left = vm->budget;
+    long long left = vm->budget, *outer = vm->budget_left;
     lua_vm_budget_begin(vm, &left);
+    bool enforced = vm->mem_enforced;
     vm->mem_enforced = true;
     int rc = luaL_loadfile(L, def->handler_path);
     if (rc == 0) rc = lua_pcall(L, 0, 1, 0);
-    vm->mem_enforced = false;
+    vm->mem_enforced = enforced;
     lua_vm_budget_end(vm);
+    vm->budget_left = outer;
     if (rc != 0 || !lua_istable(L, -1)) {
         log_err("plugin %s: cannot load %s in worker %d: %s", def->name, def->handler_path,
                 vm->worker_id, rc ? lua_tostring(L, -1) : "it did not return a table");
@@ -267,13 +269,13 @@ static int call_freeze(lua_State *L) {
 }
 
 /* Pushes a JSON value as a read-only Lua value; nil (after logging) when memory runs out. */
-void lua_vm_push_frozen(struct lua_vm *vm, const struct json_t *v) {
-    lua_State *L = vm->L;
+void lua_vm_push_frozen(struct lua_vm *vm, lua_State *L, const struct json_t *v) {
     lua_pushcfunction(L, call_freeze);
     pdk_push_json(L, v);
+    bool enforced = vm->mem_enforced;
     vm->mem_enforced = true;
     int rc = lua_pcall(L, 1, 1, 0);
-    vm->mem_enforced = false;
+    vm->mem_enforced = enforced;
     if (rc != 0) {
         log_err("worker %d: cannot build a Lua value: %s", vm->worker_id, lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -307,7 +309,7 @@ bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t i
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         const json_t *entity = cfg->plugin_instances[idx].data;
-        lua_vm_push_frozen(vm, json_object_get(entity, "config"));
+        lua_vm_push_frozen(vm, L, json_object_get(entity, "config"));
         lua_pushvalue(L, -1);
         lua_rawseti(L, -3, (int)idx + 1);
     }

@@ -41,8 +41,8 @@ struct lua_vm {
     int cache_ref[2];          /* registry refs of {handlers=, confs=, catalog=} */
     int threads_ref;           /* registry ref of the idle-thread pool (a Lua array) */
     int n_threads;
-    uint64_t errors;          /* plugin errors on this worker (metrics) */
-    struct pdk_timer *timers; /* weir.timer.at's pending timers (pdk_base.c) */
+    uint64_t errors;               /* plugin errors on this worker (metrics) */
+    struct pdk_timer *timers;      /* weir.timer.at's pending timers (pdk_base.c) */
     struct lua_vm_closer *closers; /* lua_vm_on_close() */
     size_t n_timers;
 };
@@ -72,10 +72,11 @@ void lua_vm_thread_give(struct lua_vm *vm, lua_State *co, int ref, bool clean);
  * (connection pools). */
 void lua_vm_on_close(struct lua_vm *vm, void (*fn)(void *arg), void *arg);
 
-/* Pushes a JSON value (an entity, a config) as a read-only Lua value (lua/weir/runtime.lua's
+/* Pushes onto L (vm's state or one of its threads) a JSON value (an entity, a config) as a
+ * read-only Lua value (lua/weir/runtime.lua's
  * freeze); nil, after logging, when the VM is out of memory. */
 struct json_t;
-void lua_vm_push_frozen(struct lua_vm *vm, const struct json_t *v);
+void lua_vm_push_frozen(struct lua_vm *vm, lua_State *L, const struct json_t *v);
 
 /* Charges the instruction budget to `left` while plugin code runs (NULL: stop charging). */
 void lua_vm_budget_begin(struct lua_vm *vm, long long *left);

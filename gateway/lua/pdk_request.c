@@ -3,6 +3,7 @@
  * request go through weir.service.request and do not show here). */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <event2/event.h>
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "http/client_conn.h"
 #include "lua/lua_vm.h"
 #include "lua/pdk.h"
+#include "lua/plugin_catalog.h"
 #include "lua/plugin_run.h"
 
 #define MAX_ARGS_DEFAULT 100
@@ -247,6 +249,151 @@ static int req_get_start_time(lua_State *L) {
     return 1;
 }
 
+/* ---- the request body ---------------------------------------------------------------------- */
+
+enum body_kind { BODY_JSON, BODY_FORM, BODY_OTHER };
+
+static enum body_kind body_kind_of(const char *mime, size_t n) {
+    while (n && (mime[n - 1] == ' '))
+        n--;
+    const char *semi = memchr(mime, ';', n);
+    if (semi) n = (size_t)(semi - mime);
+    while (n && mime[n - 1] == ' ')
+        n--;
+    if ((n == 16 && !strncasecmp(mime, "application/json", 16)) ||
+        (n > 5 && !strncasecmp(mime + n - 5, "+json", 5)))
+        return BODY_JSON;
+    if (n == 33 && !strncasecmp(mime, "application/x-www-form-urlencoded", 33)) return BODY_FORM;
+    return BODY_OTHER;
+}
+
+static const struct http_header *content_type(const struct client_conn *c) {
+    for (size_t i = 0; i < c->req.n_headers; i++)
+        if (c->headers[i].name_len == 12 && !strncasecmp(c->headers[i].name, "content-type", 12))
+            return &c->headers[i];
+    return NULL;
+}
+
+static int push_raw_body(lua_State *co, void *arg) {
+    struct plugin_run *run = arg;
+    lua_pushlstring(co, run->req_body ? run->req_body : "", run->req_body_len);
+    return 1;
+}
+
+/* get_body's results: the decoded body, nil or an error, and the media type it was read as. */
+static int push_decoded_body(lua_State *co, void *arg) {
+    struct plugin_run *run = arg;
+    const struct http_header *ct = content_type(run->c);
+    const char *mime = ct ? ct->value : "";
+    size_t mime_len = ct ? ct->value_len : 0;
+    if (run->body_mime) {
+        mime = run->body_mime;
+        mime_len = strlen(mime);
+    }
+    switch (body_kind_of(mime, mime_len)) {
+    case BODY_JSON: {
+        json_error_t jerr;
+        json_t *v = json_loadb(run->req_body ? run->req_body : "", run->req_body_len,
+                               JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        if (!v) {
+            lua_pushnil(co);
+            lua_pushfstring(co, "invalid JSON body: %s", jerr.text);
+        } else {
+            pdk_push_json(co, v);
+            json_decref(v);
+            lua_pushnil(co);
+        }
+        break;
+    }
+    case BODY_FORM:
+        pdk_push_args(co, run->req_body, run->req_body_len, MAX_ARGS_DEFAULT);
+        lua_pushnil(co);
+        break;
+    default:
+        lua_pushnil(co);
+        lua_pushlstring(co, mime, mime_len);
+        lua_pushfstring(co, "unsupported content type '%s'", lua_tostring(co, -1));
+        lua_remove(co, -2);
+        break;
+    }
+    lua_pushlstring(co, mime, mime_len);
+    return 3;
+}
+
+/* While the body is being read: the task gives up waiting (the request is being freed). */
+static void body_cancel(void *op) {
+    struct plugin_run *run = op;
+    run->body_waiter = NULL;
+}
+
+/* Reading starts from the loop, once the plugin's call has yielded: reading may end the
+ * request at once (a 413, a bad chunk), which must not happen under a running PDK function. */
+struct body_start {
+    struct event *ev;
+    struct plugin_run *run;
+};
+
+static void body_start_cancel(void *op) {
+    struct body_start *bs = op;
+    bs->run->body_waiter = NULL;
+    event_free(bs->ev);
+    free(bs);
+}
+
+static void body_start_fired(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct body_start *bs = arg;
+    struct plugin_run *run = bs->run;
+    struct lua_task *t = run->body_waiter;
+    t->cancel = body_cancel; /* from now on the wait is on the client, not this event */
+    t->op = run;
+    event_free(bs->ev);
+    free(bs);
+    conn_read_enable(run->c->conn);
+    client_start_body(run->c); /* may finish (waking the task) or end the request */
+}
+
+/* Reads the whole body (waiting on the client) and returns push's results. In rewrite and
+ * access only: later the body has been streamed to the upstream. */
+static int read_body(lua_State *L, const char *what, int (*push)(lua_State *, void *)) {
+    struct plugin_run *run = plugin_run_current(L, what);
+    struct client_conn *c = run->c;
+    if (run->body_read || (c->req.body_done && !run->req_body_len))
+        return push(L, run); /* read before, or the request has no body */
+    if (run->phase != PLUGIN_REWRITE && run->phase != PLUGIN_ACCESS) {
+        lua_pushnil(L);
+        lua_pushfstring(L,
+                        "%s: the body was streamed to the upstream (read it in the rewrite or "
+                        "access phase)",
+                        what);
+        return 2;
+    }
+    struct lua_task *t = lua_task_waitable(L);
+    struct body_start *bs = calloc(1, sizeof *bs);
+    if (!bs) abort();
+    bs->run = run;
+    bs->ev = evtimer_new(run->vm->base, body_start_fired, bs);
+    if (!bs->ev) abort();
+    struct timeval now = {0, 0};
+    evtimer_add(bs->ev, &now);
+    run->body_waiter = t;
+    run->body_push = push;
+    return lua_task_wait(L, t, body_start_cancel, bs);
+}
+
+static int req_get_raw_body(lua_State *L) {
+    return read_body(L, "weir.request.get_raw_body", push_raw_body);
+}
+
+/* get_body(mimetype?): JSON and form bodies decoded (Kong's kong.request.get_body). */
+static int req_get_body(lua_State *L) {
+    struct plugin_run *run = plugin_run_current(L, "weir.request.get_body");
+    free(run->body_mime);
+    run->body_mime = lua_isnoneornil(L, 1) ? NULL : strdup(luaL_checkstring(L, 1));
+    return read_body(L, "weir.request.get_body", push_decoded_body);
+}
+
 /* ---- weir.client ----------------------------------------------------------------------------- */
 
 static int client_get_ip(lua_State *L) {
@@ -350,7 +497,7 @@ static int client_load_consumer(lua_State *L) {
         lua_pushliteral(L, "not found");
         return 2;
     }
-    lua_vm_push_frozen(run->vm, e);
+    lua_vm_push_frozen(run->vm, L, e);
     return 1;
 }
 
@@ -358,7 +505,7 @@ static int client_load_consumer(lua_State *L) {
 
 static int router_get_route(lua_State *L) {
     struct plugin_run *run = plugin_run_current(L, "weir.router.get_route");
-    lua_vm_push_frozen(run->vm, run->c->req.match.route->entity);
+    lua_vm_push_frozen(run->vm, L, run->c->req.match.route->entity);
     return 1;
 }
 
@@ -367,7 +514,7 @@ static int router_get_service(lua_State *L) {
     const json_t *model = run->c->req.snap->config->model;
     long at = model_find(model, ENTITY_SERVICE, run->c->req.match.route->service->id, NULL, NULL);
     if (at < 0) return 0;
-    lua_vm_push_frozen(run->vm, json_array_get(model_items(model, ENTITY_SERVICE), (size_t)at));
+    lua_vm_push_frozen(run->vm, L, json_array_get(model_items(model, ENTITY_SERVICE), (size_t)at));
     return 1;
 }
 
@@ -415,6 +562,8 @@ void pdk_request_register(lua_State *L, int weir) {
         {"get_header", req_get_header},
         {"get_headers", req_get_headers},
         {"get_start_time", req_get_start_time},
+        {"get_raw_body", req_get_raw_body},
+        {"get_body", req_get_body},
         {NULL, NULL},
     };
     static const luaL_Reg client[] = {

@@ -228,6 +228,51 @@ static int resp_exit(lua_State *L) {
     return lua_task_exit(L, t);
 }
 
+/* The body of the response being changed: the run's own, or a buffered upstream body. */
+static int resp_get_raw_body(lua_State *L) {
+    struct plugin_run *run = in_response(L, "weir.response.get_raw_body");
+    if (run->finished_early || run->source != SOURCE_SERVICE) {
+        lua_pushlstring(L, run->body ? run->body : "", run->body_len);
+        return 1;
+    }
+    if (!run->buffering_response) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "the upstream body is streamed: a plugin must declare "
+                           "BUFFER_RESPONSE = true to read it");
+        return 2;
+    }
+    lua_pushlstring(L, run->resp_body ? run->resp_body : "", run->resp_body_len);
+    return 1;
+}
+
+static void replace(char **buf, size_t *len, const char *s, size_t n) {
+    char *copy = malloc(n + 1);
+    if (!copy) abort();
+    memcpy(copy, s, n);
+    copy[n] = '\0';
+    free(*buf);
+    *buf = copy;
+    *len = n;
+}
+
+static int resp_set_raw_body(lua_State *L) {
+    const char *what = "weir.response.set_raw_body";
+    struct plugin_run *run = plugin_run_current(L, what);
+    if (run->phase != PLUGIN_RESPONSE) return luaL_error(L, "%s: only in the response phase", what);
+    size_t n;
+    const char *body = luaL_checklstring(L, 1, &n);
+    if (run->finished_early || run->source != SOURCE_SERVICE) {
+        replace(&run->body, &run->body_len, body, n);
+        return 0;
+    }
+    if (!run->buffering_response)
+        return luaL_error(L, "%s: the upstream body is streamed: declare BUFFER_RESPONSE = true",
+                          what);
+    replace(&run->resp_body, &run->resp_body_len, body, n);
+    run->resp_body_cap = n + 1;
+    return 0;
+}
+
 void pdk_response_register(lua_State *L, int weir) {
     static const luaL_Reg fns[] = {
         {"get_status", resp_get_status},
@@ -240,6 +285,8 @@ void pdk_response_register(lua_State *L, int weir) {
         {"clear_header", resp_clear_header},
         {"set_headers", resp_set_headers},
         {"exit", resp_exit},
+        {"get_raw_body", resp_get_raw_body},
+        {"set_raw_body", resp_set_raw_body},
         {NULL, NULL},
     };
     lua_newtable(L);

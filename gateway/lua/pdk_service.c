@@ -14,6 +14,7 @@
 
 #include "http/client_conn.h"
 #include "lua/pdk.h"
+#include "lua/pdk_json.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_run.h"
 
@@ -376,13 +377,95 @@ static int svc_set_target(lua_State *L) {
     return 0;
 }
 
+static void set_body(struct plugin_run *run, const char *body, size_t len) {
+    free(run->up_body);
+    run->up_body = malloc(len + 1);
+    if (!run->up_body) abort();
+    memcpy(run->up_body, body, len);
+    run->up_body[len] = '\0';
+    run->up_body_len = len;
+    run->up_body_set = true;
+}
+
+/* set_raw_body(body): the upstream gets this body (with its Content-Length); the client's body,
+ * if not read yet, is read and dropped. */
+static int svc_set_raw_body(lua_State *L) {
+    const char *what = "weir.service.request.set_raw_body";
+    struct plugin_run *run = run_in_request_phases(L, what);
+    size_t len;
+    const char *body = luaL_checklstring(L, 1, &len);
+    set_body(run, body, len);
+    return 0;
+}
+
+/* The client's media type, or "". */
+static const char *client_mime(const struct client_conn *c, size_t *n) {
+    for (size_t i = 0; i < c->req.n_headers; i++)
+        if (c->headers[i].name_len == 12 && !strncasecmp(c->headers[i].name, "content-type", 12)) {
+            *n = c->headers[i].value_len;
+            return c->headers[i].value;
+        }
+    *n = 0;
+    return "";
+}
+
+static bool mime_is(const char *m, size_t n, const char *want) {
+    size_t w = strlen(want);
+    return n >= w && !strncasecmp(m, want, w) && (n == w || m[w] == ';' || m[w] == ' ');
+}
+
+/* set_body(args, mimetype?): the table encoded for the media type given, else the client's:
+ * application/json (JSON) or application/x-www-form-urlencoded (sorted name=value pairs). A
+ * given mimetype also becomes the upstream request's Content-Type. */
+static int svc_set_body(lua_State *L) {
+    const char *what = "weir.service.request.set_body";
+    struct plugin_run *run = run_in_request_phases(L, what);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    size_t mn;
+    const char *mime =
+        lua_isnoneornil(L, 2) ? client_mime(run->c, &mn) : luaL_checklstring(L, 2, &mn);
+    if (mime_is(mime, mn, "application/json")) {
+        char err[256];
+        json_t *v = pdk_json_from_lua(L, 1, err, sizeof err);
+        if (!v) return luaL_error(L, "%s: cannot encode the body as JSON: %s", what, err);
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(v);
+        if (!text) abort();
+        set_body(run, text, strlen(text));
+        free(text);
+    } else if (mime_is(mime, mn, "application/x-www-form-urlencoded")) {
+        lua_pushcfunction(L, svc_set_query); /* the same encoding, then moved to the body */
+        lua_pushvalue(L, 1);
+        char *saved = run->up_query;
+        bool saved_set = run->up_query_set;
+        run->up_query = NULL;
+        lua_call(L, 1, 0);
+        set_body(run, run->up_query, strlen(run->up_query));
+        free(run->up_query);
+        run->up_query = saved;
+        run->up_query_set = saved_set;
+    } else {
+        return luaL_error(L,
+                          "%s: cannot encode a body for content type '%s' (give "
+                          "application/json or application/x-www-form-urlencoded)",
+                          what, mime);
+    }
+    if (!lua_isnoneornil(L, 2)) {
+        materialize(run);
+        hlist_clear(&run->up_headers, "content-type", 12);
+        hlist_add(&run->up_headers, "Content-Type", 12, mime, mn);
+    }
+    return 0;
+}
+
 void pdk_service_register(lua_State *L, int weir) {
     static const luaL_Reg request[] = {
         {"set_header", svc_set_header},     {"add_header", svc_add_header},
         {"clear_header", svc_clear_header}, {"set_headers", svc_set_headers},
         {"set_path", svc_set_path},         {"set_raw_query", svc_set_raw_query},
         {"set_query", svc_set_query},       {"set_method", svc_set_method},
-        {"set_scheme", svc_set_scheme},     {NULL, NULL},
+        {"set_scheme", svc_set_scheme},     {"set_raw_body", svc_set_raw_body},
+        {"set_body", svc_set_body},         {NULL, NULL},
     };
     lua_newtable(L);
     lua_newtable(L);

@@ -153,6 +153,9 @@ static bool check_handler(lua_State *L, struct plugin_def *p, struct errlist *er
             ok = false;
         }
         lua_pop(L, 1);
+        lua_getfield(L, -1, "BUFFER_RESPONSE");
+        p->buffer_response = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         static const char *const phases[] = {"rewrite", "access", "response", "log"};
         for (unsigned i = 0; i < 4; i++) {
             lua_getfield(L, -1, phases[i]);

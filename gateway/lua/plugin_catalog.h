@@ -38,6 +38,7 @@ struct plugin_def {
     char *version;
     unsigned phases; /* enum plugin_phase bits the handler defines */
     bool bundled;
+    bool buffer_response; /* BUFFER_RESPONSE = true: the response phase sees the whole body */
 };
 
 struct plugin_catalog {

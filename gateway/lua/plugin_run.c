@@ -350,6 +350,72 @@ void plugin_run_log(struct client_conn *c) {
     run->phase = 0;
 }
 
+static void append(char **buf, size_t *len, size_t *cap, const char *data, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t want = *cap ? *cap : 4096;
+        while (want < *len + n + 1)
+            want *= 2;
+        *buf = realloc(*buf, want);
+        if (!*buf) abort();
+        *cap = want;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+}
+
+void plugin_run_body_append(struct client_conn *c, const char *data, size_t len) {
+    struct plugin_run *run = c->run;
+    append(&run->req_body, &run->req_body_len, &run->req_body_cap, data, len);
+}
+
+void plugin_run_body_done(struct client_conn *c) {
+    struct plugin_run *run = c->run;
+    run->body_read = true;
+    if (!run->req_body) append(&run->req_body, &run->req_body_len, &run->req_body_cap, "", 0);
+    conn_read_disable(c->conn); /* the next pipelined request waits, as always */
+    struct lua_task *t = run->body_waiter;
+    run->body_waiter = NULL;
+    if (t) lua_task_wake(t, run->body_push, run);
+}
+
+const char *plugin_run_upstream_body(const struct client_conn *c, size_t *len) {
+    const struct plugin_run *run = c->run;
+    if (!run) return NULL;
+    if (run->up_body_set) {
+        *len = run->up_body_len;
+        return run->up_body ? run->up_body : "";
+    }
+    if (run->body_read) {
+        *len = run->req_body_len;
+        return run->req_body;
+    }
+    return NULL;
+}
+
+bool plugin_run_buffers_response(const struct client_conn *c) {
+    const struct plugin_run *run = c->run;
+    for (size_t i = 0; run && i < run->n; i++) {
+        const struct plugin_def *def = def_of(run, i);
+        if (def->buffer_response && (def->phases & PLUGIN_RESPONSE)) return true;
+    }
+    return false;
+}
+
+bool plugin_run_response_body(struct client_conn *c, const char *data, size_t len) {
+    struct plugin_run *run = c->run;
+    long long limit = config_of(run)->weir.lua_response_buffer_limit;
+    if ((long long)(run->resp_body_len + len) > limit) return false;
+    append(&run->resp_body, &run->resp_body_len, &run->resp_body_cap, data, len);
+    return true;
+}
+
+const char *plugin_run_buffered_body(const struct client_conn *c, size_t *len) {
+    const struct plugin_run *run = c->run;
+    *len = run->resp_body_len;
+    return run->resp_body ? run->resp_body : "";
+}
+
 void plugin_run_free(struct client_conn *c) {
     struct plugin_run *run = c->run;
     if (!run) return;
@@ -362,6 +428,10 @@ void plugin_run_free(struct client_conn *c) {
     free(run->own_chain);
     free(run->done_access);
     free(run->body);
+    free(run->req_body);
+    free(run->body_mime);
+    free(run->up_body);
+    free(run->resp_body);
     hlist_free(&run->exit_headers);
     free(run->up_method);
     free(run->up_path);

@@ -77,6 +77,24 @@ struct plugin_run {
     struct hlist up_headers;
     char *up_host; /* the Host field, when a plugin set it */
 
+    /* The request body, read for a plugin (weir.request.get_raw_body): once read it is what
+     * the upstream gets (with Content-Length), unless a plugin replaced it (up_body). */
+    struct lua_task *body_waiter;               /* a task waiting for the body to be read */
+    int (*body_push)(lua_State *co, void *arg); /* pushes what the waiter returns (arg: run) */
+    char *body_mime;                            /* get_body's media type argument */
+    bool body_read;
+    char *req_body;
+    size_t req_body_len, req_body_cap;
+    char *up_body; /* weir.service.request.set_raw_body(); up_body_set says it is set */
+    size_t up_body_len;
+    bool up_body_set;
+
+    /* The upstream response body, for plugins with BUFFER_RESPONSE (resp_body_set: replaced). */
+    bool buffering_response;
+    char *resp_body;
+    size_t resp_body_len, resp_body_cap;
+    bool resp_body_set;
+
     struct sockaddr_storage target; /* weir.service.set_target(), when target_len > 0 */
     socklen_t target_len;
 
@@ -111,6 +129,18 @@ bool plugin_run_request(struct client_conn *c, const struct route_chain *chain);
 /* The upstream's final response head is parsed: true when plugins run first, then the run calls
  * proxy_response_continue(c); false: go on now. */
 bool plugin_run_response(struct client_conn *c);
+/* Request body bytes read for a waiting plugin, then the end of the body. */
+void plugin_run_body_append(struct client_conn *c, const char *data, size_t len);
+void plugin_run_body_done(struct client_conn *c);
+/* The body the upstream request carries instead of the client's stream, or NULL. */
+const char *plugin_run_upstream_body(const struct client_conn *c, size_t *len);
+/* True when a plugin of the chain buffers the response (BUFFER_RESPONSE): the upstream body is
+ * then collected with plugin_run_response_body() before plugin_run_response(). */
+bool plugin_run_buffers_response(const struct client_conn *c);
+/* Appends upstream body bytes; false when they pass weir.lua.response_buffer_limit. */
+bool plugin_run_response_body(struct client_conn *c, const char *data, size_t len);
+/* The response body to send after a buffered response phase. */
+const char *plugin_run_buffered_body(const struct client_conn *c, size_t *len);
 /* After the response's last byte was queued. */
 void plugin_run_log(struct client_conn *c);
 /* Frees the request's run (cancelling a wait). Safe when there is none. */

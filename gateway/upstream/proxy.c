@@ -175,7 +175,12 @@ static void build_upstream_head(struct client_conn *c) {
     add_joined(b, c, HDR_VIA, &found);
     adds(b, found ? ", 1.1 weir\r\n" : "1.1 weir\r\n");
 
-    if (r->chunked) {
+    size_t plugin_body_len;
+    if (plugin_run_upstream_body(c, &plugin_body_len)) {
+        /* a body a plugin read or replaced: sent whole, with its length */
+        char cl[20];
+        add_header(b, "Content-Length", cl, fmt_u64(cl, plugin_body_len));
+    } else if (r->chunked) {
         adds(b, "Transfer-Encoding: chunked\r\n");
     } else if (r->has_content_length) {
         char cl[20];
@@ -238,6 +243,15 @@ static void on_connected(struct client_conn *c) {
     if (!c->req.body_done) client_start_body(c);
 }
 
+/* The request head, and a body a plugin read or replaced (the client's is streamed instead). */
+static void send_head(struct client_conn *c) {
+    struct evbuffer *out = conn_output(c->up.conn);
+    evbuffer_add(out, c->uphead.data, c->uphead.len);
+    size_t len;
+    const char *body = plugin_run_upstream_body(c, &len);
+    if (body && len) evbuffer_add(out, body, len);
+}
+
 static void connect_attempt(struct client_conn *c, bool allow_pool) {
     struct request *r = &c->req;
     const struct service *svc = r->match.route->service;
@@ -280,7 +294,7 @@ static void connect_attempt(struct client_conn *c, bool allow_pool) {
     if (up->reused) {
         conn_setcb(up->conn, up_read_cb, up_write_cb, up_event_cb, c);
         conn_set_watermarks(up->conn, PROXY_HIGH_WATERMARK, PROXY_LOW_WATERMARK);
-        evbuffer_add(conn_output(up->conn), c->uphead.data, c->uphead.len);
+        send_head(c);
         on_connected(c);
         return;
     }
@@ -294,7 +308,7 @@ static void connect_attempt(struct client_conn *c, bool allow_pool) {
     }
     conn_setcb(up->conn, up_read_cb, up_write_cb, up_event_cb, c);
     conn_set_watermarks(up->conn, PROXY_HIGH_WATERMARK, PROXY_LOW_WATERMARK);
-    evbuffer_add(conn_output(up->conn), c->uphead.data, c->uphead.len);
+    send_head(c);
 }
 
 /* Whether a failed attempt may be repeated: nothing reached the upstream
@@ -405,6 +419,14 @@ static int on_resp_headers_complete(http_parser *p) {
 
 static int on_resp_body(http_parser *p, const char *at, size_t len) {
     struct client_conn *c = p->data;
+    if (c->run && c->run->buffering_response) {
+        /* collected for the response phase; past the limit the exchange fails (502) */
+        if (plugin_run_response_body(c, at, len)) return 0;
+        log_warn("upstream %s: response body larger than weir.lua.response_buffer_limit, which "
+                 "a plugin with BUFFER_RESPONSE needs whole",
+                 proxy_upstream_addr(c));
+        return -1;
+    }
     struct evbuffer *out = conn_output(c->conn);
     if (c->req.response_chunked) {
         char size[20];
@@ -582,6 +604,11 @@ static void finish_response(struct client_conn *c) {
     }
     free_upstream_bev(c);
     up->state = UP_DONE;
+    if (c->run && c->run->buffering_response) {
+        /* the whole body is here: now the response phase, then the client gets it */
+        if (!plugin_run_response(c)) proxy_response_continue(c);
+        return;
+    }
     client_response_done(c);
 }
 
@@ -707,6 +734,17 @@ static void read_response_head(struct client_conn *c) {
             client_start_tunnel(c);
             return;
         }
+        if (c->run && plugin_run_buffers_response(c)) {
+            /* a plugin wants the whole body: read it all before the response phase */
+            c->run->buffering_response = true;
+            up->state = UP_BODY;
+            if (up->chunked) chunk_check_init(&up->chunk);
+            if (up->message_done)
+                finish_response(c);
+            else
+                feed_response_body(c);
+            return;
+        }
         if (c->run) {
             /* plugins run first; the body waits in the socket until they are done (they may
              * be done at once: proxy_response_continue() reads again) */
@@ -723,6 +761,21 @@ void proxy_response_continue(struct client_conn *c) {
     struct request *r = &c->req;
     int status = c->run && c->run->resp_status ? c->run->resp_status : up->status;
     r->status = status;
+    if (c->run && c->run->buffering_response) {
+        /* the body (as plugins left it) goes out whole, with its length */
+        size_t len;
+        const char *body = plugin_run_buffered_body(c, &len);
+        up->resp_has_content_length = true;
+        up->resp_content_length = len;
+        write_response_head(c, status, true);
+        client_response_head_sent(c);
+        if (!(r->is_head || status == 204 || status == 304)) {
+            evbuffer_add(conn_output(c->conn), body, len);
+            r->bytes_sent += len;
+        }
+        client_response_done(c);
+        return;
+    }
     write_response_head(c, status, true);
     client_response_head_sent(c);
     up->state = UP_BODY;
@@ -808,6 +861,8 @@ void proxy_forward_body(struct client_conn *c, const char *data, size_t len) {
 }
 
 void proxy_body_done(struct client_conn *c) {
+    size_t len;
+    if (plugin_run_upstream_body(c, &len)) return; /* sent whole with the head */
     if (c->req.chunked && c->up.conn) evbuffer_add(conn_output(c->up.conn), "0\r\n\r\n", 5);
 }
 
