@@ -44,7 +44,7 @@ HAPROXY_PORT=18082
 WEIR_PORT=18083
 WEIR_ADMIN_PORT=18084
 BACKEND_BODY="hello from backend"
-ALL_PROXIES=(nginx haproxy weir)
+ALL_PROXIES=(nginx haproxy weir weir_lua)
 
 # ---------------------------------------------------------------- arguments
 only=()
@@ -59,8 +59,8 @@ while (($# > 0)); do
 done
 for n in "${only[@]}"; do
 	case $n in
-	weir | nginx | haproxy | router | router_scale | changes) ;;
-	*) echo "run.sh: --only: unknown name '$n' (weir, nginx, haproxy, router)" >&2; exit 2 ;;
+	weir | weir_lua | nginx | haproxy | router | router_scale | changes) ;;
+	*) echo "run.sh: --only: unknown name '$n' (weir, weir_lua, nginx, haproxy, router)" >&2; exit 2 ;;
 	esac
 done
 for v in ROUNDS CONNECTIONS THREADS PROXY_CPU LOAD_CPU; do
@@ -353,22 +353,38 @@ build_weir() { # (re)builds Weir through setup.sh, which only rebuilds what chan
 	[[ -x "$WEIR_BIN" ]] || { echo "weir: the build made no binary" >&2; return 1; }
 }
 
-start_weir() {
+start_weir() { # start_weir [lua]: with "lua", a no-op plugin runs in every phase of the route
 	build_weir || return 1
-	local d=$tmp/weir
+	local d=$tmp/weir${1:+_$1} plugin_settings='' plugins=''
 	mkdir -p "$d"
+	if [[ ${1:-} == lua ]]; then
+		mkdir -p "$d/root/plugins/noop" "$d/root/schemas/plugins"
+		cat >"$d/root/plugins/noop/handler.lua" <<'EOF'
+local Noop = { PRIORITY = 1000, VERSION = "1.0" }
+function Noop:rewrite(conf) end
+function Noop:access(conf) end
+function Noop:response(conf) end
+function Noop:log(conf) end
+return Noop
+EOF
+		echo '{"type": "object"}' >"$d/root/schemas/plugins/noop.json"
+		plugin_settings=',"plugins":["bundled","noop"],"plugin_paths":["root"]'
+		plugins=',"plugins":[{"name":"noop","route":"bench"}]'
+	fi
 	cat >"$d/weir.json" <<EOF
 {"_format_version":"3.0",
  "weir":{"proxy_listen":["127.0.0.1:$WEIR_PORT"],"admin_listen":["127.0.0.1:$WEIR_ADMIN_PORT"],
-         "workers":1,"access_log":"off","log_level":"warn"},
+         "workers":1,"access_log":"off","log_level":"warn"$plugin_settings},
  "services":[{"name":"bench","url":"http://127.0.0.1:$BACKEND_PORT",
-              "routes":[{"name":"bench","paths":["/"]}]}]}
+              "routes":[{"name":"bench","paths":["/"]}]}]$plugins}
 EOF
 	proxy_log=$d/weir.log
 	spawn "$PROXY_CPU" "$proxy_log" "$WEIR_BIN" -c "$d/weir.json"
 	proxy_pid=$spawned_pid
 	wait_ready weir "$proxy_pid" "$WEIR_PORT"
 }
+
+start_weir_lua() { start_weir lua; }
 
 # ------------------------------------------------------------- measurement
 CLK_TCK=$(getconf CLK_TCK)
@@ -536,7 +552,7 @@ port_of() {
 	case $1 in
 	nginx) echo "$NGINX_PORT" ;;
 	haproxy) echo "$HAPROXY_PORT" ;;
-	weir) echo "$WEIR_PORT" ;;
+	weir | weir_lua) echo "$WEIR_PORT" ;;
 	esac
 }
 
@@ -614,6 +630,14 @@ if ((${#proxies[@]} > 0)); then
 					"$(ratio "${M_P99[weir]:-}" "${M_P99[$p]:-}")" \
 					"$(ratio "${M_CPU[weir]:-}" "${M_CPU[$p]:-}")"
 			done
+		fi
+		if [[ -n ${M_RPS[weir]:-} && -n ${M_RPS[weir_lua]:-} ]]; then
+			echo
+			echo "Lua plugin overhead (a no-op plugin in every phase vs the same route without):"
+			printf '%-13s %16s %16s %16s\n' "weir_lua/weir" \
+				"$(ratio "${M_RPS[weir_lua]}" "${M_RPS[weir]}")" \
+				"$(ratio "${M_P99[weir_lua]}" "${M_P99[weir]}")" \
+				"$(ratio "${M_CPU[weir_lua]:-}" "${M_CPU[weir]:-}")"
 		fi
 		if ((${#failed[@]} > 0)); then
 			echo

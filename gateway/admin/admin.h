@@ -38,7 +38,7 @@ enum commit_result {
 /* Installs `model` (the caller keeps its reference) as the running configuration. */
 typedef enum commit_result (*admin_commit_fn)(void *ctx, json_t *model, struct errlist *errs);
 
-/* What the handlers may look at; owned by main.c's control state. */
+/* What the handlers may look at; owned by server.c's control state. */
 struct admin_state {
     admin_commit_fn commit;
     void *commit_ctx;

@@ -3,8 +3,9 @@
  * Explains what the router would do with a request, through the very code
  * the proxy runs (path_normalize, router_match, path_join): the matched
  * route and service and the upstream URL, or, when nothing matches, the
- * routes whose path matched and the condition each one failed. Plugins are
- * listed (empty until the plugin runtime exists) so the shape is stable. */
+ * routes whose path matched and the condition each one failed, and the plugins the
+ * request would run in order (from the snapshot's resolved chain, the one the proxy uses),
+ * plus the consumer-scoped ones that join once their consumer is identified. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 
 #include <stdio.h>
@@ -14,6 +15,8 @@
 
 #include "admin/admin.h"
 #include "http/path.h"
+#include "lua/plugin_catalog.h"
+#include "lua/plugin_chain.h"
 #include "router/router.h"
 
 #define NEAR_MISSES_MAX 20
@@ -24,6 +27,53 @@ struct debug_request {
     const char *header_name; /* one optional "name:value" header */
     const char *header_value;
 };
+
+static const char *scope_name(const struct plugin_instance *p) {
+    static const char *const names[] = {"",
+                                        "global",
+                                        "service",
+                                        "route",
+                                        "consumer",
+                                        "route+service",
+                                        "service+consumer",
+                                        "route+consumer",
+                                        "route+service+consumer"};
+    int rank = plugin_scope_rank(p, p->route_id, p->service_id, p->consumer_id);
+    return names[rank];
+}
+
+static json_t *instance_json(const struct config *cfg, const struct plugin_instance *p) {
+    const struct plugin_def *def = cfg->plugin_defs[p - cfg->plugin_instances];
+    json_t *phases = json_array();
+    static const char *const names[] = {"rewrite", "access", "response", "log"};
+    for (unsigned i = 0; i < 4; i++)
+        if (def->phases & (1u << i)) json_array_append_new(phases, json_string(names[i]));
+    return json_pack("{s:s, s:s, s:f, s:s, s:s?, s:o}", "name", p->name, "id", p->id, "priority",
+                     p->priority, "scope", scope_name(p), "consumer", p->consumer_id, "phases",
+                     phases);
+}
+
+/* The plugins a request on route r runs, in order, before a consumer is identified. */
+static json_t *chain_json(const struct snapshot *snap, const struct route *r) {
+    json_t *out = json_array();
+    const struct route_chain *ch = snapshot_route_chain(snap, r);
+    for (size_t i = 0; ch && i < ch->n; i++)
+        json_array_append_new(out, instance_json(snap->config, ch->insts[i]));
+    return out;
+}
+
+/* Consumer-scoped instances that apply on route r once their consumer is identified. */
+static json_t *consumer_plugins_json(const struct snapshot *snap, const struct route *r) {
+    const struct config *cfg = snap->config;
+    json_t *out = json_array();
+    for (size_t i = 0; i < cfg->n_plugin_instances; i++) {
+        const struct plugin_instance *p = &cfg->plugin_instances[i];
+        if (p->enabled && p->consumer_id &&
+            plugin_scope_rank(p, r->id, r->service->id, p->consumer_id))
+            json_array_append_new(out, instance_json(cfg, p));
+    }
+    return out;
+}
 
 static const char *debug_get_header(void *ctx, const char *name, size_t index, size_t *len) {
     const struct debug_request *d = ctx;
@@ -204,12 +254,13 @@ void admin_get_debug_match(struct admin_state *st, const struct admin_request *r
         const struct route *r = m.route;
         char buf[256];
         const char *refused = why_not(r, &d, buf, sizeof buf); /* only protocols can remain */
-        res->json = json_pack("{s:b, s:s, s:o, s:s, s:o, s:s, s:s, s:[], s:s?}", "matched", 1,
+        res->json = json_pack("{s:b, s:s, s:o, s:s, s:o, s:s, s:s, s:o, s:o, s:s?}", "matched", 1,
                               "normalized_path", norm, "route", route_json(r), "matched_path",
                               r->n_paths ? r->paths[m.path_index] : "", "service",
                               service_json(r->service), "upstream_url", url, "host_header",
                               r->preserve_host && d.host ? d.host : r->service->host_header,
-                              "plugins", "refused", refused);
+                              "plugins", chain_json(snap, r), "consumer_plugins",
+                              consumer_plugins_json(snap, r), "refused", refused);
         free(url);
     } else {
         res->json = json_pack("{s:b, s:s, s:s, s:o}", "matched", 0, "normalized_path", norm,

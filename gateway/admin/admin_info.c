@@ -9,6 +9,7 @@
 #include "admin/admin.h"
 #include "config/model.h"
 #include "lua/plugin_catalog.h"
+#include "lua/plugin_chain.h"
 #include "core/metrics.h"
 #include "core/worker.h"
 
@@ -23,7 +24,7 @@ void admin_get_root(struct admin_state *st, const struct admin_request *req,
         json_array_append_new(
             proxy, json_sprintf("%s:%d", w->proxy_listen[i].host, w->proxy_listen[i].port));
     /* Kong's shape: available_on_server maps each enabled plugin to its version and priority;
-     * enabled_in_cluster lists the plugins instances use (none until plugin entities exist). */
+     * enabled_in_cluster lists the plugins enabled instances use. */
     const struct plugin_catalog *pc = (*st->snapshot)->config->plugins;
     json_t *available = json_object();
     for (size_t i = 0; pc && i < pc->n_defs; i++)
@@ -31,10 +32,19 @@ void admin_get_root(struct admin_state *st, const struct admin_request *req,
                             json_pack("{s:s, s:f}", "version", pc->defs[i].version, "priority",
                                       pc->defs[i].priority));
     res->status = 200;
+    const struct config *cfg = (*st->snapshot)->config;
+    json_t *used = json_array(); /* sorted, each name once */
+    for (size_t i = 0; pc && i < pc->n_defs; i++)
+        for (size_t j = 0; j < cfg->n_plugin_instances; j++)
+            if (cfg->plugin_instances[j].enabled &&
+                !strcmp(cfg->plugin_instances[j].name, pc->defs[i].name)) {
+                json_array_append_new(used, json_string(pc->defs[i].name));
+                break;
+            }
     res->json =
-        json_pack("{s:s, s:s, s:s, s:s, s:{s:o, s:[]}, s:{s:o, s:i}}", "tagline", "Welcome to Weir",
+        json_pack("{s:s, s:s, s:s, s:s, s:{s:o, s:o}, s:{s:o, s:i}}", "tagline", "Welcome to Weir",
                   "version", WEIR_VERSION, "node_id", st->node_id, "hostname", host, "plugins",
-                  "available_on_server", available, "enabled_in_cluster", "configuration",
+                  "available_on_server", available, "enabled_in_cluster", used, "configuration",
                   "proxy_listen", proxy, "workers", w->workers);
 }
 

@@ -194,5 +194,59 @@ char *metrics_render(struct metrics *const *tables, size_t n, int connections) {
             (unsigned long long)total);
     }
     free(all);
+    put(&t, "# HELP weir_plugin_errors_total Plugin calls that failed (a Lua error, the "
+            "instruction budget or the memory limit), by plugin and phase.\n"
+            "# TYPE weir_plugin_errors_total counter\n");
+    /* the same (plugin, phase) summed over workers */
+    size_t pcap = n * (METRICS_PLUGIN_SLOTS + 1), pcount = 0;
+    struct {
+        const struct metrics_plugin_slot *key;
+        uint64_t total;
+    } *errs = calloc(pcap ? pcap : 1, sizeof *errs);
+    if (!errs) abort();
+    for (size_t w = 0; w < n; w++) {
+        for (size_t i = 0; i <= METRICS_PLUGIN_SLOTS; i++) {
+            const struct metrics_plugin_slot *s = &tables[w]->plugin_errors[i];
+            if (atomic_load_explicit(&s->state, memory_order_acquire) != 1) continue;
+            size_t k = 0;
+            while (k < pcount &&
+                   (strcmp(errs[k].key->plugin, s->plugin) || strcmp(errs[k].key->phase, s->phase)))
+                k++;
+            if (k == pcount) errs[pcount++].key = s;
+            errs[k].total += atomic_load_explicit(&s->errors, memory_order_relaxed);
+        }
+    }
+    for (size_t k = 0; k < pcount; k++) {
+        char plugin[2 * METRICS_LABEL_MAX];
+        escape_label(errs[k].key->plugin, plugin, sizeof plugin);
+        put(&t, "weir_plugin_errors_total{plugin=\"%s\",phase=\"%s\"} %llu\n", plugin,
+            errs[k].key->phase, (unsigned long long)errs[k].total);
+    }
+    free(errs);
     return t.data;
+}
+
+void metrics_plugin_error(struct metrics *m, const char *plugin, const char *phase) {
+    struct metrics_plugin_slot *slot = &m->plugin_errors[METRICS_PLUGIN_SLOTS];
+    for (size_t i = 0; i < METRICS_PLUGIN_SLOTS; i++) {
+        struct metrics_plugin_slot *s = &m->plugin_errors[i];
+        if (atomic_load_explicit(&s->state, memory_order_relaxed) == 1) {
+            if (!strcmp(s->plugin, plugin) && !strcmp(s->phase, phase)) {
+                slot = s;
+                break;
+            }
+            continue;
+        }
+        snprintf(s->plugin, sizeof s->plugin, "%s", plugin);
+        snprintf(s->phase, sizeof s->phase, "%s", phase);
+        atomic_store_explicit(&s->state, 1, memory_order_release);
+        slot = s;
+        break;
+    }
+    if (slot == &m->plugin_errors[METRICS_PLUGIN_SLOTS] &&
+        atomic_load_explicit(&slot->state, memory_order_relaxed) != 1)
+        atomic_store_explicit(&slot->state, 1, memory_order_release); /* labels "" */
+    atomic_store_explicit(&slot->errors,
+                          atomic_load_explicit(&slot->errors, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
 }

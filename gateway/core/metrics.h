@@ -31,8 +31,18 @@ struct metrics_slot {
     atomic_uint_fast64_t latency_us_sum;
 };
 
+/* Plugin errors (a Lua error, the instruction budget, memory), by plugin and phase. */
+#define METRICS_PLUGIN_SLOTS 128
+struct metrics_plugin_slot {
+    atomic_int state; /* 0 free, 1 ready */
+    char plugin[METRICS_LABEL_MAX];
+    char phase[16];
+    atomic_uint_fast64_t errors;
+};
+
 struct metrics {
     struct metrics_slot slots[METRICS_SLOTS + 1]; /* the last one is the overflow slot */
+    struct metrics_plugin_slot plugin_errors[METRICS_PLUGIN_SLOTS + 1]; /* last: overflow */
 };
 
 struct metrics *metrics_new(void);
@@ -40,6 +50,8 @@ void metrics_free(struct metrics *m);
 /* Worker thread only. `route`/`service` may be NULL (no route matched). */
 void metrics_record(struct metrics *m, const char *route, const char *service, int status,
                     double latency_ms);
+/* Worker thread only. */
+void metrics_plugin_error(struct metrics *m, const char *plugin, const char *phase);
 /* Appends Prometheus text for `n` workers' tables to a malloc'd string
  * (caller frees); `connections` is the current open client connections. */
 char *metrics_render(struct metrics *const *tables, size_t n, int connections);

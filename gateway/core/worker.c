@@ -196,6 +196,11 @@ void worker_join_and_free(struct worker *w) {
         if (w->conns == c) break; /* cannot happen: close is immediate once run */
     }
     lua_vm_free(w->lua); /* after the connections: their plugin runs use it */
+    while (w->retired_vms) {
+        struct lua_vm *vm = w->retired_vms;
+        w->retired_vms = vm->next_retired;
+        lua_vm_free(vm);
+    }
     close_listeners(w);
     free(w->listeners);
     free(w->listen_ports);
@@ -211,7 +216,36 @@ void worker_join_and_free(struct worker *w) {
     free(w);
 }
 
+/* Frees the retired VMs no request uses; from the loop, never under a VM's own call. */
+static void collect_vms(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    struct lua_vm **p = &w->retired_vms;
+    while (*p) {
+        struct lua_vm *vm = *p;
+        if (vm->users > 0) {
+            p = &vm->next_retired;
+            continue;
+        }
+        *p = vm->next_retired;
+        lua_vm_free(vm);
+    }
+}
+
+void worker_lua_vm_released(struct worker *w, struct lua_vm *vm) {
+    if (!vm->retired || vm->users > 0) return;
+    struct timeval now = {0, 0};
+    event_base_once(w->base, -1, EV_TIMEOUT, collect_vms, w, &now);
+}
+
 struct lua_vm *worker_lua_vm(struct worker *w) {
+    if (w->lua && w->lua->retired) {
+        w->lua->next_retired = w->retired_vms;
+        w->retired_vms = w->lua;
+        w->lua = NULL;
+        worker_lua_vm_released(w, w->retired_vms);
+    }
     if (w->lua) return w->lua;
     char err[512];
     w->lua = lua_vm_new(w->base, w->id, w->snapshot, err, sizeof err);

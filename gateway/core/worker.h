@@ -43,6 +43,7 @@ struct worker {
     atomic_uint_fast64_t requests;
     struct metrics *metrics;        /* written by this worker, read by the admin API */
     struct lua_vm *lua;             /* created on the first request that runs a plugin */
+    struct lua_vm *retired_vms;     /* replaced after a leak; freed once unused */
 
     pthread_mutex_t mailbox_lock;
     struct snapshot *mailbox; /* a newer snapshot, handed over by control */
@@ -70,8 +71,11 @@ struct snapshot *worker_acquire_snapshot(struct worker *w);
 /* Connection bookkeeping, called by client_conn. */
 void worker_conn_added(struct worker *w, struct client_conn *c);
 void worker_conn_removed(struct worker *w, struct client_conn *c);
-/* The worker's Lua VM, created on first use; NULL (logged) when it cannot be. */
+/* The worker's Lua VM, created on first use (and again after a retired one, lua_vm.h); NULL
+ * (logged) when it cannot be. */
 struct lua_vm *worker_lua_vm(struct worker *w);
+/* A plugin run let go of vm: a retired VM nobody uses any more is freed (from the loop). */
+void worker_lua_vm_released(struct worker *w, struct lua_vm *vm);
 /* A fresh random request id (UUIDv4 form) into out[37]. */
 void worker_request_id(struct worker *w, char out[37]);
 

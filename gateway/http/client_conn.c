@@ -315,6 +315,8 @@ void client_send_error(struct client_conn *c, int status, const char *message, b
     size_t body_len = error_body_json(body, sizeof body, message, c->req.request_id);
     if (body_len >= sizeof body) body_len = sizeof body - 1;
     if (close) c->close_after = true;
+    /* the response phase's plugins see gateway errors too (source "error"), as in Kong */
+    if (c->run && plugin_run_gateway_error(c, status, body, body_len)) return;
     close = c->close_after;
     char head[512];
     int n = snprintf(head, sizeof head,

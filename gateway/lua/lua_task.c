@@ -34,6 +34,7 @@ static void set_error(struct lua_task *t, const char *msg) {
 /* Runs the coroutine from where it is (a fresh call or a wake) until it stops. */
 static enum lua_task_result step(struct lua_task *t, int nargs) {
     struct lua_vm *vm = t->vm;
+    struct lua_vm *prev = lua_vm_switch(vm); /* a retired VM's tasks still run on it */
     struct lua_task *outer = vm->current;
     vm->current = t;
     lua_vm_budget_begin(vm, &t->budget_left);
@@ -42,6 +43,8 @@ static enum lua_task_result step(struct lua_task *t, int nargs) {
     vm->mem_enforced = false;
     lua_vm_budget_end(vm);
     vm->current = outer;
+    lua_vm_switch(prev);
+    lua_vm_after_memory_error(vm);
     if (rc == LUA_YIELD) {
         if (t->waiting) return LUA_TASK_WAITING;
         if (t->exited) return LUA_TASK_EXIT;

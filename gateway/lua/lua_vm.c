@@ -34,6 +34,29 @@ struct lua_vm *lua_vm_self(void) {
     return self;
 }
 
+struct lua_vm *lua_vm_switch(struct lua_vm *vm) {
+    struct lua_vm *prev = self;
+    self = vm;
+    return prev;
+}
+
+bool lua_vm_after_memory_error(struct lua_vm *vm) {
+    if (!vm->mem_failed || vm->retired) return vm->retired;
+    vm->mem_failed = false;
+    bool enforced = vm->mem_enforced;
+    vm->mem_enforced = false;
+    lua_gc(vm->L, LUA_GCCOLLECT, 0);
+    vm->mem_enforced = enforced;
+    if (vm->mem_used > vm->mem_limit / 4 * 3) {
+        vm->retired = true;
+        log_err("worker %d: the Lua VM holds %zu of its %zu bytes (weir.lua.memory_limit) even "
+                "after a full collection: a plugin leaks; new requests get a fresh VM (state "
+                "plugins kept in Lua, such as module-level tables, starts over)",
+                vm->worker_id, vm->mem_used, vm->mem_limit);
+    }
+    return vm->retired;
+}
+
 /* ---- memory and instruction limits --------------------------------------------------------- */
 
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -45,7 +68,10 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     }
     size_t old = ptr ? osize : 0;
     /* only plugin code is refused memory: C pushing a result must never fail half-way */
-    if (nsize > old && vm->mem_enforced && vm->mem_used - old + nsize > vm->mem_limit) return NULL;
+    if (nsize > old && vm->mem_enforced && vm->mem_used - old + nsize > vm->mem_limit) {
+        vm->mem_failed = true;
+        return NULL;
+    }
     void *p = realloc(ptr, nsize);
     if (!p) return NULL;
     vm->mem_used = vm->mem_used - old + nsize;
@@ -242,6 +268,7 @@ static void load_handler(struct lua_vm *vm, const struct plugin_def *def) {
     lua_State *L = vm->L;
     char chunk[4200];
     snprintf(chunk, sizeof chunk, "@%s", def->handler_path);
+    struct lua_vm *prev = lua_vm_switch(vm);
     long long left = vm->budget, *outer = vm->budget_left;
     lua_vm_budget_begin(vm, &left);
     bool enforced = vm->mem_enforced;
@@ -251,6 +278,7 @@ static void load_handler(struct lua_vm *vm, const struct plugin_def *def) {
     vm->mem_enforced = enforced;
     lua_vm_budget_end(vm);
     vm->budget_left = outer;
+    lua_vm_switch(prev);
     if (rc != 0 || !lua_istable(L, -1)) {
         log_err("plugin %s: cannot load %s in worker %d: %s", def->name, def->handler_path,
                 vm->worker_id, rc ? lua_tostring(L, -1) : "it did not return a table");
@@ -270,12 +298,14 @@ static int call_freeze(lua_State *L) {
 
 /* Pushes a JSON value as a read-only Lua value; nil (after logging) when memory runs out. */
 void lua_vm_push_frozen(struct lua_vm *vm, lua_State *L, const struct json_t *v) {
+    struct lua_vm *prev = lua_vm_switch(vm);
     lua_pushcfunction(L, call_freeze);
     pdk_push_json(L, v);
     bool enforced = vm->mem_enforced;
     vm->mem_enforced = true;
     int rc = lua_pcall(L, 1, 1, 0);
     vm->mem_enforced = enforced;
+    lua_vm_switch(prev);
     if (rc != 0) {
         log_err("worker %d: cannot build a Lua value: %s", vm->worker_id, lua_tostring(L, -1));
         lua_pop(L, 1);

@@ -34,6 +34,10 @@ struct lua_vm {
     int worker_id;
     size_t mem_used, mem_limit;
     bool mem_enforced;         /* allocations may fail (plugin code is running) */
+    bool mem_failed;           /* an allocation was refused since the last check */
+    bool retired;              /* full even after a collection: new requests get a fresh VM */
+    int users;                 /* plugin runs holding this VM */
+    struct lua_vm *next_retired;
     long long budget;          /* instructions per phase call, 0: none */
     long long *budget_left;    /* counter the hook charges; NULL: nothing to charge */
     struct lua_task *current;  /* the task whose coroutine runs now */
@@ -47,7 +51,7 @@ struct lua_vm {
     size_t n_timers;
 };
 
-/* Process-wide: the dictionaries of weir.shared_dicts, created at start (main.c), pushed into
+/* Process-wide: the dictionaries of weir.shared_dicts, created at start (server.c), pushed into
  * every VM. */
 void lua_vm_set_shared_dicts(struct shared_dict *const *dicts, size_t n);
 
@@ -55,8 +59,16 @@ void lua_vm_set_shared_dicts(struct shared_dict *const *dicts, size_t n);
 struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct snapshot *snap,
                           char *err, size_t errlen);
 void lua_vm_free(struct lua_vm *vm);
-/* The VM of the calling thread (NULL on threads without one). */
+/* The VM whose code runs on the calling thread now (a task's, a handler load's), else the last
+ * one created on this thread; NULL on threads without one. */
 struct lua_vm *lua_vm_self(void);
+/* Makes vm the running one (lua_vm_self()) and returns the previous, to restore afterwards. */
+struct lua_vm *lua_vm_switch(struct lua_vm *vm);
+/* After plugin code ran: when an allocation was refused, collects garbage; a VM still above
+ * three quarters of its limit is leaking (a plugin's module state grows): it is marked retired,
+ * so that the worker gives new requests a fresh VM (lua_vm_retire_check) and frees this one once
+ * the requests using it are done. Returns vm->retired. */
+bool lua_vm_after_memory_error(struct lua_vm *vm);
 
 /* Pushes onto vm->L the handler table of instance `idx` of snap's config and its config table;
  * false (nothing pushed, the reason logged once) when the handler could not be loaded. */

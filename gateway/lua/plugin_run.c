@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/worker.h"
 #include "http/client_conn.h"
 #include "http/error_response.h"
@@ -119,6 +120,7 @@ static void set_error_response(struct plugin_run *run) {
 static void log_plugin_error(struct plugin_run *run, const char *plugin, const char *phase,
                              const char *msg) {
     run->vm->errors++;
+    metrics_plugin_error(run->c->worker->metrics, plugin ? plugin : "", phase);
     log_err("plugin %s failed in the %s phase (request %s): %s", plugin, phase,
             run->c->req.request_id, msg);
 }
@@ -183,6 +185,7 @@ static bool after_call(struct plugin_run *run, enum lua_task_result r) {
     case LUA_TASK_EXIT:
         /* exit stops the rewrite and access phases; the response phase still runs */
         run->finished_early = true;
+        run->in_response = true;
         run->phase = PLUGIN_RESPONSE;
         run->next = 0;
         return true;
@@ -198,6 +201,7 @@ static bool after_call(struct plugin_run *run, enum lua_task_result r) {
             return true;
         }
         run->finished_early = true;
+        run->in_response = true;
         run->phase = PLUGIN_RESPONSE;
         run->next = 0;
         return true;
@@ -308,11 +312,35 @@ bool plugin_run_request(struct client_conn *c, const struct route_chain *chain) 
     run->ctx_ref = run->consumer_ref = run->credential_ref = LUA_NOREF;
     lua_task_init(&run->task, vm, run, task_done);
     run->task.for_request = true;
+    vm->users++;
     c->run = run;
     /* plugins run before any body byte is read: the client waits (as with nginx's access
      * phase); reading resumes when the upstream exchange starts */
     conn_read_disable(c->conn);
     run->phase = PLUGIN_REWRITE;
+    run->next = 0;
+    advance(run);
+    return true;
+}
+
+bool plugin_run_gateway_error(struct client_conn *c, int status, const char *body, size_t len) {
+    struct plugin_run *run = c->run;
+    /* not while a phase runs (a body read that failed: the request just ends), not twice */
+    if (run->phase || run->in_response) return false;
+    bool any = false;
+    for (size_t i = 0; i < run->n && !any; i++)
+        any = def_of(run, i)->phases & PLUGIN_RESPONSE;
+    if (!any) return false;
+    free(run->body);
+    run->body = dupn(body, len);
+    run->body_len = len;
+    run->status = status;
+    run->source = SOURCE_ERROR;
+    hlist_free(&run->exit_headers);
+    hlist_add(&run->exit_headers, "Content-Type", 12, "application/json; charset=utf-8", 31);
+    run->finished_early = true;
+    run->in_response = true;
+    run->phase = PLUGIN_RESPONSE;
     run->next = 0;
     advance(run);
     return true;
@@ -443,6 +471,8 @@ void plugin_run_free(struct client_conn *c) {
         free(run->resp_ops[i].value);
     }
     free(run->resp_ops);
+    run->vm->users--;
+    worker_lua_vm_released(c->worker, run->vm);
     free(run);
 }
 

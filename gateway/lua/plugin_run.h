@@ -141,6 +141,9 @@ bool plugin_run_buffers_response(const struct client_conn *c);
 bool plugin_run_response_body(struct client_conn *c, const char *data, size_t len);
 /* The response body to send after a buffered response phase. */
 const char *plugin_run_buffered_body(const struct client_conn *c, size_t *len);
+/* A response Weir makes itself (502, 504, ...) after the plugins' access phase: true when the
+ * response phase runs first (the run then sends it); false: send it now. */
+bool plugin_run_gateway_error(struct client_conn *c, int status, const char *body, size_t len);
 /* After the response's last byte was queued. */
 void plugin_run_log(struct client_conn *c);
 /* Frees the request's run (cancelling a wait). Safe when there is none. */

@@ -1,0 +1,321 @@
+#include "server.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin/admin.h"
+#include "config/model.h"
+#include "config/model_text.h"
+#include "core/access_log.h"
+#include "core/listener.h"
+#include "core/log.h"
+#include "core/uuid.h"
+#include "core/worker.h"
+#include "lua/lua_vm.h"
+#include "lua/shared_dict.h"
+#include "store/store.h"
+
+struct server {
+    struct snapshot *snapshot; /* the current one (the control thread's reference) */
+    uint64_t version;
+    struct worker **workers;
+    int n_workers;
+    struct event_base *base;
+    struct admin *admin;
+    struct admin_state admin_state;
+    struct access_log *access_log;
+    struct store *store;                 /* NULL: DB-less, entities come from the config file */
+    struct model_text_cache *text_cache; /* what the store was last given, per entity */
+    struct shared_dict **dicts;          /* weir.shared_dicts, fixed at start */
+    size_t n_dicts;
+    struct event *collector;
+    int stop_fd; /* eventfd: server_stop() from any thread */
+    struct event *stop_event;
+    atomic_bool fast;
+};
+
+static bool same_listeners(const struct weir_settings *a, const struct weir_settings *b) {
+    if (a->n_proxy_listen != b->n_proxy_listen) return false;
+    for (size_t i = 0; i < a->n_proxy_listen; i++)
+        if (strcmp(a->proxy_listen[i].host, b->proxy_listen[i].host) != 0 ||
+            a->proxy_listen[i].port != b->proxy_listen[i].port)
+            return false;
+    return true;
+}
+
+/* Hands `snap` (the caller's reference) to every worker and makes it current. */
+static void publish(struct server *s, struct snapshot *snap) {
+    s->version++;
+    for (int i = 0; i < s->n_workers; i++)
+        worker_publish(s->workers[i], snap);
+    snapshot_release(s->snapshot);
+    s->snapshot = snap;
+    snapshot_collect();
+}
+
+/* The control thread compiles and saves admin changes: about 100 ms of CPU each at 10,000
+ * routes. Where it competes with workers for a core, the workers must win, so it runs at nice 10
+ * (Linux: setpriority on a thread id affects that thread only; the workers, started before, keep
+ * the process's priority). A flood of admin calls then slows the admin API, not the traffic. */
+static void lower_control_priority(void) {
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    int now = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (now < 10 && setpriority(PRIO_PROCESS, (id_t)tid, 10) != 0)
+        log_warn("cannot lower the control thread's priority: %s", strerror(errno));
+}
+
+/* Frees snapshots the workers let go of (they never free one themselves). */
+static void collect_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what, (void)arg;
+    snapshot_collect();
+}
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)what;
+    struct server *s = arg;
+    uint64_t ticks;
+    ssize_t r = read(fd, &ticks, sizeof ticks);
+    (void)r;
+    event_base_loopbreak(s->base);
+}
+
+/* The admin API's changes: compile, persist, publish, in that order, so that
+ * an answer is sent only for a change that is both valid and durable. */
+static enum commit_result commit_model(void *arg, json_t *model, struct errlist *errs) {
+    struct server *s = arg;
+    struct config *cfg = config_with_model(s->snapshot->config, model, errs);
+    struct snapshot *snap = cfg ? snapshot_build(cfg, s->n_workers, s->version + 1, errs) : NULL;
+    if (!snap) return COMMIT_INVALID;
+    if (s->store) {
+        size_t len;
+        /* the config's model: plugin configs there carry their defaults */
+        char *text = model_export_text(snap->config->model, s->text_cache, &len);
+        int rc = store_apply_text(s->store, text, len, errs);
+        free(text);
+        if (rc != 0) {
+            log_err("admin: the change could not be saved to %s: %s", store_describe(s->store),
+                    errs->n ? errs->items[errs->n - 1] : "");
+            snapshot_release(snap);
+            return COMMIT_FAILED;
+        }
+    }
+    publish(s, snap);
+    log_info("configuration version %llu installed", (unsigned long long)s->version);
+    return COMMIT_OK;
+}
+
+/* weir.shared_dicts: created once at start, for every worker's VM (lua/lua_vm.h). */
+static void open_shared_dicts(struct server *s, const json_t *spec) {
+    s->n_dicts = json_object_size(spec);
+    s->dicts = calloc(s->n_dicts ? s->n_dicts : 1, sizeof *s->dicts);
+    if (!s->dicts) abort();
+    const char *name;
+    json_t *size;
+    size_t i = 0;
+    json_object_foreach((json_t *)spec, name, size) {
+        s->dicts[i++] = shared_dict_new(name, strlen(name), (size_t)json_integer_value(size));
+    }
+    lua_vm_set_shared_dicts(s->dicts, s->n_dicts);
+}
+
+static void close_shared_dicts(struct server *s) {
+    lua_vm_set_shared_dicts(NULL, 0);
+    for (size_t i = 0; i < s->n_dicts; i++)
+        shared_dict_free(s->dicts[i]);
+    free(s->dicts);
+}
+
+/* Frees what server_start() set up, whatever it reached; workers are joined first. */
+static void teardown(struct server *s) {
+    if (s->admin) admin_stop(s->admin);
+    for (int i = 0; i < s->n_workers && s->workers[i]; i++)
+        worker_stop(s->workers[i], atomic_load(&s->fast));
+    for (int i = 0; i < s->n_workers && s->workers[i]; i++)
+        worker_join_and_free(s->workers[i]);
+    free(s->workers);
+    if (s->dicts) close_shared_dicts(s);
+    if (s->collector) event_free(s->collector);
+    if (s->stop_event) event_free(s->stop_event);
+    if (s->stop_fd >= 0) close(s->stop_fd);
+    if (s->base) event_base_free(s->base);
+    access_log_close(s->access_log);
+    snapshot_release(s->snapshot);
+    snapshot_collect();
+    store_close(s->store);
+    model_text_cache_free(s->text_cache);
+    free(s);
+}
+
+/* Logs, listeners and the admin API: everything that can fail for a reason the operator must
+ * fix, before any thread starts. */
+static bool open_endpoints(struct server *s, char *err, size_t errlen) {
+    const struct weir_settings *ws = &s->snapshot->config->weir;
+    if (log_configure(ws->error_log, ws->log_level) != 0) {
+        snprintf(err, errlen, "cannot open error_log %s: %s", ws->error_log, strerror(errno));
+        return false;
+    }
+    if (ws->access_log) {
+        s->access_log = access_log_open(ws->access_log, ws->workers);
+        if (!s->access_log) {
+            snprintf(err, errlen, "cannot open access_log %s: %s", ws->access_log, strerror(errno));
+            return false;
+        }
+    }
+    for (size_t i = 0; i < ws->n_proxy_listen; i++)
+        if (listener_probe(&ws->proxy_listen[i], err, errlen) != 0) return false;
+    s->base = event_base_new();
+    if (!s->base) abort();
+    s->admin_state = (struct admin_state){
+        .snapshot = &s->snapshot,
+        .config_version = &s->version,
+        .workers = s->workers,
+        .n_workers = s->n_workers,
+        .commit = commit_model,
+        .commit_ctx = s,
+        .has_store = s->store != NULL,
+    };
+    uuid_v4(s->admin_state.node_id);
+    clock_gettime(CLOCK_MONOTONIC, &s->admin_state.started);
+    char admin_err[256];
+    s->admin = admin_start(s->base, &s->admin_state, ws, admin_err, sizeof admin_err);
+    if (!s->admin) {
+        snprintf(err, errlen, "admin API: %s", admin_err);
+        return false;
+    }
+    return true;
+}
+
+static void log_started(const struct server *s, const char *source) {
+    const struct weir_settings *ws = &s->snapshot->config->weir;
+    if (s->store)
+        log_notice("entities are kept in the store (%s)", store_describe(s->store));
+    else
+        log_notice("no weir.store: entities come from %s; the admin API accepts only POST /config",
+                   source);
+    for (size_t i = 0; i < ws->n_admin_listen; i++)
+        log_notice("admin API listening on %s:%d%s", ws->admin_listen[i].host,
+                   ws->admin_listen[i].port, ws->admin_token ? " (token required)" : "");
+    for (size_t i = 0; i < ws->n_proxy_listen; i++)
+        log_notice("weir %s: proxy listening on %s:%d (%d worker%s)", WEIR_VERSION,
+                   ws->proxy_listen[i].host, ws->proxy_listen[i].port, s->n_workers,
+                   s->n_workers == 1 ? "" : "s");
+}
+
+struct server *server_start(struct snapshot *snap, struct store *store, const char *source,
+                            char *err, size_t errlen) {
+    struct server *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->snapshot = snap;
+    s->version = 1;
+    s->store = store;
+    s->text_cache = model_text_cache_new();
+    s->stop_fd = -1;
+    s->n_workers = snap->config->weir.workers;
+    s->workers = calloc((size_t)s->n_workers, sizeof *s->workers);
+    if (!s->workers) abort();
+    if (!open_endpoints(s, err, errlen)) {
+        teardown(s);
+        return NULL;
+    }
+    open_shared_dicts(s, snap->config->weir.shared_dicts);
+    for (int i = 0; i < s->n_workers; i++) {
+        s->workers[i] = worker_new(i, snap, s->access_log, err, errlen);
+        if (!s->workers[i]) {
+            teardown(s);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < s->n_workers; i++)
+        if (worker_start(s->workers[i]) != 0) abort();
+
+    s->collector = event_new(s->base, -1, EV_PERSIST, collect_cb, NULL);
+    struct timeval every_second = {1, 0};
+    evtimer_add(s->collector, &every_second);
+    s->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->stop_fd < 0) abort();
+    s->stop_event = event_new(s->base, s->stop_fd, EV_READ | EV_PERSIST, stop_cb, s);
+    event_add(s->stop_event, NULL);
+    log_started(s, source);
+    return s;
+}
+
+struct event_base *server_event_base(struct server *s) {
+    return s->base;
+}
+
+void server_run(struct server *s) {
+    lower_control_priority();
+    event_base_dispatch(s->base);
+}
+
+void server_stop(struct server *s, bool fast) {
+    if (fast) atomic_store(&s->fast, true);
+    uint64_t one = 1;
+    ssize_t r = write(s->stop_fd, &one, sizeof one);
+    (void)r;
+}
+
+/* With a store the entities live there: the file gives only the server settings. */
+static struct config *with_stored_entities(struct server *s, struct config *file_cfg,
+                                           struct errlist *errs) {
+    if (!s->store || !file_cfg) return file_cfg;
+    struct config *cfg = config_with_model(file_cfg, s->snapshot->config->model, errs);
+    config_free(file_cfg);
+    return cfg;
+}
+
+static bool same_string(const char *a, const char *b) {
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+/* What a reload cannot change, said once in the log rather than half-applied. */
+static void warn_restart_needed(const struct weir_settings *old, const struct weir_settings *neu) {
+    if (!same_listeners(old, neu) || old->workers != neu->workers ||
+        !same_string(old->access_log, neu->access_log) ||
+        !same_string(old->store_path, neu->store_path))
+        log_warn("reload: proxy_listen, workers, access_log and store changes need a restart; "
+                 "the rest is applied");
+    bool same_dicts = json_object_size(old->shared_dicts) == json_object_size(neu->shared_dicts) &&
+                      (!json_object_size(old->shared_dicts) ||
+                       json_equal((json_t *)old->shared_dicts, (json_t *)neu->shared_dicts));
+    if (!same_dicts)
+        log_warn("reload: weir.shared_dicts changes need a restart; the running dictionaries "
+                 "stay");
+    if (old->lua_instruction_budget != neu->lua_instruction_budget ||
+        old->lua_memory_limit != neu->lua_memory_limit)
+        log_warn("reload: weir.lua instruction_budget and memory_limit changes need a restart");
+}
+
+void server_reload(struct server *s, struct config *cfg, struct errlist *errs) {
+    cfg = with_stored_entities(s, cfg, errs);
+    struct snapshot *snap = cfg ? snapshot_build(cfg, s->n_workers, s->version + 1, errs) : NULL;
+    if (!snap) {
+        log_err("reload failed, keeping the running configuration (%zu problem%s):", errs->n,
+                errs->n == 1 ? "" : "s");
+        for (size_t i = 0; i < errs->n; i++)
+            log_err("  %s", errs->items[i]);
+        return;
+    }
+    const struct weir_settings *old = &s->snapshot->config->weir, *neu = &snap->config->weir;
+    warn_restart_needed(old, neu);
+    log_configure(neu->error_log, neu->log_level);
+    admin_settings_changed(s->admin, neu);
+    publish(s, snap);
+    log_notice("configuration reloaded (version %llu, hash %.12s)", (unsigned long long)s->version,
+               config_hash(snap->config));
+}
+
+void server_free(struct server *s) {
+    if (!s) return;
+    teardown(s);
+    log_notice("stopped");
+}
