@@ -80,7 +80,7 @@ enum lua_task_result lua_task_call(struct lua_task *t, int nargs) {
     WEIR_BUG_ON(t->waiting);
     if (!t->co) t->co = lua_vm_thread_take(vm, &t->co_ref);
     /* xpcall(fn, traceback, args...) on the task's thread */
-    lua_getglobal(t->co, "xpcall");
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, vm->xpcall_ref);
     lua_xmove(vm->L, t->co, nargs + 1);
     lua_pushcfunction(t->co, traceback);
     lua_insert(t->co, 3);

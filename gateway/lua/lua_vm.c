@@ -159,6 +159,8 @@ struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct s
     }
     lua_newtable(L);
     vm->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getglobal(L, "xpcall"); /* looked up once: a plugin may not swap it under the runtime */
+    vm->xpcall_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     vm->cache_ref[0] = vm->cache_ref[1] = LUA_NOREF;
     return vm;
 }
@@ -287,6 +289,8 @@ static void load_handler(struct lua_vm *vm, const struct plugin_def *def) {
     }
 }
 
+static bool push_plugin_slow(struct lua_vm *vm, const struct snapshot *snap, size_t idx);
+
 static int call_freeze(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, "weir.runtime");
     lua_getfield(L, -1, "freeze");
@@ -313,7 +317,29 @@ void lua_vm_push_frozen(struct lua_vm *vm, lua_State *L, const struct json_t *v)
     }
 }
 
+/* The cache table holds, for instance idx, its handler at [2*idx+1] and its config at
+ * [2*idx+2]: after the first request a phase call costs two array reads here. */
 bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx) {
+    lua_State *L = vm->L;
+    push_cache(vm, snap);
+    lua_rawgeti(L, -1, (int)(2 * idx + 1));
+    lua_rawgeti(L, -2, (int)(2 * idx + 2));
+    if (lua_istable(L, -2) && !lua_isnil(L, -1)) {
+        lua_remove(L, -3);
+        return true;
+    }
+    lua_pop(L, 3);
+    if (!push_plugin_slow(vm, snap, idx)) return false;
+    push_cache(vm, snap); /* handler, conf, cache */
+    lua_pushvalue(L, -3);
+    lua_rawseti(L, -2, (int)(2 * idx + 1));
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, (int)(2 * idx + 2));
+    lua_pop(L, 1);
+    return true;
+}
+
+static bool push_plugin_slow(struct lua_vm *vm, const struct snapshot *snap, size_t idx) {
     lua_State *L = vm->L;
     const struct config *cfg = snap->config;
     const struct plugin_def *def = cfg->plugin_defs[idx];

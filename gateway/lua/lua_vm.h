@@ -44,6 +44,7 @@ struct lua_vm {
     uint64_t cache_version[2]; /* snapshot versions of the two cache slots (0: empty) */
     int cache_ref[2];          /* registry refs of {handlers=, confs=, catalog=} */
     int threads_ref;           /* registry ref of the idle-thread pool (a Lua array) */
+    int xpcall_ref;            /* registry ref of the original xpcall */
     int n_threads;
     uint64_t errors;               /* plugin errors on this worker (metrics) */
     struct pdk_timer *timers;      /* weir.timer.at's pending timers (pdk_base.c) */

@@ -350,7 +350,6 @@ static void body_start_fired(evutil_socket_t fd, short what, void *arg) {
     t->op = run;
     event_free(bs->ev);
     free(bs);
-    conn_read_enable(run->c->conn);
     client_start_body(run->c); /* may finish (waking the task) or end the request */
 }
 

@@ -283,7 +283,6 @@ static void advance(struct plugin_run *run) {
         run->task.plugin = NULL;
         if (phase == PLUGIN_ACCESS) {
             run->phase = 0;
-            conn_read_enable(c->conn);
             proxy_start(c);
             return;
         }
@@ -314,9 +313,10 @@ bool plugin_run_request(struct client_conn *c, const struct route_chain *chain) 
     run->task.for_request = true;
     vm->users++;
     c->run = run;
-    /* plugins run before any body byte is read: the client waits (as with nginx's access
-     * phase); reading resumes when the upstream exchange starts */
-    conn_read_disable(c->conn);
+    /* The client connection keeps being read: body bytes wait in its buffer (bounded by its
+     * watermark) until the upstream exchange starts or a plugin reads the body, and a client
+     * that leaves is noticed at once (its request, and what a plugin waits for, is cancelled).
+     * No epoll change per request. */
     run->phase = PLUGIN_REWRITE;
     run->next = 0;
     advance(run);
@@ -401,7 +401,6 @@ void plugin_run_body_done(struct client_conn *c) {
     struct plugin_run *run = c->run;
     run->body_read = true;
     if (!run->req_body) append(&run->req_body, &run->req_body_len, &run->req_body_cap, "", 0);
-    conn_read_disable(c->conn); /* the next pipelined request waits, as always */
     struct lua_task *t = run->body_waiter;
     run->body_waiter = NULL;
     if (t) lua_task_wake(t, run->body_push, run);

@@ -13,6 +13,7 @@
 #include "http/client_conn.h"
 #include "http/error_response.h"
 #include "http/path.h"
+#include "lua/plugin_catalog.h"
 #include "lua/plugin_run.h"
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
@@ -745,11 +746,12 @@ static void read_response_head(struct client_conn *c) {
                 feed_response_body(c);
             return;
         }
-        if (c->run) {
-            /* plugins run first; the body waits in the socket until they are done (they may
-             * be done at once: proxy_response_continue() reads again) */
-            conn_read_disable(up->conn);
-            if (plugin_run_response(c)) return;
+        if (c->run && plugin_run_response(c)) {
+            /* Plugins took over. When one of them waits, the body waits in the socket until
+             * they are done (proxy_response_continue() reads again); when they were done at
+             * once, the response is already on its way and reading never stopped. */
+            if (c->run && c->run->phase == PLUGIN_RESPONSE && up->conn) conn_read_disable(up->conn);
+            return;
         }
         proxy_response_continue(c);
         return;
