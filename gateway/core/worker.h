@@ -41,9 +41,9 @@ struct worker {
     /* Requests answered; written by this worker only (relaxed, no RMW
      * contention), read by the admin API on the control thread. */
     atomic_uint_fast64_t requests;
-    struct metrics *metrics;        /* written by this worker, read by the admin API */
-    struct lua_vm *lua;             /* created on the first request that runs a plugin */
-    struct lua_vm *retired_vms;     /* replaced after a leak; freed once unused */
+    struct metrics *metrics;    /* written by this worker, read by the admin API */
+    struct lua_vm *lua;         /* created on the first request that runs a plugin */
+    struct lua_vm *retired_vms; /* replaced after a leak; freed once unused */
 
     pthread_mutex_t mailbox_lock;
     struct snapshot *mailbox; /* a newer snapshot, handed over by control */

@@ -18,7 +18,7 @@ void lua_task_init(struct lua_task *t, struct lua_vm *vm, void *owner,
 
 /* xpcall's message handler: the message with a traceback (C, so the budget hook never charges
  * it). Non-string errors are described rather than lost. */
-static int traceback(lua_State *L) {
+int lua_task_traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     luaL_traceback(L, L, msg, 1);
@@ -82,7 +82,7 @@ enum lua_task_result lua_task_call(struct lua_task *t, int nargs) {
     /* xpcall(fn, traceback, args...) on the task's thread */
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, vm->xpcall_ref);
     lua_xmove(vm->L, t->co, nargs + 1);
-    lua_pushcfunction(t->co, traceback);
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, vm->traceback_ref);
     lua_insert(t->co, 3);
     t->exited = false;
     t->budget_left = vm->budget;

@@ -54,6 +54,9 @@ enum lua_task_result lua_task_call(struct lua_task *t, int nargs);
  * back to the pool when clean. The struct may then be freed or initialised again. */
 void lua_task_finish(struct lua_task *t);
 
+/* xpcall's message handler for task calls: the message with a traceback. */
+int lua_task_traceback(lua_State *L);
+
 /* ---- for PDK functions ---- */
 
 /* The task running the calling PDK function (also from a coroutine the plugin made), or NULL

@@ -9,14 +9,13 @@
 #include "config/snapshot.h"
 #include "core/log.h"
 #include "core/paths.h"
+#include "lua/lua_task.h"
 #include "lua/pdk.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_chain.h"
 
 /* How often (in VM instructions) the budget hook runs; the budget is charged in these steps. */
 #define HOOK_STEP 1000
-/* Idle threads kept for reuse. */
-#define THREAD_POOL_MAX 128
 
 static _Thread_local struct lua_vm *self;
 
@@ -161,6 +160,8 @@ struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct s
     vm->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getglobal(L, "xpcall"); /* looked up once: a plugin may not swap it under the runtime */
     vm->xpcall_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushcfunction(L, lua_task_traceback); /* one closure, not one per call */
+    vm->traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     vm->cache_ref[0] = vm->cache_ref[1] = LUA_NOREF;
     return vm;
 }
@@ -189,38 +190,53 @@ void lua_vm_free(struct lua_vm *vm) {
     }
     if (vm->L) lua_close(vm->L);
     if (self == vm) self = NULL;
+    free(vm->free_slots);
     free(vm);
 }
 
 /* ---- threads -------------------------------------------------------------------------------- */
 
-lua_State *lua_vm_thread_take(struct lua_vm *vm, int *ref) {
+/* Threads live in numbered slots of one table, which anchors them; C keeps the free slot
+ * numbers. Taking and giving back a clean thread touches no table but a read: no registry
+ * references made and dropped per request. A thread that did not end cleanly is dropped (its
+ * slot emptied, to be filled by a new thread later). */
+lua_State *lua_vm_thread_take(struct lua_vm *vm, int *slot) {
     lua_State *L = vm->L;
-    lua_State *co;
-    if (vm->n_threads > 0) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->threads_ref);
-        lua_rawgeti(L, -1, vm->n_threads);
-        co = lua_tothread(L, -1);
-        lua_pushnil(L);
-        lua_rawseti(L, -3, vm->n_threads--);
-        lua_remove(L, -2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->threads_ref);
+    if (vm->n_free > 0) {
+        *slot = vm->free_slots[--vm->n_free];
+        lua_rawgeti(L, -1, *slot);
+        lua_State *co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+        if (co) {
+            lua_pop(L, 1);
+            return co;
+        }
     } else {
-        co = lua_newthread(L);
+        *slot = ++vm->n_slots;
     }
-    *ref = luaL_ref(L, LUA_REGISTRYINDEX); /* anchors the thread while the task has it */
+    lua_State *co = lua_newthread(L);
+    lua_rawseti(L, -2, *slot);
+    lua_pop(L, 1);
     return co;
 }
 
-void lua_vm_thread_give(struct lua_vm *vm, lua_State *co, int ref, bool clean) {
+void lua_vm_thread_give(struct lua_vm *vm, lua_State *co, int slot, bool clean) {
     lua_State *L = vm->L;
-    if (clean && lua_status(co) == 0 && vm->n_threads < THREAD_POOL_MAX) {
+    if (clean && lua_status(co) == 0) {
         lua_settop(co, 0);
+    } else {
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->threads_ref);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-        lua_rawseti(L, -2, ++vm->n_threads);
+        lua_pushnil(L);
+        lua_rawseti(L, -2, slot);
         lua_pop(L, 1);
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    if (vm->n_free == vm->cap_free) {
+        vm->cap_free = vm->cap_free ? vm->cap_free * 2 : 64;
+        vm->free_slots = realloc(vm->free_slots, (size_t)vm->cap_free * sizeof *vm->free_slots);
+        if (!vm->free_slots) abort();
+    }
+    vm->free_slots[vm->n_free++] = slot;
 }
 
 /* ---- handlers and configs, per snapshot -------------------------------------------------- */
@@ -317,25 +333,41 @@ void lua_vm_push_frozen(struct lua_vm *vm, lua_State *L, const struct json_t *v)
     }
 }
 
-/* The cache table holds, for instance idx, its handler at [2*idx+1] and its config at
- * [2*idx+2]: after the first request a phase call costs two array reads here. */
-bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx) {
+/* The cache table holds, for instance idx, at [SLOTS*idx + 1..4] its handler's rewrite,
+ * access, response and log methods (false when absent), at +5 the handler and at +6 the config:
+ * after the first request a phase call costs three array reads here. */
+#define SLOTS 6
+
+bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx, int phase) {
     lua_State *L = vm->L;
+    int base = (int)(SLOTS * idx);
     push_cache(vm, snap);
-    lua_rawgeti(L, -1, (int)(2 * idx + 1));
-    lua_rawgeti(L, -2, (int)(2 * idx + 2));
-    if (lua_istable(L, -2) && !lua_isnil(L, -1)) {
-        lua_remove(L, -3);
-        return true;
+    lua_rawgeti(L, -1, base + 5);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 2);
+        if (!push_plugin_slow(vm, snap, idx)) return false;
+        push_cache(vm, snap); /* handler, conf, cache */
+        static const char *const methods[] = {"rewrite", "access", "response", "log"};
+        for (int m = 0; m < 4; m++) {
+            lua_getfield(L, -3, methods[m]);
+            if (!lua_isfunction(L, -1)) {
+                lua_pop(L, 1);
+                lua_pushboolean(L, 0);
+            }
+            lua_rawseti(L, -2, base + 1 + m);
+        }
+        lua_pushvalue(L, -3);
+        lua_rawseti(L, -2, base + 5);
+        lua_pushvalue(L, -2);
+        lua_rawseti(L, -2, base + 6);
+        lua_pop(L, 3);
+        push_cache(vm, snap);
+        lua_rawgeti(L, -1, base + 5);
     }
-    lua_pop(L, 3);
-    if (!push_plugin_slow(vm, snap, idx)) return false;
-    push_cache(vm, snap); /* handler, conf, cache */
-    lua_pushvalue(L, -3);
-    lua_rawseti(L, -2, (int)(2 * idx + 1));
-    lua_pushvalue(L, -2);
-    lua_rawseti(L, -2, (int)(2 * idx + 2));
-    lua_pop(L, 1);
+    lua_rawgeti(L, -2, base + 1 + phase); /* cache, handler, method */
+    lua_insert(L, -2);
+    lua_rawgeti(L, -3, base + 6); /* cache, method, handler, conf */
+    lua_remove(L, -4);
     return true;
 }
 

@@ -33,18 +33,21 @@ struct lua_vm {
     struct event_base *base;
     int worker_id;
     size_t mem_used, mem_limit;
-    bool mem_enforced;         /* allocations may fail (plugin code is running) */
-    bool mem_failed;           /* an allocation was refused since the last check */
-    bool retired;              /* full even after a collection: new requests get a fresh VM */
-    int users;                 /* plugin runs holding this VM */
+    bool mem_enforced; /* allocations may fail (plugin code is running) */
+    bool mem_failed;   /* an allocation was refused since the last check */
+    bool retired;      /* full even after a collection: new requests get a fresh VM */
+    int users;         /* plugin runs holding this VM */
     struct lua_vm *next_retired;
     long long budget;          /* instructions per phase call, 0: none */
     long long *budget_left;    /* counter the hook charges; NULL: nothing to charge */
     struct lua_task *current;  /* the task whose coroutine runs now */
     uint64_t cache_version[2]; /* snapshot versions of the two cache slots (0: empty) */
     int cache_ref[2];          /* registry refs of {handlers=, confs=, catalog=} */
-    int threads_ref;           /* registry ref of the idle-thread pool (a Lua array) */
-    int xpcall_ref;            /* registry ref of the original xpcall */
+    int threads_ref;           /* registry ref of the table anchoring every task thread by slot */
+    int n_slots;               /* slots used in that table */
+    int *free_slots, n_free, cap_free;
+    int xpcall_ref;    /* registry ref of the original xpcall */
+    int traceback_ref; /* registry ref of the message handler */
     int n_threads;
     uint64_t errors;               /* plugin errors on this worker (metrics) */
     struct pdk_timer *timers;      /* weir.timer.at's pending timers (pdk_base.c) */
@@ -71,14 +74,16 @@ struct lua_vm *lua_vm_switch(struct lua_vm *vm);
  * the requests using it are done. Returns vm->retired. */
 bool lua_vm_after_memory_error(struct lua_vm *vm);
 
-/* Pushes onto vm->L the handler table of instance `idx` of snap's config and its config table;
- * false (nothing pushed, the reason logged once) when the handler could not be loaded. */
-bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx);
+/* Pushes onto vm->L, for instance `idx` of snap's config, the method of `phase` (0 rewrite,
+ * 1 access, 2 response, 3 log; false when the handler has none), the handler table and the
+ * read-only config table; false (nothing pushed, the reason logged) when the handler could not
+ * be loaded. */
+bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx, int phase);
 
-/* A thread from the pool (or a new one), anchored in the registry under *ref. */
-lua_State *lua_vm_thread_take(struct lua_vm *vm, int *ref);
+/* A thread from the VM's slots (a new one when none is free); *slot names it for giving back. */
+lua_State *lua_vm_thread_take(struct lua_vm *vm, int *slot);
 /* Gives a thread back: reused when it finished cleanly (`clean`), dropped otherwise. */
-void lua_vm_thread_give(struct lua_vm *vm, lua_State *co, int ref, bool clean);
+void lua_vm_thread_give(struct lua_vm *vm, lua_State *co, int slot, bool clean);
 
 /* Runs fn(arg) when the VM closes: after the worker's connections are gone (so no task waits
  * any more), before lua_close(); latest registered first. For per-VM state of PDK modules

@@ -10,6 +10,9 @@
 #include <strings.h>
 #include <time.h>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include "config/model.h"
 #include "core/fmt.h"
 #include "http/client_conn.h"
@@ -517,8 +520,8 @@ static int router_get_service(lua_State *L) {
     return 1;
 }
 
-/* {unnamed = {[0] = whole match, captures...}, named = {}} as Kong's get_uri_captures; empty
- * tables for a prefix path. */
+/* {unnamed = {[0] = whole match, captures...}, named = {name = capture}} as Kong's
+ * get_uri_captures; empty tables for a prefix path. */
 static int router_get_captures(lua_State *L) {
     struct plugin_run *run = plugin_run_current(L, "weir.router.get_captures");
     const struct route_match *m = &run->c->req.match;
@@ -535,6 +538,22 @@ static int router_get_captures(lua_State *L) {
     }
     lua_setfield(L, -2, "unnamed");
     lua_newtable(L);
+    uint32_t count = 0, entry = 0;
+    PCRE2_SPTR table = NULL;
+    if (m->is_regex && m->regex &&
+        pcre2_pattern_info(m->regex, PCRE2_INFO_NAMECOUNT, &count) == 0 &&
+        pcre2_pattern_info(m->regex, PCRE2_INFO_NAMEENTRYSIZE, &entry) == 0 &&
+        pcre2_pattern_info(m->regex, PCRE2_INFO_NAMETABLE, &table) == 0) {
+        /* each entry: the group number (2 bytes, big-endian), then the NUL-terminated name */
+        for (uint32_t i = 0; i < count; i++) {
+            PCRE2_SPTR e = table + (size_t)i * entry;
+            int g = (e[0] << 8) | e[1];
+            if (g >= m->n_captures || m->captures[g][0] == (size_t)-1) continue;
+            lua_pushlstring(L, path->data + m->captures[g][0],
+                            m->captures[g][1] - m->captures[g][0]);
+            lua_setfield(L, -2, (const char *)(e + 2));
+        }
+    }
     lua_setfield(L, -2, "named");
     return 1;
 }

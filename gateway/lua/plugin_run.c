@@ -158,20 +158,21 @@ static void rechain_for_consumer(struct plugin_run *run) {
 /* Calls chain entry i's method for the current phase. */
 static enum lua_task_result call(struct plugin_run *run, size_t i) {
     struct lua_vm *vm = run->vm;
-    lua_State *L = vm->L;
     const struct plugin_def *def = def_of(run, i);
     const char *phase = phase_name(run->phase);
     run->task.plugin = def->name;
     run->task.phase = phase;
     run->task.may_wait = run->phase != PLUGIN_LOG;
-    if (!lua_vm_push_plugin(vm, run->c->req.snap, instance_index(run, run->chain[i]))) {
+    int which = run->phase == PLUGIN_REWRITE    ? 0
+                : run->phase == PLUGIN_ACCESS   ? 1
+                : run->phase == PLUGIN_RESPONSE ? 2
+                                                : 3;
+    if (!lua_vm_push_plugin(vm, run->c->req.snap, instance_index(run, run->chain[i]), which)) {
         free(run->task.error);
         run->task.error = strdup("the plugin's handler could not be loaded (see the error log)");
         return LUA_TASK_ERROR;
     }
-    lua_getfield(L, -2, phase); /* handler, conf, method */
-    lua_insert(L, -3);
-    return lua_task_call(&run->task, 2);
+    return lua_task_call(&run->task, 2); /* method(handler, conf) */
 }
 
 /* Handles how a call ended; false when the run must not go on from here (it answered). */

@@ -434,6 +434,7 @@ static bool router_match_regex(const struct router *r, const struct route_reques
         out->path_index = re->path_index;
         out->matched_len = ov[1];
         out->is_regex = true;
+        out->regex = re->code;
         out->n_captures = re->n_groups;
         for (int g = 0; g < ROUTER_MAX_CAPTURES; g++) {
             bool set = g < re->n_groups && ov[2 * g] != PCRE2_UNSET;

@@ -53,7 +53,8 @@ struct route_match {
     size_t path_index;  /* which of route->paths matched */
     size_t matched_len; /* bytes of the path matched by the prefix or regex */
     bool is_regex;
-    int n_captures;                          /* regex only: groups including group 0 */
+    int n_captures;    /* regex only: groups including group 0 */
+    const void *regex; /* regex only: its pcre2_code (group names), owned by the router */
     size_t captures[ROUTER_MAX_CAPTURES][2]; /* [start, end) offsets in path; SIZE_MAX if unset */
 };
 

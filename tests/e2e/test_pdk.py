@@ -73,7 +73,7 @@ function P:access(conf)
     route = route.name, service = svc.name, consumer = weir.client.get_consumer().username,
     same = by_id.username, missing = missing == nil and err,
     credential = weir.client.get_credential().key,
-    capture = caps.unnamed[1] or false,
+    capture = caps.unnamed[1] or false, named = caps.named.item or false,
     readonly = not pcall(function() route.name = "x" end),
   })
 end"""
@@ -82,7 +82,7 @@ end"""
         root = plugin_tree({"probe": handler(1000, src)})
         cfg = base_config(port, plugins=["bundled", "probe"], plugin_paths=[root],
                           trusted_ips=["127.0.0.1"])
-        cfg["services"][0]["routes"].append(route("items", ["~/items/(\\d+)$"]))
+        cfg["services"][0]["routes"].append(route("items", ["~/items/(?<item>\\d+)$"]))
         cfg["consumers"] = [{"username": "alice"}]
         cfg["plugins"] = [{"name": "probe"}]
         return cfg
@@ -92,7 +92,8 @@ end"""
         assert_eq(r.json(), {"ip": "127.0.0.1", "fwd": "203.0.113.9", "port_is_number": True,
                              "route": "items", "service": "echo", "consumer": "alice",
                              "same": "alice", "missing": "not found", "credential": "k1",
-                             "capture": "42", "readonly": True}, "client and router")
+                             "capture": "42", "named": "42", "readonly": True},
+                  "client and router")
 
 
 CONSUMER_AUTH = handler(2000, """
