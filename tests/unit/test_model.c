@@ -53,7 +53,7 @@ static json_t *model_of(const char *text, json_t **origins) {
     json_t *doc = parse(text);
     struct errlist errs;
     errlist_init(&errs);
-    json_t *m = config_model_from_doc(doc, origins, &errs);
+    json_t *m = config_model_from_doc(doc, (long long)time(NULL), origins, &errs);
     if (!m) print_errors(&errs);
     assert_non_null(m);
     assert_int_equal(errs.n, 0);
@@ -67,7 +67,7 @@ static void expect_error(const char *text, const char *msg) {
     json_t *doc = parse(text);
     struct errlist errs;
     errlist_init(&errs);
-    json_t *m = config_model_from_doc(doc, NULL, &errs);
+    json_t *m = config_model_from_doc(doc, (long long)time(NULL), NULL, &errs);
     assert_null(m);
     if (!has_error(&errs, msg)) {
         fprintf(stderr, "    expected: %s\n", msg);
@@ -1139,7 +1139,7 @@ static void check_round_trip(const char *doc_text) {
     json_t *doc = model_export(m);
     struct errlist errs;
     errlist_init(&errs);
-    json_t *back = config_model_from_doc(doc, NULL, &errs);
+    json_t *back = config_model_from_doc(doc, (long long)time(NULL), NULL, &errs);
     print_errors(&errs);
     size_t n_errs = errs.n;
     errlist_free(&errs);
@@ -1382,7 +1382,7 @@ static json_t *big_model(size_t services, size_t routes_each) {
         json_pack("[{s:s, s:[{s:s}]}]", "username", "ann", "keyauth_credentials", "key", "k1"));
     struct errlist errs;
     errlist_init(&errs);
-    json_t *m = config_model_from_doc(doc, NULL, &errs);
+    json_t *m = config_model_from_doc(doc, (long long)time(NULL), NULL, &errs);
     if (!m) print_errors(&errs);
     assert_non_null(m);
     errlist_free(&errs);
