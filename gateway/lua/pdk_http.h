@@ -9,10 +9,16 @@
  * the plugin can get wrong (an unknown option, a header name that is not a token, a value with
  * CR, LF or NUL) raises a Lua error, so no request ever carries injected header lines.
  *
- * Per VM, that is per worker (created at install, filled on first use, freed by lua_vm_on_close):
- * an evdns resolver (names are never looked up with a blocking call), one SSL_CTX that verifies
- * against the system CA bundle, the CA stores loaded for `ssl_ca_file`, and a bounded set of idle
- * keep-alive connections keyed by scheme, host, port and TLS settings. Worker thread only. */
+ * Options: url (http or https, path and query percent-encoded), method (a token, default GET;
+ * not CONNECT), headers (name -> string, number or array of them; the framing and hop-by-hop
+ * fields are weir.http's own), body, timeout (ms, 1..3600000, default 10000), max_body (bytes,
+ * 0..1 GiB, default 10 MiB), ssl_verify (default true) and ssl_ca_file. The request head is
+ * built here, in the VM's memory; Host and User-Agent are added unless given.
+ *
+ * Per VM, that is per worker (created at install, freed by lua_vm_on_close): one http_client
+ * (gateway/upstream/http_client.h), whose header describes the resolver, TLS, the keep-alive
+ * pool, the timeout and how responses are read. A task that is finished while it waits (client
+ * gone, worker stopping) cancels its request. Worker thread only. */
 #ifndef WEIR_PDK_HTTP_H
 #define WEIR_PDK_HTTP_H
 
