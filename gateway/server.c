@@ -114,9 +114,19 @@ static enum commit_result commit_model(void *arg, json_t *model, struct errlist 
 }
 
 /* weir.shared_dicts: created once at start, for every worker's VM (lua/lua_vm.h). */
+/* Dictionaries the bundled plugins use, created unless weir.shared_dicts sizes them itself
+ * (as Kong's nginx template declares kong_rate_limiting_counters). */
+static const struct {
+    const char *name;
+    size_t bytes;
+} builtin_dicts[] = {
+    {"weir_rate_limiting", 12 * 1024 * 1024},
+    {"weir_cache", 8 * 1024 * 1024},
+};
+
 static void open_shared_dicts(struct server *s, const json_t *spec) {
-    s->n_dicts = json_object_size(spec);
-    s->dicts = calloc(s->n_dicts ? s->n_dicts : 1, sizeof *s->dicts);
+    size_t n_builtin = sizeof builtin_dicts / sizeof builtin_dicts[0];
+    s->dicts = calloc(json_object_size(spec) + n_builtin, sizeof *s->dicts);
     if (!s->dicts) abort();
     const char *name;
     json_t *size;
@@ -124,6 +134,11 @@ static void open_shared_dicts(struct server *s, const json_t *spec) {
     json_object_foreach((json_t *)spec, name, size) {
         s->dicts[i++] = shared_dict_new(name, strlen(name), (size_t)json_integer_value(size));
     }
+    for (size_t b = 0; b < n_builtin; b++)
+        if (!json_object_get(spec, builtin_dicts[b].name))
+            s->dicts[i++] = shared_dict_new(builtin_dicts[b].name, strlen(builtin_dicts[b].name),
+                                            builtin_dicts[b].bytes);
+    s->n_dicts = i;
     lua_vm_set_shared_dicts(s->dicts, s->n_dicts);
 }
 

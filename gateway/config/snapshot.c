@@ -1,5 +1,6 @@
 #include "config/snapshot.h"
 
+#include "config/model.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_chain.h"
 
@@ -7,6 +8,8 @@
 #include <stdlib.h>
 
 #include "core/log.h"
+
+static void build_indexes(struct snapshot *s);
 
 /* Every route's chain for an unidentified consumer. O(routes x instances) once per snapshot,
  * nothing per request; no allocation at all without plugin instances. */
@@ -62,6 +65,7 @@ struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t vers
         if (!s->balancer_current[u]) abort();
     }
     build_chains(s);
+    build_indexes(s);
     return s;
 }
 
@@ -69,7 +73,31 @@ void snapshot_retain(struct snapshot *s) {
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
 }
 
+static json_t *index_by(const json_t *model, enum entity_kind k, const char *field) {
+    json_t *index = json_object();
+    size_t i;
+    json_t *e;
+    json_array_foreach(model_items(model, k), i, e) {
+        const char *v = json_string_value(json_object_get(e, field));
+        if (v) json_object_set(index, v, e);
+    }
+    return index;
+}
+
+static void build_indexes(struct snapshot *s) {
+    const json_t *model = s->config->model;
+    if (!json_array_size(model_items(model, ENTITY_CONSUMER))) return;
+    s->consumer_by_id = index_by(model, ENTITY_CONSUMER, "id");
+    s->consumer_by_username = index_by(model, ENTITY_CONSUMER, "username");
+    s->keyauth_by_key = index_by(model, ENTITY_KEYAUTH_CREDENTIAL, "key");
+    s->jwt_by_key = index_by(model, ENTITY_JWT_SECRET, "key");
+}
+
 static void snapshot_free(struct snapshot *s) {
+    json_decref(s->consumer_by_id);
+    json_decref(s->consumer_by_username);
+    json_decref(s->keyauth_by_key);
+    json_decref(s->jwt_by_key);
     for (size_t u = 0; u < s->config->n_upstreams; u++)
         free(s->balancer_current[u]);
     free(s->balancer_current);

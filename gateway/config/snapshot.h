@@ -41,6 +41,10 @@ struct snapshot {
     /* chains[i] for config->routes[i]; NULL when the config has no plugin instances */
     struct route_chain *chains;
     const struct plugin_instance **chain_slots; /* the storage chains[].insts point into */
+    /* O(1) lookups for plugins (weir.client.load_consumer / load_credential): JSON objects
+     * mapping a consumer's id and username, a key-auth key and a JWT key to the model entity
+     * (NULL when the model has no consumers). */
+    struct json_t *consumer_by_id, *consumer_by_username, *keyauth_by_key, *jwt_by_key;
 };
 
 /* Takes ownership of cfg (freed on failure too). Returns a snapshot holding

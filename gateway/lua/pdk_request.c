@@ -482,18 +482,21 @@ static int client_authenticate(lua_State *L) {
 }
 
 /* load_consumer(id_or_username, search_by_username): the consumer entity, read-only; nil,
- * "not found" when there is none. */
+ * "not found" when there is none. O(1): the snapshot's indexes. */
 static int client_load_consumer(lua_State *L) {
     struct plugin_run *run = plugin_run_current(L, "weir.client.load_consumer");
     const char *key = luaL_checkstring(L, 1);
     bool by_username = lua_toboolean(L, 2);
-    const json_t *model = run->c->req.snap->config->model;
-    long at = model_find(model, ENTITY_CONSUMER, key, NULL, NULL);
-    const json_t *e =
-        at >= 0 ? json_array_get(model_items(model, ENTITY_CONSUMER), (size_t)at) : NULL;
-    /* model_find matches an id or a username; without search_by_username only the id counts */
-    if (e && !by_username && strcasecmp(json_string_value(json_object_get(e, "id")), key) != 0)
-        e = NULL;
+    const struct snapshot *snap = run->c->req.snap;
+    char lower[40]; /* ids are stored lower-case */
+    size_t n = strlen(key);
+    const json_t *e = NULL;
+    if (n < sizeof lower) {
+        for (size_t i = 0; i <= n; i++)
+            lower[i] = (char)tolower((unsigned char)key[i]);
+        e = json_object_get(snap->consumer_by_id, lower);
+    }
+    if (!e && by_username) e = json_object_get(snap->consumer_by_username, key);
     if (!e) {
         lua_pushnil(L);
         lua_pushliteral(L, "not found");
@@ -501,6 +504,35 @@ static int client_load_consumer(lua_State *L) {
     }
     lua_vm_push_frozen(run->vm, L, e);
     return 1;
+}
+
+/* load_credential(kind, key): a credential by its key ("key-auth": a keyauth_credential,
+ * "jwt": a jwt_secret) and its consumer, both read-only; nil, "not found". O(1) per request:
+ * the snapshot indexes the keys when it is built. */
+static int client_load_credential(lua_State *L) {
+    struct plugin_run *run = plugin_run_current(L, "weir.client.load_credential");
+    const char *kind = luaL_checkstring(L, 1);
+    const char *key = luaL_checkstring(L, 2);
+    const struct snapshot *snap = run->c->req.snap;
+    const json_t *index;
+    if (!strcmp(kind, "key-auth") || !strcmp(kind, "keyauth_credentials"))
+        index = snap->keyauth_by_key;
+    else if (!strcmp(kind, "jwt") || !strcmp(kind, "jwt_secrets"))
+        index = snap->jwt_by_key;
+    else
+        return luaL_argerror(L, 1, "\"key-auth\" or \"jwt\"");
+    const json_t *cred = json_object_get(index, key);
+    const json_t *owner = json_object_get(cred, "consumer");
+    const char *cid = json_string_value(json_object_get(owner, "id"));
+    const json_t *consumer = cid ? json_object_get(snap->consumer_by_id, cid) : NULL;
+    if (!cred || !consumer) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "not found");
+        return 2;
+    }
+    lua_vm_push_frozen(run->vm, L, cred);
+    lua_vm_push_frozen(run->vm, L, consumer);
+    return 2;
 }
 
 /* ---- weir.router ---------------------------------------------------------------------------- */
@@ -592,6 +624,7 @@ void pdk_request_register(lua_State *L, int weir) {
         {"get_credential", client_get_credential},
         {"authenticate", client_authenticate},
         {"load_consumer", client_load_consumer},
+        {"load_credential", client_load_credential},
         {NULL, NULL},
     };
     static const luaL_Reg router[] = {

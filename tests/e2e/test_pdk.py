@@ -425,3 +425,30 @@ def test_a_body_over_the_limit_while_a_plugin_reads_it_is_a_413_and_a_client_lea
         time.sleep(0.2)
         assert_eq(echo(http("POST", w.port, "/raw", body=b"z" * 10)).header("x-body-length"),
                   "10", "the gateway goes on")
+
+
+def test_load_credential_finds_a_key_and_its_consumer():
+    src = """
+function P:access(conf)
+  local cred, consumer = weir.client.load_credential("key-auth", weir.request.get_header("apikey"))
+  local jwt, jwt_consumer = weir.client.load_credential("jwt", "iss-1")
+  local none, err = weir.client.load_credential("key-auth", "nope")
+  return weir.response.exit(200, {
+    key = cred and cred.key, consumer = consumer and consumer.username,
+    jwt_alg = jwt and jwt.algorithm, jwt_consumer = jwt_consumer and jwt_consumer.username,
+    none = none == nil and err,
+  })
+end"""
+
+    def make(port):
+        root = plugin_tree({"probe": handler(1000, src)})
+        cfg = base_config(port, plugins=["bundled", "probe"], plugin_paths=[root])
+        cfg["consumers"] = [
+            {"username": "alice", "keyauth_credentials": [{"key": "k-123"}]},
+            {"username": "bob", "jwt_secrets": [{"key": "iss-1", "secret": "s3cr3t-value"}]}]
+        cfg["plugins"] = [{"name": "probe"}]
+        return cfg
+    with gateway(make) as (w, b):
+        assert_eq(get(w.port, "/", headers={"apikey": "k-123"}).json(),
+                  {"key": "k-123", "consumer": "alice", "jwt_alg": "HS256",
+                   "jwt_consumer": "bob", "none": "not found"}, "credentials by key")
