@@ -224,6 +224,22 @@ static bool schema_check_string(const struct schema_ctx *c, const json_t *sch, c
         else
             SCHEMA_STEP(schema_fail(c, at, "does not match pattern %s", pattern));
     }
+    /* "format" is an annotation in 2020-12; Weir asserts one format, "regex", with PCRE2 (the
+     * engine plugins match with), so a bad regex in a plugin config is a config error. */
+    const char *format = json_string_value(json_object_get(sch, "format"));
+    if (format && !strcmp(format, "regex")) {
+        int err;
+        PCRE2_SIZE offset;
+        pcre2_code *re = pcre2_compile((PCRE2_SPTR)str, bytes, PCRE2_UTF, &err, &offset, NULL);
+        if (re) {
+            pcre2_code_free(re);
+        } else {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(err, msg, sizeof msg);
+            SCHEMA_STEP(schema_fail(c, at, "must be a regular expression: %s at offset %zu",
+                                    (const char *)msg, (size_t)offset));
+        }
+    }
     return ok;
 }
 

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "http/client_conn.h"
+#include "http/path.h"
 #include "lua/pdk.h"
 #include "lua/pdk_json.h"
 #include "lua/plugin_catalog.h"
@@ -458,6 +459,42 @@ static int svc_set_body(lua_State *L) {
     return 0;
 }
 
+/* get_path(): the path the upstream request will carry: a plugin's set_path, else the route's
+ * result (strip_path, then the service's path joined with one slash), as proxy.c writes it. */
+static int svc_get_path(lua_State *L) {
+    struct plugin_run *run = plugin_run_current(L, "weir.service.request.get_path");
+    if (run->up_path) {
+        lua_pushstring(L, run->up_path);
+        return 1;
+    }
+    const struct client_conn *c = run->c;
+    const struct route *route = c->req.match.route;
+    const struct service *svc = route->service;
+    size_t stripped = 0;
+    if (route->strip_path) {
+        stripped = c->req.match.matched_len;
+        if (stripped > c->path.len) stripped = c->path.len;
+    }
+    size_t cap = c->path.len - stripped + (svc->path ? strlen(svc->path) : 0) + 3;
+    char *out = malloc(cap);
+    if (!out) abort();
+    int n = path_join(svc->path, c->path.data + stripped, c->path.len - stripped, out, cap);
+    lua_pushlstring(L, out, n > 0 ? (size_t)n : 0);
+    free(out);
+    return 1;
+}
+
+/* get_raw_query(): the query the upstream request will carry (without "?"). */
+static int svc_get_raw_query(lua_State *L) {
+    struct plugin_run *run = plugin_run_current(L, "weir.service.request.get_raw_query");
+    if (run->up_query_set)
+        lua_pushstring(L, run->up_query);
+    else
+        lua_pushlstring(L, run->c->req.query ? run->c->req.query : "",
+                        run->c->req.query ? run->c->req.query_len : 0);
+    return 1;
+}
+
 void pdk_service_register(lua_State *L, int weir) {
     static const luaL_Reg request[] = {
         {"set_header", svc_set_header},     {"add_header", svc_add_header},
@@ -465,6 +502,7 @@ void pdk_service_register(lua_State *L, int weir) {
         {"set_path", svc_set_path},         {"set_raw_query", svc_set_raw_query},
         {"set_query", svc_set_query},       {"set_method", svc_set_method},
         {"set_scheme", svc_set_scheme},     {"set_raw_body", svc_set_raw_body},
+        {"get_path", svc_get_path},         {"get_raw_query", svc_get_raw_query},
         {"set_body", svc_set_body},         {NULL, NULL},
     };
     lua_newtable(L);

@@ -452,3 +452,27 @@ end"""
         assert_eq(get(w.port, "/", headers={"apikey": "k-123"}).json(),
                   {"key": "k-123", "consumer": "alice", "jwt_alg": "HS256",
                    "jwt_consumer": "bob", "none": "not found"}, "credentials by key")
+
+
+def test_service_request_get_path_is_what_the_upstream_will_get():
+    src = """
+function P:access(conf)
+  local before = weir.service.request.get_path()
+  local q = weir.service.request.get_raw_query()
+  weir.service.request.set_path("/z")
+  weir.service.request.set_raw_query("a=b")
+  return weir.response.exit(200, { before = before, query = q,
+                                   after = weir.service.request.get_path(),
+                                   query_after = weir.service.request.get_raw_query() })
+end"""
+
+    def make(port):
+        root = plugin_tree({"probe": handler(1000, src)})
+        cfg = base_config(port, plugins=["bundled", "probe"], plugin_paths=[root])
+        cfg["services"] = [service("api", port, path="/v1", routes=[route("api", ["/api"])])]
+        cfg["plugins"] = [{"name": "probe"}]
+        return cfg
+    with gateway(make) as (w, b):
+        assert_eq(get(w.port, "/api/x?y=1").json(),
+                  {"before": "/v1/x", "query": "y=1", "after": "/z", "query_after": "a=b"},
+                  "the upstream path and query")

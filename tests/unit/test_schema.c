@@ -127,6 +127,22 @@ static void test_every_error_is_reported_at_once(void **state) {
     schema_free(s);
 }
 
+/* Weir asserts format "regex" (PCRE2): a plugin's regex option is checked with its config. */
+static void test_format_regex_is_checked_with_pcre2(void **state) {
+    (void)state;
+    struct schema *s = compile(J({"type": "array", "items": {"type": "string", "format": "regex"}}));
+    json_t *in = J(["^/v1/(\\d+)$", "a(b", "(?<n>x)"]);
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_false(schema_validate(s, in, &errs));
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.items[0],
+                        "[1]: must be a regular expression: missing closing parenthesis at offset 3");
+    errlist_free(&errs);
+    json_decref(in);
+    schema_free(s);
+}
+
 static void test_root_error_is_just_the_message(void **state) {
     struct schema *s = service_schema();
     json_t *in = J([1]);
@@ -636,6 +652,7 @@ int main(void) {
         cmocka_unit_test(test_error_names_nested_property_and_array_index),
         cmocka_unit_test(test_every_error_is_reported_at_once),
         cmocka_unit_test(test_root_error_is_just_the_message),
+        cmocka_unit_test(test_format_regex_is_checked_with_pcre2),
         cmocka_unit_test(test_valid_instance_reports_nothing),
         cmocka_unit_test(test_dependent_required_names_the_missing_field),
         cmocka_unit_test(test_defaults_fill_absent_fields_recursively),
