@@ -334,11 +334,11 @@ static void body_cancel(void *op) {
 struct body_start {
     struct event *ev;
     struct plugin_run *run;
+    struct lua_task *task;
 };
 
 static void body_start_cancel(void *op) {
     struct body_start *bs = op;
-    bs->run->body_waiter = NULL;
     event_free(bs->ev);
     free(bs);
 }
@@ -348,7 +348,10 @@ static void body_start_fired(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     struct body_start *bs = arg;
     struct plugin_run *run = bs->run;
-    struct lua_task *t = run->body_waiter;
+    struct lua_task *t = bs->task;
+    /* Only now does the body go to the plugin: bytes that came before stayed in the buffer
+     * (a waiter set earlier could be woken by them while this event is still pending). */
+    run->body_waiter = t;
     t->cancel = body_cancel; /* from now on the wait is on the client, not this event */
     t->op = run;
     event_free(bs->ev);
@@ -375,11 +378,11 @@ static int read_body(lua_State *L, const char *what, int (*push)(lua_State *, vo
     struct body_start *bs = calloc(1, sizeof *bs);
     if (!bs) abort();
     bs->run = run;
+    bs->task = t;
     bs->ev = evtimer_new(run->vm->base, body_start_fired, bs);
     if (!bs->ev) abort();
     struct timeval now = {0, 0};
     evtimer_add(bs->ev, &now);
-    run->body_waiter = t;
     run->body_push = push;
     return lua_task_wait(L, t, body_start_cancel, bs);
 }
