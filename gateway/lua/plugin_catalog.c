@@ -315,10 +315,19 @@ json_t *plugin_catalog_apply(const struct plugin_catalog *c, json_t *model, cons
         const char *name = json_string_value(json_object_get(e, "name"));
         const struct plugin_def *def = plugin_catalog_find(c, name);
         if (!def) {
-            errlist_addf(errs, NULL,
-                         "%s.name: plugin \"%s\" is not enabled (add it to weir.plugins; found: "
-                         "%zu plugin%s in the data directory and weir.plugin_paths)",
-                         where, name, c->n_available, c->n_available == 1 ? "" : "s");
+            bool installed = false;
+            for (size_t k = 0; k < c->n_available && !installed; k++)
+                installed = !strcmp(c->available[k], name);
+            if (installed)
+                errlist_addf(errs, NULL,
+                             "%s.name: plugin \"%s\" is installed but not enabled: add it to "
+                             "weir.plugins",
+                             where, name);
+            else
+                errlist_addf(errs, NULL,
+                             "%s.name: no plugin named \"%s\" (bundled plugins and those in "
+                             "weir.plugin_paths can be enabled)",
+                             where, name);
             continue;
         }
         json_t *given = json_object_get(e, "config");

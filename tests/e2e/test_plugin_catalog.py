@@ -61,8 +61,8 @@ def test_an_enabled_plugin_is_listed_with_its_schema():
     try:
         admin = int(cfg["weir"]["admin_listen"][0].rsplit(":", 1)[1])
         doc = get(admin, "/").json()
-        assert_eq(doc["plugins"]["available_on_server"],
-                  {"hello": {"version": "0.1.0", "priority": 1000}}, "available_on_server")
+        assert_eq(doc["plugins"]["available_on_server"]["hello"],
+                  {"version": "0.1.0", "priority": 1000}, "available_on_server")
         r = get(admin, "/schemas/plugins/hello")
         assert_eq(r.status, 200, "GET /schemas/plugins/hello")
         assert_eq(r.json(), HELLO_SCHEMA, "the plugin's schema")

@@ -75,7 +75,7 @@ def test_a_bad_plugin_config_is_a_schema_violation_naming_each_field():
                                                   "config": {"times": 0, "colour": "red"}}))
         assert_eq(sorted(doc["fields"]), ["config.colour", "config.times"], "fields", doc)
         doc = _schema_error(api.post("/plugins", {"name": "nope"}))
-        check('plugin "nope" is not enabled' in doc["fields"]["name"], "unknown plugin: %r" % doc)
+        check('no plugin named "nope"' in doc["fields"]["name"], "unknown plugin: %r" % doc)
         assert_eq(api.ok("GET", "/plugins")["data"], [], "nothing was stored")
 
 
@@ -153,8 +153,8 @@ def test_declarative_plugin_problems_are_start_up_errors():
          "plugins[2].route: "),
         ("a second global instance", lambda c: c["plugins"].append({"name": "hello"}),
          "plugins[2]"),
-        ("a plugin that is not enabled", lambda c: c["plugins"].append({"name": "nope"}),
-         'plugins[2].name: plugin "nope" is not enabled'),
+        ("a plugin that does not exist", lambda c: c["plugins"].append({"name": "nope"}),
+         'plugins[2].name: no plugin named "nope"'),
     ]
     for what, change, want in cases:
         bad = copy.deepcopy(cfg)
@@ -162,3 +162,13 @@ def test_declarative_plugin_problems_are_start_up_errors():
         rc, out, err = run_weir(["-t", "-c", write_config_file(bad)])
         check(rc != 0, "%s: weir -t accepted it: %s" % (what, out + err))
         check(want in err, "%s: no %r in:\n%s" % (what, want, err))
+
+
+def test_an_installed_plugin_that_is_not_enabled_is_named_as_such():
+    root = plugin_root(schema=SCHEMA)
+    cfg = base_config(1, plugins=["bundled"], plugin_paths=[root])
+    cfg["plugins"] = [{"name": "hello"}]
+    rc, out, err = run_weir(["-t", "-c", write_config_file(cfg)])
+    check(rc != 0, "weir -t accepted it: %s" % (out + err))
+    check('plugins[0].name: plugin "hello" is installed but not enabled: add it to weir.plugins'
+          in err, err)

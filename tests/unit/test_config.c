@@ -603,9 +603,9 @@ static void test_duplicate_targets_are_reported(void **state) {
 
 static void test_unsupported_features_are_refused(void **state) {
     expect_error(DOC("services"
-                     : [ {"host" : "h", "plugins" : [ {"name" : "cors"} ]} ]),
-                 "services[0].plugins[0].name: plugin \"cors\" is not enabled (add it to "
-                 "weir.plugins; found: 0 plugins in the data directory and weir.plugin_paths)");
+                     : [ {"host" : "h", "plugins" : [ {"name" : "no-such-plugin"} ]} ]),
+                 "services[0].plugins[0].name: no plugin named \"no-such-plugin\" (bundled "
+                 "plugins and those in weir.plugin_paths can be enabled)");
     expect_error(DOC("services"
                      : [ {"url" : "https://127.0.0.1"} ]),
                  URL_MESSAGE);
