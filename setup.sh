@@ -32,6 +32,7 @@ PACKAGES=(
   libevent-dev libssl-dev libluajit2-5.1-dev libjansson-dev libjwt-dev libhiredis-dev
   libcmocka-dev libhttp-parser-dev libpcre2-dev zlib1g-dev libbrotli-dev
   python3 python3-jsonschema curl ca-certificates valgrind
+  redis-server python3-jwt   # tests: a real Redis for weir.redis and rate-limiting; PyJWT tokens
 )
 
 as_root() {
@@ -45,8 +46,19 @@ install_missing() {
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian's redis-server starts its system service on install; the tests
+    # start their own on free ports, so policy-rc.d (exit 101) keeps :6379 free.
+    local policy=/usr/sbin/policy-rc.d added_policy=0 rc=0
+    if [ ! -e "$policy" ]; then
+      as_root sh -c "printf '#!/bin/sh\\nexit 101\\n' > $policy && chmod 755 $policy"
+      added_policy=1
+    fi
+    as_root apt-get update -qq || rc=$?
+    if [ "$rc" -eq 0 ]; then
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || rc=$?
+    fi
+    if [ "$added_policy" = 1 ]; then as_root rm -f "$policy"; fi
+    if [ "$rc" -ne 0 ]; then echo "setup: apt-get failed ($rc)" >&2; exit 1; fi
   fi
 }
 
