@@ -4,7 +4,8 @@
 # front of it (nginx, HAProxy, Weir), each loaded with wrk over loopback in
 # the same run. See bench/README.md for what it measures and how to read it.
 #
-# Usage: bench/run.sh [--only NAME[,NAME...]]...   NAME: weir nginx haproxy router changes
+# Usage: bench/run.sh [--only NAME[,NAME...]]...
+#        NAME: weir weir_lua nginx haproxy weir_policy nginx_lua router changes
 # Env:   DURATION=10s CONNECTIONS=50 THREADS=1 WARMUP=3s TASKSET=0 ROUNDS=1
 set -euo pipefail
 
@@ -16,7 +17,10 @@ Benchmarks Weir against nginx and HAProxy as reverse proxies in front of one
 nginx backend, and runs bench/router_scale.c when it exists.
 
   --only NAME    run only these (repeatable, or comma-separated):
-                 weir, nginx, haproxy, router (the router_scale micro-benchmark),
+                 weir, weir_lua (a no-op plugin in every phase), nginx, haproxy,
+                 weir_policy and nginx_lua (JWT + Redis rate limit + rewrite on
+                 the route, with Weir's bundled plugins and with nginx+Lua),
+                 router (the router_scale micro-benchmark),
                  changes (bench/admin_changes.py; only when named)
   -h, --help     this text
 
@@ -43,8 +47,15 @@ NGINX_PORT=18081
 HAPROXY_PORT=18082
 WEIR_PORT=18083
 WEIR_ADMIN_PORT=18084
+REDIS_PORT=18085
+NGINX_LUA_PORT=18086
 BACKEND_BODY="hello from backend"
-ALL_PROXIES=(nginx haproxy weir weir_lua)
+ALL_PROXIES=(nginx haproxy weir weir_lua nginx_lua weir_policy)
+# The policy pair (weir_policy, nginx_lua) is sent GET $POLICY_PATH with a JWT;
+# both rewrite it to /v2/... (the backend answers 404 to an unrewritten /api/).
+POLICY_PATH=/api/items/7
+POLICY_JWT_KEY=bench-issuer
+POLICY_JWT_SECRET=bench-secret-0123456789abcdef0123456789
 
 # ---------------------------------------------------------------- arguments
 only=()
@@ -59,8 +70,8 @@ while (($# > 0)); do
 done
 for n in "${only[@]}"; do
 	case $n in
-	weir | weir_lua | nginx | haproxy | router | router_scale | changes) ;;
-	*) echo "run.sh: --only: unknown name '$n' (weir, weir_lua, nginx, haproxy, router)" >&2; exit 2 ;;
+	weir | weir_lua | nginx | haproxy | weir_policy | nginx_lua | router | router_scale | changes) ;;
+	*) echo "run.sh: --only: unknown name '$n' (weir, weir_lua, nginx, haproxy, weir_policy, nginx_lua, router, changes)" >&2; exit 2 ;;
 	esac
 done
 for v in ROUNDS CONNECTIONS THREADS PROXY_CPU LOAD_CPU; do
@@ -88,9 +99,16 @@ as_root() {
 
 install_missing() {
 	local missing=() cmd pkg
-	for cmd in wrk:wrk nginx:nginx haproxy:haproxy curl:curl taskset:util-linux pgrep:procps; do
+	for cmd in wrk:wrk nginx:nginx haproxy:haproxy curl:curl taskset:util-linux pgrep:procps \
+		redis-server:redis-server redis-cli:redis-tools openssl:openssl; do
 		pkg=${cmd#*:}; cmd=${cmd%%:*}
 		command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+	done
+	# nginx+Lua for the policy peer: Debian's lua module, its Redis client and
+	# SHA-256 (FFI to OpenSSL), lua-cjson
+	for pkg in libnginx-mod-http-lua lua-nginx-redis lua-nginx-string lua-cjson; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+			missing+=("$pkg")
 	done
 	((${#missing[@]} == 0)) && return 0
 	echo "== installing: ${missing[*]}"
@@ -186,7 +204,9 @@ ports=()
 ((${#proxies[@]} == 0)) || ports+=("$BACKEND_PORT")
 selected nginx && ports+=("$NGINX_PORT")
 selected haproxy && ports+=("$HAPROXY_PORT")
-selected weir && ports+=("$WEIR_PORT" "$WEIR_ADMIN_PORT")
+{ selected weir || selected weir_lua || selected weir_policy; } && ports+=("$WEIR_PORT" "$WEIR_ADMIN_PORT")
+{ selected weir_policy || selected nginx_lua; } && ports+=("$REDIS_PORT")
+selected nginx_lua && ports+=("$NGINX_LUA_PORT")
 for port in "${ports[@]}"; do
 	if port_busy "$port"; then
 		echo "run.sh: 127.0.0.1:$port is already in use; stop whatever listens there" >&2
@@ -194,22 +214,24 @@ for port in "${ports[@]}"; do
 	fi
 done
 
-# wait_ready NAME PID PORT: true once http://127.0.0.1:PORT/ answers with the
-# backend's body (10 s at most; gives up early if PID exits).
+# wait_ready NAME PID PORT [PATH [HEADER]]: true once http://127.0.0.1:PORT/PATH
+# answers with the backend's body (10 s at most; gives up early if PID exits).
 wait_ready() {
-	local name=$1 pid=$2 port=$3 i body
+	local name=$1 pid=$2 port=$3 path=${4:-/} i body
+	local hdr=()
+	[[ -n ${5:-} ]] && hdr=(-H "$5")
 	for ((i = 0; i < 100; i++)); do
 		if ! alive "$pid"; then
 			echo "$name: exited during start-up" >&2
 			return 1
 		fi
-		if body=$(curl -sS --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null) &&
+		if body=$(curl -sS --max-time 1 "${hdr[@]}" "http://127.0.0.1:$port$path" 2>/dev/null) &&
 			[[ $body == "$BACKEND_BODY" ]]; then
 			return 0
 		fi
 		sleep 0.1
 	done
-	echo "$name: no '$BACKEND_BODY' from 127.0.0.1:$port after 10 s (last answer: '${body:-none}')" >&2
+	echo "$name: no '$BACKEND_BODY' from 127.0.0.1:$port$path after 10 s (last answer: '${body:-none}')" >&2
 	return 1
 }
 
@@ -253,6 +275,7 @@ $(nginx_temp_paths "$d")
     server {
         listen 127.0.0.1:$BACKEND_PORT;
         location / { return 200 "$BACKEND_BODY\n"; }
+        location /api/ { return 404 "not rewritten\n"; }
     }
 }
 EOF
@@ -386,6 +409,186 @@ EOF
 
 start_weir_lua() { start_weir lua; }
 
+# ------------------------------------------------- policy: JWT + Redis + rewrite
+# Both policy proxies verify an HS256 JWT whose iss names a consumer's key,
+# count the request in Redis with one atomic script per request (a limit far
+# above what a run reaches, so every request does the whole work and passes)
+# and rewrite /api/(.*) to /v2/$1 before proxying.
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+policy_token() { # an HS256 JWT, made with the openssl CLI
+	local h p s
+	h=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+	p=$(printf '{"iss":"%s","sub":"bench","exp":%d}' "$POLICY_JWT_KEY" $(($(date +%s) + 86400)) | b64url)
+	s=$(printf '%s.%s' "$h" "$p" | openssl dgst -sha256 -hmac "$POLICY_JWT_SECRET" -binary | b64url)
+	printf '%s.%s.%s' "$h" "$p" "$s"
+}
+POLICY_TOKEN=$(policy_token)
+
+redis_pid=
+ensure_redis() { # one redis-server on LOAD_CPU for both policy proxies, emptied for each
+	local i
+	if [[ -z $redis_pid ]] || ! alive "$redis_pid"; then
+		spawn "$LOAD_CPU" "$tmp/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+			--save '' --appendonly no --dir "$tmp"
+		redis_pid=$spawned_pid
+		for ((i = 0; i < 50; i++)); do
+			redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+			sleep 0.1
+		done
+	fi
+	if ! redis-cli -p "$REDIS_PORT" flushall >/dev/null 2>&1; then
+		echo "redis-server did not start" >&2
+		show_log "$tmp/redis.log"
+		return 1
+	fi
+}
+# policy_ready NAME PID PORT: the proxy answers the signed request with the
+# backend's body (so it rewrote the path), refuses a request without a token
+# with 401, and counted in Redis.
+policy_ready() {
+	local name=$1 pid=$2 port=$3 code keys
+	wait_ready "$name" "$pid" "$port" "$POLICY_PATH" "Authorization: Bearer $POLICY_TOKEN" || return 1
+	code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$POLICY_PATH")
+	[[ $code == 401 ]] || { echo "$name: a request without a JWT got $code, not 401" >&2; return 1; }
+	keys=$(redis-cli -p "$REDIS_PORT" dbsize)
+	[[ $keys -ge 1 ]] || { echo "$name: nothing was counted in Redis" >&2; return 1; }
+}
+
+start_nginx_lua() {
+	ensure_redis || return 1
+	local d=$tmp/nginx_lua
+	mkdir -p "$d"
+	{
+		echo "load_module /usr/lib/nginx/modules/ndk_http_module.so;"
+		echo "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
+		nginx_common "$d"
+		cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$d")
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    lua_package_path "/usr/share/lua/5.1/?.lua;;";
+    init_by_lua_block {
+        -- What an OpenResty user writes with Debian's packages (Debian has no
+        -- lua-resty-jwt): HMAC-SHA256 over nginx.sha256 (FFI to OpenSSL) with
+        -- the key pads computed once, cjson, ngx.base64, nginx.redis.
+        local bit = require "bit"
+        local function pad(key, byte)
+            local t = {}
+            for i = 1, 64 do t[i] = string.char(bit.bxor(key:byte(i) or 0, byte)) end
+            return table.concat(t)
+        end
+        local secret = "$POLICY_JWT_SECRET"
+        CREDENTIALS = { ["$POLICY_JWT_KEY"] = { ipad = pad(secret, 0x36), opad = pad(secret, 0x5c) } }
+        RATE_SCRIPT = "local c = redis.call('INCR', KEYS[1]) " ..
+            "if c == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end " ..
+            "if c > tonumber(ARGV[1]) then return {0, c} end return {1, c}"
+        RATE_SHA = require("nginx.string").to_hex(ngx.sha1_bin(RATE_SCRIPT))
+    }
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_LUA_PORT;
+        location / {
+            rewrite_by_lua_block {
+                local m = ngx.re.match(ngx.var.uri, [[^/api/(.*)\$]], "jo")
+                if m then ngx.req.set_uri("/v2/" .. m[1]) end
+            }
+            access_by_lua_block {
+                local cjson = require "cjson.safe"
+                local b64 = require "ngx.base64"
+                local sha256 = require "nginx.sha256"
+                local function deny(msg)
+                    ngx.status = 401
+                    ngx.header["Content-Type"] = "application/json"
+                    ngx.say(cjson.encode({ message = msg }))
+                    return ngx.exit(401)
+                end
+                local auth = ngx.var.http_authorization
+                if not auth or auth:sub(1, 7) ~= "Bearer " then return deny("Unauthorized") end
+                local h64, p64, s64 = auth:sub(8):match("^([^.]+)%.([^.]+)%.([^.]+)\$")
+                if not h64 then return deny("Bad token") end
+                local header = cjson.decode(b64.decode_base64url(h64) or "")
+                local claims = cjson.decode(b64.decode_base64url(p64) or "")
+                if type(header) ~= "table" or type(claims) ~= "table" or header.alg ~= "HS256" then
+                    return deny("Bad token")
+                end
+                local cred = CREDENTIALS[claims.iss]
+                if not cred then return deny("No credentials found for given 'iss'") end
+                local inner = sha256:new()
+                inner:update(cred.ipad)
+                inner:update(h64 .. "." .. p64)
+                local outer = sha256:new()
+                outer:update(cred.opad)
+                outer:update(inner:final())
+                if outer:final() ~= b64.decode_base64url(s64) then return deny("Invalid signature") end
+                if type(claims.exp) ~= "number" or claims.exp <= ngx.time() then
+                    return deny("token expired")
+                end
+
+                local redis = require "nginx.redis"
+                local red = redis:new()
+                red:set_timeouts(2000, 2000, 2000)
+                local ok, err = red:connect("127.0.0.1", $REDIS_PORT)
+                if not ok then return ngx.exit(503) end
+                local limit = 1000000000
+                local key = "ratelimit:" .. claims.iss .. ":minute:" .. math.floor(ngx.time() / 60)
+                local res
+                res, err = red:evalsha(RATE_SHA, 1, key, limit, 60)
+                if not res and err and err:find("NOSCRIPT", 1, true) then
+                    res, err = red:eval(RATE_SCRIPT, 1, key, limit, 60)
+                end
+                if not res then return ngx.exit(503) end
+                red:set_keepalive(60000, 64)
+                ngx.header["X-RateLimit-Limit-Minute"] = limit
+                ngx.header["X-RateLimit-Remaining-Minute"] = limit - res[2]
+                if res[1] == 0 then return ngx.exit(429) end
+            }
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+	} >"$d/nginx.conf"
+	proxy_log=$d/error.log
+	spawn "$PROXY_CPU" "$d/stdout.log" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf"
+	proxy_pid=$spawned_pid
+	policy_ready nginx_lua "$proxy_pid" "$NGINX_LUA_PORT"
+}
+
+start_weir_policy() { # Weir's bundled jwt, rate-limiting (policy redis) and url-rewrite
+	ensure_redis || return 1
+	build_weir || return 1
+	local d=$tmp/weir_policy
+	mkdir -p "$d"
+	cat >"$d/weir.json" <<EOF
+{"_format_version":"3.0",
+ "weir":{"proxy_listen":["127.0.0.1:$WEIR_PORT"],"admin_listen":["127.0.0.1:$WEIR_ADMIN_PORT"],
+         "workers":1,"access_log":"off","log_level":"warn"},
+ "consumers":[{"username":"bench","jwt_secrets":[{"key":"$POLICY_JWT_KEY",
+               "secret":"$POLICY_JWT_SECRET","algorithm":"HS256"}]}],
+ "services":[{"name":"bench","url":"http://127.0.0.1:$BACKEND_PORT",
+              "routes":[{"name":"bench","paths":["/"]}]}],
+ "plugins":[{"name":"jwt","route":"bench","config":{"claims_to_verify":["exp"]}},
+            {"name":"rate-limiting","route":"bench",
+             "config":{"minute":1000000000,"limit_by":"consumer","policy":"redis",
+                       "redis":{"host":"127.0.0.1","port":$REDIS_PORT}}},
+            {"name":"url-rewrite","route":"bench",
+             "config":{"rules":[{"match":"^/api/(.*)\$","replace":"/v2/\$1"}]}}]}
+EOF
+	proxy_log=$d/weir.log
+	spawn "$PROXY_CPU" "$proxy_log" "$WEIR_BIN" -c "$d/weir.json"
+	proxy_pid=$spawned_pid
+	policy_ready weir_policy "$proxy_pid" "$WEIR_PORT"
+}
+
 # ------------------------------------------------------------- measurement
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -428,8 +631,11 @@ parse_wrk() {
 	}' "$1"
 }
 
-run_wrk() { # run_wrk DURATION PORT OUT: wrk in the background, so traps fire
-	spawn "$LOAD_CPU" "$3" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" --latency "http://127.0.0.1:$2/"
+run_wrk() { # run_wrk DURATION PORT OUT [PATH [HEADER]]: wrk in the background, so traps fire
+	local hdr=()
+	[[ -n ${5:-} ]] && hdr=(-H "$5")
+	spawn "$LOAD_CPU" "$3" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" --latency "${hdr[@]}" \
+		"http://127.0.0.1:$2${4:-/}"
 	local pid=$spawned_pid
 	local rc=0
 	wait "$pid" || rc=$?
@@ -462,7 +668,11 @@ bench_one() { # bench_one NAME PORT ROUND
 		[[ -n $proxy_pid ]] && stop_pid "$proxy_pid"
 		return 0
 	fi
-	if ! run_wrk "$WARMUP" "$port" "$tmp/wrk-$name-warmup.txt"; then
+	local path=/ hdr='' # the policy pair is sent a signed request (the token is made by start_)
+	if [[ $name == weir_policy || $name == nginx_lua ]]; then
+		path=$POLICY_PATH hdr="Authorization: Bearer $POLICY_TOKEN"
+	fi
+	if ! run_wrk "$WARMUP" "$port" "$tmp/wrk-$name-warmup.txt" "$path" "$hdr"; then
 		sed 's/^/    /' "$tmp/wrk-$name-warmup.txt"
 		echo "$name: warm-up wrk failed: not available"
 		UNAVAILABLE[$name]=1
@@ -474,7 +684,7 @@ bench_one() { # bench_one NAME PORT ROUND
 	before=$(cpu_ticks "${pids[@]}")
 	out=$tmp/wrk-$name.txt
 	local wrk_rc=0
-	run_wrk "$DURATION" "$port" "$out" || wrk_rc=$?
+	run_wrk "$DURATION" "$port" "$out" "$path" "$hdr" || wrk_rc=$?
 	after=$(cpu_ticks "${pids[@]}")
 	sed 's/^/    /' "$out"
 	if ! alive "$proxy_pid"; then
@@ -539,7 +749,7 @@ header() {
 	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)"
 	echo "machine: $(nproc) CPUs, $(uname -sr), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1);" \
 		"busy before start: ${busy_pct}%"
-	echo "wrk: -t$THREADS -c$CONNECTIONS -d$DURATION (warm-up $WARMUP) --latency, path /, loopback;" \
+	echo "wrk: -t$THREADS -c$CONNECTIONS -d$DURATION (warm-up $WARMUP) --latency, path / (weir_policy, nginx_lua: $POLICY_PATH with a JWT), loopback;" \
 		"rounds: $ROUNDS; pinning: $([[ $TASKSET == 1 ]] && echo "proxy CPU $PROXY_CPU, wrk+backend CPU $LOAD_CPU" || echo none)"
 	if awk -v b="$busy_pct" 'BEGIN { exit !(b > 15) }'; then
 		echo "warning: other processes kept the CPUs ${busy_pct}% busy just before the run:" \
@@ -552,7 +762,8 @@ port_of() {
 	case $1 in
 	nginx) echo "$NGINX_PORT" ;;
 	haproxy) echo "$HAPROXY_PORT" ;;
-	weir | weir_lua) echo "$WEIR_PORT" ;;
+	weir | weir_lua | weir_policy) echo "$WEIR_PORT" ;;
+	nginx_lua) echo "$NGINX_LUA_PORT" ;;
 	esac
 }
 
@@ -571,6 +782,7 @@ if ((${#proxies[@]} > 0)); then
 		done
 	done
 	stop_pid "$backend_pid"
+	[[ -z $redis_pid ]] || stop_pid "$redis_pid"
 
 	declare -A M_RPS M_P50 M_P99 M_CPU M_ERR
 	declare -A DETAIL
@@ -638,6 +850,14 @@ if ((${#proxies[@]} > 0)); then
 				"$(ratio "${M_RPS[weir_lua]}" "${M_RPS[weir]}")" \
 				"$(ratio "${M_P99[weir_lua]}" "${M_P99[weir]}")" \
 				"$(ratio "${M_CPU[weir_lua]:-}" "${M_CPU[weir]:-}")"
+		fi
+		if [[ -n ${M_RPS[weir_policy]:-} && -n ${M_RPS[nginx_lua]:-} ]]; then
+			echo
+			echo "JWT + Redis rate limit + rewrite (Weir's bundled plugins vs nginx+Lua):"
+			printf '%-13s %16s %16s %16s\n' "Weir/ngx+Lua" \
+				"$(ratio "${M_RPS[weir_policy]}" "${M_RPS[nginx_lua]}")" \
+				"$(ratio "${M_P99[weir_policy]}" "${M_P99[nginx_lua]}")" \
+				"$(ratio "${M_CPU[weir_policy]:-}" "${M_CPU[nginx_lua]:-}")"
 		fi
 		if ((${#failed[@]} > 0)); then
 			echo
