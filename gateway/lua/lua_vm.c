@@ -112,6 +112,24 @@ static bool run_boot(lua_State *L, const char *code, const char *name, char *err
     return true;
 }
 
+void lua_vm_set_package_path(lua_State *L, const char *data_dir, char *const *roots,
+                             size_t n_roots) {
+    /* require finds the runtime (lua/), then modules beside each plugin root ("plugins.x.y") */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/?.lua", data_dir, data_dir, data_dir);
+    luaL_addvalue(&b);
+    for (size_t i = 0; i < n_roots; i++) {
+        lua_pushfstring(L, ";%s/?.lua", roots[i]);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    lua_getglobal(L, "package");
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+}
+
 struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct snapshot *snap,
                           char *err, size_t errlen) {
     const struct weir_settings *ws = &snap->config->weir;
@@ -130,16 +148,7 @@ struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct s
     self = vm;
     lua_State *L = vm->L;
     luaL_openlibs(L);
-    /* require finds the runtime (lua/), then modules beside each plugin root ("plugins.x.y") */
-    char path[8192];
-    size_t n = (size_t)snprintf(path, sizeof path, "%s/lua/?.lua;%s/lua/?/init.lua;%s/?.lua",
-                                paths_data_dir(), paths_data_dir(), paths_data_dir());
-    for (size_t i = 0; i < ws->n_plugin_paths && n < sizeof path; i++)
-        n += (size_t)snprintf(path + n, sizeof path - n, ";%s/?.lua", ws->plugin_paths[i]);
-    lua_getglobal(L, "package");
-    lua_pushstring(L, path);
-    lua_setfield(L, -2, "path");
-    lua_pop(L, 1);
+    lua_vm_set_package_path(L, paths_data_dir(), ws->plugin_paths, ws->n_plugin_paths);
     char boot[] = "return require('weir.runtime')";
     if (!run_boot(L, boot, "=weir", err, errlen)) {
         lua_vm_free(vm);

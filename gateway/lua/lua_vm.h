@@ -60,6 +60,11 @@ struct lua_vm {
 void lua_vm_set_shared_dicts(struct shared_dict *const *dicts, size_t n);
 
 /* Creates the VM for the calling worker thread. NULL with a message in err. */
+/* Sets package.path as every plugin VM has it: lua/ of the data directory, then modules beside
+ * the data directory's plugins and each plugin root ("plugins.<name>.<module>"). Also used by
+ * the scratch state that checks handlers, so a handler may require its own modules at load. */
+void lua_vm_set_package_path(lua_State *L, const char *data_dir, char *const *roots,
+                             size_t n_roots);
 struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct snapshot *snap,
                           char *err, size_t errlen);
 void lua_vm_free(struct lua_vm *vm);

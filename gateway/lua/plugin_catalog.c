@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "config/model.h"
+#include "lua/lua_vm.h"
 
 struct found {
     char *name, *root;
@@ -243,9 +244,10 @@ struct plugin_catalog *plugin_catalog_load(const char *data_dir, char *const *ro
     }
 
     lua_State *L = luaL_newstate();
-    if (L)
+    if (L) {
         luaL_openlibs(L);
-    else
+        lua_vm_set_package_path(L, data_dir, roots, n_roots);
+    } else
         errlist_addf(errs, NULL,
                      "cannot create a LuaJIT state to check the plugins (out of memory)");
     for (size_t j = 0; L && j < f.n; j++) {

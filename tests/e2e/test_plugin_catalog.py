@@ -8,8 +8,8 @@ import os
 import signal
 import time
 
-from harness import (assert_eq, base_config, check, get, make_tmpdir, run_weir, start_weir,
-                     write_config_file)
+from harness import (assert_eq, base_config, check, get, make_tmpdir, route, run_weir, service,
+                     start_weir, write_config_file)
 
 HELLO = """local Hello = {
   PRIORITY = 1000,
@@ -91,6 +91,37 @@ def test_an_error_while_loading_the_handler_is_reported():
     rc, out, err = check_config(config_with(root))
     assert_eq(rc, 1, "weir -t on a failing handler", out + err)
     check("handler.lua:2: boom at load" in err, err)
+
+
+def test_a_handler_may_require_its_own_modules_when_it_loads():
+    root = plugin_root(handler="local helpers = require 'plugins.hello.helpers'\n"
+                               "local P = {PRIORITY = 1000, VERSION = helpers.version}\n"
+                               "function P:access(conf)\n"
+                               "  weir.response.exit(200, helpers.version)\n"
+                               "end\n"
+                               "return P\n")
+    with open(os.path.join(root, "plugins", "hello", "helpers.lua"), "w") as f:
+        f.write("return {version = '2.5.0'}\n")
+    cfg = config_with(root)
+    cfg["services"] = [service("s", 9, routes=[route("r", ["/"])])]  # the plugin answers
+    cfg["plugins"] = [{"name": "hello"}]
+    rc, out, err = check_config(cfg)
+    assert_eq(rc, 0, "weir -t with a handler that requires its module at load", out + err)
+    w = start_weir(cfg)
+    try:
+        admin = int(cfg["weir"]["admin_listen"][0].rsplit(":", 1)[1])
+        doc = get(admin, "/").json()
+        assert_eq(doc["plugins"]["available_on_server"]["hello"]["version"], "2.5.0",
+                  "VERSION taken from the required module")
+        r = get(w.port, "/anything")
+        assert_eq((r.status, r.body), (200, b"2.5.0"), "the module serves requests too")
+    finally:
+        w.stop()
+    # a module that is not there is reported with the handler's file
+    root = plugin_root(handler="local h = require 'plugins.hello.nope'\nreturn {}\n")
+    rc, out, err = check_config(config_with(root))
+    assert_eq(rc, 1, "weir -t on a missing module", out + err)
+    check("handler.lua:1: module 'plugins.hello.nope' not found" in err, err)
 
 
 def test_a_handler_must_return_a_table_with_priority_and_version():
