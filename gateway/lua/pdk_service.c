@@ -495,6 +495,78 @@ static int svc_get_raw_query(lua_State *L) {
     return 1;
 }
 
+/* The upstream request's fields as they stand now: the client's forwarded end-to-end fields
+ * with plugins' edits applied, and Host once a plugin set it. Fields Weir writes as it sends
+ * the request (framing, hop-by-hop, X-Forwarded-*, X-Real-IP, X-Request-ID, Via) are not in it. */
+static void upstream_fields(const struct plugin_run *run, struct hlist *out) {
+    if (run->up_host) hlist_add(out, "Host", 4, run->up_host, strlen(run->up_host));
+    if (run->up_headers_set) {
+        for (size_t i = 0; i < run->up_headers.n; i++) {
+            const struct hfield *f = &run->up_headers.v[i];
+            hlist_add(out, f->name, strlen(f->name), f->value, strlen(f->value));
+        }
+        return;
+    }
+    const struct client_conn *c = run->c;
+    for (size_t i = 0; i < c->req.n_headers; i++) {
+        const struct http_header *h = &c->headers[i];
+        if (h->drop || h->kind != HDR_OTHER) continue;
+        hlist_add(out, h->name, h->name_len, h->value, h->value_len);
+    }
+}
+
+/* get_header(name): the first value of that upstream request field, or nil. */
+static int svc_get_header(lua_State *L) {
+    struct plugin_run *run = plugin_run_current(L, "weir.service.request.get_header");
+    size_t n;
+    const char *name = luaL_checklstring(L, 1, &n);
+    if (is_host(name, n)) {
+        if (run->up_host)
+            lua_pushstring(L, run->up_host);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
+    if (run->up_headers_set) {
+        const struct hfield *f = hlist_find(&run->up_headers, name, n);
+        if (f)
+            lua_pushstring(L, f->value);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
+    const struct client_conn *c = run->c;
+    for (size_t i = 0; i < c->req.n_headers; i++) {
+        const struct http_header *h = &c->headers[i];
+        if (h->drop || h->kind != HDR_OTHER || h->name_len != n || strncasecmp(h->name, name, n))
+            continue;
+        lua_pushlstring(L, h->value, h->value_len);
+        return 1;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+/* get_headers([max]): the upstream request's fields, shaped as weir.request.get_headers(). */
+static int svc_get_headers(lua_State *L) {
+    struct plugin_run *run = plugin_run_current(L, "weir.service.request.get_headers");
+    int max = (int)luaL_optinteger(L, 1, 100);
+    struct hlist fields = {0};
+    upstream_fields(run, &fields);
+    struct http_header *hs = calloc(fields.n ? fields.n : 1, sizeof *hs);
+    if (!hs) abort();
+    for (size_t i = 0; i < fields.n; i++) {
+        hs[i].name = fields.v[i].name;
+        hs[i].name_len = strlen(fields.v[i].name);
+        hs[i].value = fields.v[i].value;
+        hs[i].value_len = strlen(fields.v[i].value);
+    }
+    pdk_push_headers(L, hs, fields.n, max);
+    free(hs);
+    hlist_free(&fields);
+    return 1;
+}
+
 void pdk_service_register(lua_State *L, int weir) {
     static const luaL_Reg request[] = {
         {"set_header", svc_set_header},     {"add_header", svc_add_header},
@@ -503,7 +575,8 @@ void pdk_service_register(lua_State *L, int weir) {
         {"set_query", svc_set_query},       {"set_method", svc_set_method},
         {"set_scheme", svc_set_scheme},     {"set_raw_body", svc_set_raw_body},
         {"get_path", svc_get_path},         {"get_raw_query", svc_get_raw_query},
-        {"set_body", svc_set_body},         {NULL, NULL},
+        {"set_body", svc_set_body},         {"get_header", svc_get_header},
+        {"get_headers", svc_get_headers},   {NULL, NULL},
     };
     lua_newtable(L);
     lua_newtable(L);

@@ -476,3 +476,61 @@ end"""
         assert_eq(get(w.port, "/api/x?y=1").json(),
                   {"before": "/v1/x", "query": "y=1", "after": "/z", "query_after": "a=b"},
                   "the upstream path and query")
+
+
+def test_service_request_get_header_sees_what_earlier_plugins_set():
+    # "first" (priority 2000) edits the upstream request's fields; "second" (1000) reads them
+    # back with weir.service.request.get_header(s), and the backend gets the same list
+    first = """
+function P:access(conf)
+  weir.service.request.set_header("X-Consumer-ID", "c-1")
+  weir.service.request.clear_header("X-Drop")
+  weir.service.request.add_header("X-Multi", "two")
+  weir.service.request.set_header("Host", "upstream.example")
+end"""
+    second = """
+function P:access(conf)
+  local r = weir.service.request
+  local all = r.get_headers()
+  weir.service.request.set_header("X-Seen", weir.json.encode({
+    consumer = r.get_header("x-consumer-id"), drop = r.get_header("X-Drop") or "gone",
+    multi = all["x-multi"], host = r.get_header("Host"), client = r.get_header("X-Client"),
+    forwarded = r.get_header("X-Forwarded-For") or "not listed",
+    consumer_in_all = all.X_Consumer_ID }))
+end"""
+
+    def make(port):
+        root = plugin_tree({"first": handler(2000, first), "second": handler(1000, second)})
+        cfg = base_config(port, plugins=["bundled", "first", "second"], plugin_paths=[root])
+        cfg["plugins"] = [{"name": "first"}, {"name": "second"}]
+        return cfg
+    with gateway(make) as (w, b):
+        e = echo(get(w.port, "/", headers=[("X-Drop", "1"), ("X-Multi", "one"),
+                                           ("X-Client", "c")]))
+        assert_eq(json.loads(e.header("x-seen")),
+                  {"consumer": "c-1", "drop": "gone", "multi": ["one", "two"],
+                   "host": "upstream.example", "client": "c", "forwarded": "not listed",
+                   "consumer_in_all": "c-1"}, "the upstream fields as they stand")
+        assert_eq(e.header("x-consumer-id"), "c-1", "what the backend got")
+        assert_eq(e.headers_named("x-drop"), [], "cleared for the backend too")
+        assert_eq(e.header("host"), "upstream.example", "the Host a plugin set")
+
+
+def test_service_request_get_header_before_any_edit_lists_the_forwarded_fields():
+    src = """
+function P:access(conf)
+  local r = weir.service.request
+  return weir.response.exit(200, { client = r.get_header("X-Client"),
+    connection = r.get_header("Connection") or "hop-by-hop, not listed",
+    n = #(r.get_headers(1) and {1} or {}) })
+end"""
+
+    def make(port):
+        root = plugin_tree({"probe": handler(1000, src)})
+        cfg = base_config(port, plugins=["bundled", "probe"], plugin_paths=[root])
+        cfg["plugins"] = [{"name": "probe"}]
+        return cfg
+    with gateway(make) as (w, b):
+        assert_eq(get(w.port, "/", headers={"X-Client": "v", "Connection": "keep-alive"}).json(),
+                  {"client": "v", "connection": "hop-by-hop, not listed", "n": 1},
+                  "the client's end-to-end fields, unedited")
