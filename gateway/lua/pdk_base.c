@@ -17,6 +17,7 @@
 #include "http/client_conn.h"
 #include "lua/lua_task.h"
 #include "lua/pdk.h"
+#include "lua/plugin_chain.h"
 #include "lua/plugin_run.h"
 
 #define MAX_TIMERS 10000
@@ -56,6 +57,37 @@ static int ctx_index(lua_State *L) {
 
 static int ctx_newindex(lua_State *L) {
     return luaL_error(L, "weir.ctx: store values in weir.ctx.shared or weir.ctx.plugin");
+}
+
+/* ---- weir.plugin ----------------------------------------------------------------------------- */
+
+/* The running instance: its id (stable: derived from the plugin's name and scope) and scope, so
+ * that a plugin can keep state per instance (rate-limiting counters, as Kong keys them). */
+static const struct plugin_instance *running_instance(lua_State *L, const char *what) {
+    struct plugin_run *run = plugin_run_current(L, what);
+    if (!run->instance) luaL_error(L, "%s: no plugin instance is running", what);
+    return run->instance;
+}
+
+static int plugin_get_id(lua_State *L) {
+    lua_pushstring(L, running_instance(L, "weir.plugin.get_id")->id);
+    return 1;
+}
+
+static void set_or_nil(lua_State *L, const char *key, const char *value) {
+    if (!value) return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, key);
+}
+
+/* {route = id, service = id, consumer = id}: the ids the instance is scoped to (absent: any). */
+static int plugin_get_scope(lua_State *L) {
+    const struct plugin_instance *p = running_instance(L, "weir.plugin.get_scope");
+    lua_createtable(L, 0, 3);
+    set_or_nil(L, "route", p->route_id);
+    set_or_nil(L, "service", p->service_id);
+    set_or_nil(L, "consumer", p->consumer_id);
+    return 1;
 }
 
 /* ---- weir.log -------------------------------------------------------------------------------- */
@@ -282,4 +314,9 @@ void pdk_base_register(lua_State *L, int weir) {
     lua_newtable(L);
     set_fn(L, "at", timer_at);
     lua_setfield(L, weir, "timer");
+
+    lua_newtable(L);
+    set_fn(L, "get_id", plugin_get_id);
+    set_fn(L, "get_scope", plugin_get_scope);
+    lua_setfield(L, weir, "plugin");
 }

@@ -161,6 +161,7 @@ static enum lua_task_result call(struct plugin_run *run, size_t i) {
     const struct plugin_def *def = def_of(run, i);
     const char *phase = phase_name(run->phase);
     run->task.plugin = def->name;
+    run->instance = run->chain[i];
     run->task.phase = phase;
     run->task.may_wait = run->phase != PLUGIN_LOG;
     int which = run->phase == PLUGIN_REWRITE    ? 0
@@ -282,6 +283,7 @@ static void advance(struct plugin_run *run) {
         }
         struct client_conn *c = run->c;
         run->task.plugin = NULL;
+        run->instance = NULL;
         if (phase == PLUGIN_ACCESS) {
             run->phase = 0;
             proxy_start(c);

@@ -53,6 +53,7 @@ struct plugin_run {
     const struct plugin_instance **own_chain; /* a consumer's chain (freed with the run) */
     bool *done_access;                        /* per chain entry: access already ran */
     unsigned phase;                           /* enum plugin_phase bit running now */
+    const struct plugin_instance *instance;   /* the instance whose method runs, or NULL */
     size_t next;                              /* chain position of the next call */
     int ctx_ref;                              /* {shared = {}, plugins = {}} */
     int consumer_ref, credential_ref;         /* weir.client.authenticate() */

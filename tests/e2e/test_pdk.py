@@ -10,6 +10,7 @@ import time
 
 from harness import (assert_eq, base_config, check, echo, gateway, get, http, route, service,
                      wait_until)
+from test_admin import admin_port
 from test_plugin_runtime import handler, plugin_tree
 
 
@@ -534,3 +535,39 @@ end"""
         assert_eq(get(w.port, "/", headers={"X-Client": "v", "Connection": "keep-alive"}).json(),
                   {"client": "v", "connection": "hop-by-hop, not listed", "n": 1},
                   "the client's end-to-end fields, unedited")
+
+
+def test_plugin_get_id_and_scope_name_the_running_instance():
+    src = """
+function P:access(conf)
+  local scope = weir.plugin.get_scope()
+  weir.ctx.plugin.id = weir.plugin.get_id()
+  return weir.response.exit(200, { id = weir.plugin.get_id(), route = scope.route,
+                                   service = scope.service, consumer = scope.consumer })
+end
+function P:log(conf)
+  assert(weir.plugin.get_id() == weir.ctx.plugin.id, "the same instance in log")
+  weir.timer.at(0, function()
+    local ok, err = pcall(weir.plugin.get_id)
+    weir.log.warn("in a timer: ", tostring(ok), " ", err)
+  end)
+end"""
+
+    def make(port):
+        root = plugin_tree({"probe": handler(1000, src)})
+        cfg = base_config(port, plugins=["bundled", "probe"], plugin_paths=[root])
+        cfg["services"] = [service("api", port, routes=[route("a", ["/a"]), route("b", ["/b"])])]
+        cfg["plugins"] = [{"name": "probe", "route": "a"}, {"name": "probe", "service": "api"}]
+        return cfg
+    with gateway(make) as (w, b):
+        admin = admin_port(w)
+        ids = {p["route"]["id"] if p.get("route") else "service": p["id"]
+               for p in get(admin, "/plugins").json()["data"]}
+        routes = {r["name"]: r["id"] for r in get(admin, "/routes").json()["data"]}
+        svc = get(admin, "/services/api").json()["id"]
+        assert_eq(get(w.port, "/a").json(), {"id": ids[routes["a"]], "route": routes["a"]},
+                  "the route's instance")
+        assert_eq(get(w.port, "/b").json(), {"id": ids["service"], "service": svc},
+                  "the service's instance")
+        wait_until(lambda: "in a timer: false" in w.stderr_text(), what="the timer's error")
+        check("weir.plugin.get_id: " in w.stderr_text(), w.stderr_text())
