@@ -213,3 +213,168 @@ def test_request_transformer_config_errors():
                    {"config": {}})
         assert_eq(r["config"]["add"], {"headers": [], "querystring": [], "body": []}, "defaults")
         assert_eq(r["config"]["http_method"], None, "http_method default")
+
+
+# ------------------------------------------------------------------ response-transformer
+
+JSON_DOC = {"gone": 1, "old": {"n": [1]}, "rep": 5, "keep": "k", "app": "1", "arr": [],
+            "flag": False, "nested": {"gone": 1}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        headers = [("X-Got-Accept-Encoding", self.headers.get("Accept-Encoding", "-"))]
+        ctype = "application/json"
+        if path.endswith("/json"):
+            body = json.dumps(JSON_DOC).encode()
+        elif path.endswith("/problem"):
+            ctype, body = "application/problem+json", b'{"gone": 1, "title": "t"}'
+        elif path.endswith("/text"):
+            ctype, body = "text/plain", b'{"gone": 1}'
+        elif path.endswith("/array"):
+            body = b'[{"gone": 1}]'
+        elif path.endswith("/invalid"):
+            body = b'{"gone": 1'
+        elif path.endswith("/gzip"):
+            body = gzip.compress(b'{"gone": 1}')
+            headers.append(("Content-Encoding", "gzip"))
+        else:  # /headers
+            body = b"{}"
+            headers += [("X-Remove", "r"), ("X-Old", "o1"), ("X-Old", "o2"), ("X-Rep", "before"),
+                        ("X-Keep", "mine"), ("X-App", "first")]
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for n, v in headers:
+            self.send_header(n, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class JsonBackend:
+    def __enter__(self):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+RESP_ROUTES = {
+    "/rh": {"remove": {"headers": ["X-Remove", "x-absent"]},
+            "rename": {"headers": ["X-Old:X-New", "X-Missing:X-Never"]},
+            "replace": {"headers": ["X-Rep:replaced", "X-Not-There:nope"]},
+            "add": {"headers": ["X-Add:added", "X-Keep:not-used", "X-Remove:re-added"]},
+            "append": {"headers": ["X-App:second", "X-App-New:only"]}},
+    "/rj": {"remove": {"json": ["gone"]},
+            "rename": {"json": ["old:new", "missing:never"]},
+            "replace": {"json": ["rep:R", "absent:nope", "flag:true"],
+                        "json_types": ["string", "string", "boolean"]},
+            "add": {"json": ["num:42", "bool:false", "str:s:1", "bad:abc", "keep:no"],
+                    "json_types": ["number", "boolean", "string", "number"]},
+            "append": {"json": ["app:2", "fresh:x", "arr:7"],
+                       "json_types": ["string", "string", "number"]},
+            "add_headers_too": None},
+}
+RESP_ROUTES["/rj"].pop("add_headers_too")
+RESP_ROUTES["/rj"]["add"]["headers"] = ["X-Json:1"]
+
+
+def resp_config(port):
+    cfg = base_config(port)
+    cfg["services"] = [service("json", port, routes=[
+        route("r%d" % i, [path], strip_path=False, plugins=[rst(conf)])
+        for i, (path, conf) in enumerate(RESP_ROUTES.items())])]
+    return cfg
+
+
+def test_response_headers_remove_rename_replace_add_append():
+    with JsonBackend() as jb, gateway(lambda *_: resp_config(jb.port), backends=0) as (w, _):
+        r = get(w.port, "/rh/headers")
+        assert_eq(r.status, 200, "status", r)
+        assert_eq(r.header("X-Remove"), "re-added", "removed, then added back")
+        assert_eq((r.header("X-Old"), r.headers_named("X-New")), (None, ["o1", "o2"]),
+                  "renamed with every field")
+        assert_eq(r.header("X-Never"), None, "absent header not renamed")
+        assert_eq((r.header("X-Rep"), r.header("X-Not-There")), ("replaced", None), "replace")
+        assert_eq((r.header("X-Add"), r.header("X-Keep")), ("added", "mine"), "add")
+        assert_eq(r.headers_named("X-App"), ["first", "second"], "append")
+        assert_eq(r.header("X-App-New"), "only", "append to an absent header")
+        assert_eq(r.body, b"{}", "the body passes")
+        # header operations only: the upstream's Accept-Encoding is not touched
+        assert_eq(r.header("X-Got-Accept-Encoding"), "identity", "http.client's own value")
+        r = get(w.port, "/rh/headers", headers={"Accept-Encoding": "gzip"})
+        assert_eq(r.header("X-Got-Accept-Encoding"), "gzip", "not changed without json ops")
+
+
+def test_response_json_operations_and_json_types():
+    with JsonBackend() as jb, gateway(lambda *_: resp_config(jb.port), backends=0) as (w, _):
+        r = get(w.port, "/rj/json")
+        assert_eq(r.status, 200, "status", r)
+        assert_eq(int(r.header("Content-Length")), len(r.body), "Content-Length of the new body")
+        assert_eq(json.loads(r.body),
+                  {"new": {"n": [1]}, "rep": "R", "keep": "k", "app": ["1", "2"], "arr": [7],
+                   "flag": True, "nested": {"gone": 1}, "num": 42, "bool": False, "str": "s:1",
+                   "fresh": "x"},
+                  "JSON after the operations (bad:abc is not a number: skipped)")
+        assert_eq(r.header("X-Json"), "1", "header operations of the same instance")
+        r = get(w.port, "/rj/problem")
+        assert_eq(json.loads(r.body)["title"], "t", "+json type")
+        check("gone" not in json.loads(r.body), "+json transformed", r)
+        # non-JSON types, arrays and invalid JSON pass unchanged
+        for path, body in [("/rj/text", b'{"gone": 1}'), ("/rj/array", b'[{"gone": 1}]'),
+                           ("/rj/invalid", b'{"gone": 1')]:
+            r = get(w.port, path)
+            assert_eq((r.status, r.body), (200, body), path, r)
+            assert_eq(int(r.header("Content-Length")), len(body), path + " Content-Length")
+
+
+def test_response_json_ops_ask_for_identity_and_leave_compressed_bodies_alone():
+    with JsonBackend() as jb, gateway(lambda *_: resp_config(jb.port), backends=0) as (w, _):
+        r = get(w.port, "/rj/json", headers={"Accept-Encoding": "gzip, br"})
+        assert_eq(r.header("X-Got-Accept-Encoding"), "identity", "upstream asked for identity")
+        check("gone" not in json.loads(r.body), "transformed", r)
+        # an upstream that compresses anyway: the body is passed on as received
+        r = get(w.port, "/rj/gzip", headers={"Accept-Encoding": "gzip"})
+        assert_eq(r.header("Content-Encoding"), "gzip", "still gzip", r)
+        assert_eq(json.loads(gzip.decompress(r.body)), {"gone": 1}, "unchanged gzip body")
+
+
+def test_response_transformer_config_errors():
+    with gateway(store=STORE) as (w, b):
+        api = Admin(w)
+        cases = [
+            ({"add": {"json": ["a:$(headers.x)"]}}, "$(...) templates are not supported"),
+            ({"add": {"headers": ["X-A:$(x)"]}}, "$(...) templates are not supported"),
+            ({"remove": {"headers": ["Content-Length"]}}, "names a header Weir writes itself"),
+            ({"add": {"headers": ["Transfer-Encoding:chunked"]}}, "names a header Weir writes"),
+            ({"add": {"json_types": ["integer"]}}, "config.add.json_types[0]"),
+            ({"add": {"json": ["novalue"]}}, "must be \"name:value\""),
+            ({"remove": {"querystring": []}}, "config.remove"),
+        ]
+        for conf, want in cases:
+            r = api.post("/routes/echo/plugins", rst(conf))
+            assert_eq(r.status, 400, "refused: %r" % conf, r)
+            check(want in r.json()["message"], "%r: no %r in the answer" % (conf, want), r)
+        kong = {"remove": {"headers": ["x-a"], "json": ["a"]},
+                "rename": {"headers": ["x-b:x-c"], "json": ["b:c"]},
+                "replace": {"headers": ["x-d:1"], "json": ["d:1"], "json_types": ["number"]},
+                "add": {"headers": ["x-e:1"], "json": ["e:true"], "json_types": ["boolean"]},
+                "append": {"headers": ["x-f:1"], "json": ["f:1"], "json_types": ["string"]}}
+        stored = api.ok("POST", "/routes/echo/plugins", rst(kong))["config"]
+        assert_eq(stored, kong, "a Kong entry is stored as given")
+        # and it runs on the echo backend's JSON body
+        r = get(w.port, "/x")
+        doc = json.loads(r.body)
+        assert_eq((doc.get("e"), doc.get("f"), r.header("x-e")), (True, "1", "1"), "applied", r)
