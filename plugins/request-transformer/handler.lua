@@ -8,7 +8,7 @@ local RequestTransformer = {
   VERSION = "1.0.0",
 }
 
-local concat, insert = table.concat, table.insert
+local concat = table.concat
 local byte, char, format, lower = string.byte, string.char, string.format, string.lower
 
 -- conf -> the "name:value" lists split once: { remove = {headers = {names}, ...},

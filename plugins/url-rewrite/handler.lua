@@ -13,7 +13,7 @@ local UrlRewrite = {
 }
 
 local concat = table.concat
-local byte, char, format = string.byte, string.char, string.format
+local byte, format = string.byte, string.format
 
 -- rule (a read-only conf table) -> { replace = parts, query = "keep" | "drop" | parts,
 -- redirect = status or nil, last = bool }

@@ -284,10 +284,8 @@ RESP_ROUTES = {
             "add": {"json": ["num:42", "bool:false", "str:s:1", "bad:abc", "keep:no"],
                     "json_types": ["number", "boolean", "string", "number"]},
             "append": {"json": ["app:2", "fresh:x", "arr:7"],
-                       "json_types": ["string", "string", "number"]},
-            "add_headers_too": None},
+                       "json_types": ["string", "string", "number"]}},
 }
-RESP_ROUTES["/rj"].pop("add_headers_too")
 RESP_ROUTES["/rj"]["add"]["headers"] = ["X-Json:1"]
 
 
@@ -378,3 +376,29 @@ def test_response_transformer_config_errors():
         r = get(w.port, "/x")
         doc = json.loads(r.body)
         assert_eq((doc.get("e"), doc.get("f"), r.header("x-e")), (True, "1", "1"), "applied", r)
+
+
+# ------------------------------------------------------------------ together with url-rewrite
+
+def test_transformers_with_url_rewrite_and_on_a_plugin_exit():
+    def make(port):
+        cfg = base_config(port)
+        routes = cfg["services"][0]["routes"]
+        routes.append(route("combo", ["/combo"], strip_path=False, plugins=[
+            {"name": "url-rewrite", "config": {"rules": [
+                {"match": "^/combo/moved$", "replace": "/elsewhere", "redirect": 302},
+                {"match": "^/combo/(.*)$", "replace": "/v2/$1", "query": "$query&from=rw"}]}},
+            rt({"rename": {"querystring": ["from:source"]}, "add": {"querystring": ["x:1"]}}),
+            rst({"add": {"headers": ["X-Transformed:yes"]}, "remove": {"json": ["conn_id"]}})]))
+        return cfg
+    with gateway(make) as (w, b):
+        r = get(w.port, "/combo/items?a=1")
+        e = json.loads(r.body)  # the echo, without the key the response-transformer removed
+        # request-transformer (access) sees the query url-rewrite (rewrite) produced
+        assert_eq((e["path"], e["query"]), ("/v2/items", "a=1&source=rw&x=1"), "chained")
+        assert_eq(r.header("X-Transformed"), "yes", "response header")
+        check("conn_id" not in json.loads(r.body), "JSON key removed from the echo", r)
+        # a redirect answered by url-rewrite still gets the response-transformer's headers
+        r = get(w.port, "/combo/moved")
+        assert_eq((r.status, r.header("Location"), r.header("X-Transformed")),
+                  (302, "/elsewhere", "yes"), "exit response transformed", r)
