@@ -1,0 +1,163 @@
+-- response-transformer: Kong's response-transformer on the Weir PDK. Changes response headers
+-- and the top-level keys of a JSON object body, in Kong's order: remove, rename, replace, add,
+-- append. Values are plain strings, typed by json_types. See docs/plugins/response-transformer.md.
+--
+-- BUFFER_RESPONSE is a property of the plugin, not of an instance: the runtime collects the
+-- upstream body of every route this plugin is applied to, even for an instance with header
+-- operations only (the body is then passed on unchanged). See the docs.
+
+local ResponseTransformer = {
+  PRIORITY = 800,
+  VERSION = "1.0.0",
+  BUFFER_RESPONSE = true,
+}
+
+local lower = string.lower
+
+-- conf -> split "name:value" lists and flags, computed once per configuration
+local prepared = setmetatable({}, { __mode = "k" })
+
+local function split_pairs(list, types)
+  local out = {}
+  for i = 1, #(list or {}) do
+    local s = list[i]
+    local c = s:find(":", 1, true)
+    out[i] = { s:sub(1, c - 1), s:sub(c + 1), types and types[i] or "string" }
+  end
+  return out
+end
+
+local function plain(list)
+  local out = {}
+  for i = 1, #(list or {}) do out[i] = list[i] end
+  return out
+end
+
+local function prepare(conf)
+  local p = prepared[conf]
+  if p then return p end
+  local remove, rename = conf.remove or {}, conf.rename or {}
+  local replace, add, append = conf.replace or {}, conf.add or {}, conf.append or {}
+  p = {
+    remove = { headers = plain(remove.headers), json = plain(remove.json) },
+    rename = { headers = split_pairs(rename.headers), json = split_pairs(rename.json) },
+    replace = { headers = split_pairs(replace.headers),
+                json = split_pairs(replace.json, replace.json_types) },
+    add = { headers = split_pairs(add.headers), json = split_pairs(add.json, add.json_types) },
+    append = { headers = split_pairs(append.headers),
+               json = split_pairs(append.json, append.json_types) },
+  }
+  p.has_json = #p.remove.json + #p.rename.json + #p.replace.json + #p.add.json
+               + #p.append.json > 0
+  p.has_headers = #p.remove.headers + #p.rename.headers + #p.replace.headers
+                  + #p.add.headers + #p.append.headers > 0
+  prepared[conf] = p
+  return p
+end
+
+-- A JSON value from a configured string and its type; nil when it is not of that type.
+local function cast(value, t)
+  if t == "number" then return tonumber(value) end
+  if t == "boolean" then
+    if value == "true" then return true end
+    if value == "false" then return false end
+    return nil
+  end
+  return value
+end
+
+local function append_value(old, value)
+  if old == nil or old == weir.json.null then return value end
+  if type(old) == "table" and getmetatable(old) == weir.json.array_mt then
+    old[#old + 1] = value
+    return old
+  end
+  return setmetatable({ old, value }, weir.json.array_mt)
+end
+
+local function is_json(content_type)
+  if type(content_type) ~= "string" then return false end
+  local mime = lower(content_type:match("^%s*([^;%s]+)") or "")
+  return mime == "application/json" or mime:match("^application/[^/]+%+json$") ~= nil
+end
+
+-- The upstream is asked for an uncompressed body when JSON keys are to be changed: the PDK
+-- gives the body as received and has no gzip, so a compressed body could not be transformed.
+function ResponseTransformer:access(conf)
+  if prepare(conf).has_json then
+    weir.service.request.set_header("Accept-Encoding", "identity")
+  end
+end
+
+local function transform_headers(p)
+  local resp = weir.response
+  local function present(name) return resp.get_header(name) ~= nil end
+  for _, name in ipairs(p.remove.headers) do resp.clear_header(name) end
+  for _, r in ipairs(p.rename.headers) do
+    local v = resp.get_headers(1000)[lower(r[1])]
+    if v ~= nil then
+      resp.clear_header(r[1])
+      if type(v) == "table" then
+        resp.clear_header(r[2])
+        for _, x in ipairs(v) do resp.add_header(r[2], x) end
+      else
+        resp.set_header(r[2], v)
+      end
+    end
+  end
+  for _, r in ipairs(p.replace.headers) do
+    if present(r[1]) then resp.set_header(r[1], r[2]) end
+  end
+  for _, r in ipairs(p.add.headers) do
+    if not present(r[1]) then resp.set_header(r[1], r[2]) end
+  end
+  for _, r in ipairs(p.append.headers) do resp.add_header(r[1], r[2]) end
+end
+
+local function transform_json(p, doc)
+  for _, name in ipairs(p.remove.json) do doc[name] = nil end
+  for _, r in ipairs(p.rename.json) do
+    local v = doc[r[1]]
+    if v ~= nil then
+      doc[r[1]] = nil
+      doc[r[2]] = v
+    end
+  end
+  for _, r in ipairs(p.replace.json) do
+    local v = cast(r[2], r[3])
+    if v ~= nil and doc[r[1]] ~= nil then doc[r[1]] = v end
+  end
+  for _, r in ipairs(p.add.json) do
+    local v = cast(r[2], r[3])
+    if v ~= nil and doc[r[1]] == nil then doc[r[1]] = v end
+  end
+  for _, r in ipairs(p.append.json) do
+    local v = cast(r[2], r[3])
+    if v ~= nil then doc[r[1]] = append_value(doc[r[1]], v) end
+  end
+end
+
+local function transform_body(p)
+  if not is_json(weir.response.get_header("Content-Type")) then return end
+  local encoding = weir.response.get_header("Content-Encoding")
+  if encoding and lower(encoding) ~= "identity" then
+    weir.log.debug("response-transformer: a ", encoding, " body is passed on unchanged")
+    return
+  end
+  local body = weir.response.get_raw_body()
+  -- only a JSON object has keys: an array, a scalar, invalid JSON or no body are left alone
+  if not body or not body:find("^%s*{") then return end
+  local doc = weir.json.decode(body)
+  if type(doc) ~= "table" then return end
+  transform_json(p, doc)
+  weir.response.set_raw_body(assert(weir.json.encode(doc)))
+end
+
+function ResponseTransformer:response(conf)
+  local p = prepare(conf)
+  -- the body is judged by the upstream's headers, before the header operations change them
+  if p.has_json then transform_body(p) end
+  if p.has_headers then transform_headers(p) end
+end
+
+return ResponseTransformer
