@@ -240,12 +240,15 @@ end
 
 -- ------------------------------------------------------------------ headers
 
--- Kong's semantics on a view of the request's headers (lower-case names). The PDK reads the
--- client's headers; edits made here are tracked in the view so later operations see them.
+-- Kong's semantics on a view of the upstream request's headers (lower-case names) as earlier
+-- plugins left them (weir.service.request.get_headers: jwt's X-Consumer-ID counts as present),
+-- with the client's Host unless a plugin set one; edits made here are tracked in the view so
+-- later operations see them.
 local function transform_headers(p)
   local svc = weir.service.request
   local view = {}
-  for name, v in pairs(weir.request.get_headers(1000)) do view[lower(name)] = v end
+  for name, v in pairs(svc.get_headers(1000)) do view[lower(name)] = v end
+  if view.host == nil then view.host = weir.request.get_header("Host") end
   for _, name in ipairs(p.remove.headers) do
     local lc = lower(name)
     if view[lc] ~= nil then

@@ -402,3 +402,28 @@ def test_transformers_with_url_rewrite_and_on_a_plugin_exit():
         r = get(w.port, "/combo/moved")
         assert_eq((r.status, r.header("Location"), r.header("X-Transformed")),
                   (302, "/elsewhere", "yes"), "exit response transformed", r)
+
+
+def test_request_headers_see_what_earlier_plugins_set():
+    # a plugin of higher priority (as jwt or key-auth would) sets X-Consumer-ID and clears
+    # X-Secret; request-transformer's add/rename see the upstream request as it left it
+    from test_plugin_runtime import handler, plugin_tree
+    root = plugin_tree({"setter": handler(2000, """
+function P:access(conf)
+  weir.service.request.set_header("X-Consumer-ID", "c-1")
+  weir.service.request.clear_header("X-Secret")
+end""")})
+
+    def make(port):
+        cfg = base_config(port, plugins=["bundled", "setter"], plugin_paths=[root])
+        cfg["services"][0]["routes"][0]["plugins"] = [
+            {"name": "setter"},
+            rt({"add": {"headers": ["X-Consumer-ID:anonymous", "X-Secret:fresh"]},
+                "rename": {"headers": ["X-Consumer-ID:X-Who"]}})]
+        return cfg
+    with gateway(make) as (w, b):
+        e = echo(get(w.port, "/", headers={"X-Secret": "from-client"}))
+        assert_eq(e.header("x-who"), "c-1", "rename saw the header the earlier plugin set")
+        assert_eq(e.header("x-consumer-id"), "anonymous",
+                  "renamed away, then added (Kong's order: rename before add)")
+        assert_eq(e.header("x-secret"), "fresh", "cleared by the earlier plugin, so added")
