@@ -343,9 +343,10 @@ void lua_vm_push_frozen(struct lua_vm *vm, lua_State *L, const struct json_t *v)
 }
 
 /* The cache table holds, for instance idx, at [SLOTS*idx + 1..4] its handler's rewrite,
- * access, response and log methods (false when absent), at +5 the handler and at +6 the config:
- * after the first request a phase call costs three array reads here. */
-#define SLOTS 6
+ * access, response and log methods (false when absent), at +5 the handler, at +6 the config
+ * and at +7 what BUFFER_RESPONSE(conf) answered (when the handler's BUFFER_RESPONSE is a
+ * function): after the first request a phase call costs three array reads here. */
+#define SLOTS 7
 
 bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx, int phase) {
     lua_State *L = vm->L;
@@ -378,6 +379,51 @@ bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t i
     lua_rawgeti(L, -3, base + 6); /* cache, method, handler, conf */
     lua_remove(L, -4);
     return true;
+}
+
+bool lua_vm_plugin_buffers_response(struct lua_vm *vm, const struct snapshot *snap, size_t idx) {
+    lua_State *L = vm->L;
+    int top = lua_gettop(L), slot = (int)(SLOTS * idx) + 7;
+    push_cache(vm, snap);
+    lua_rawgeti(L, -1, slot);
+    if (lua_isboolean(L, -1)) {
+        bool b = lua_toboolean(L, -1);
+        lua_settop(L, top);
+        return b;
+    }
+    lua_settop(L, top);
+    const struct plugin_def *def = snap->config->plugin_defs[idx];
+    if (!lua_vm_push_plugin(vm, snap, idx, 2)) return true; /* the call fails later, logged */
+    /* method, handler, conf -> BUFFER_RESPONSE(conf), with the budget of a phase call */
+    lua_getfield(L, -2, "BUFFER_RESPONSE");
+    lua_pushvalue(L, -2);
+    struct lua_vm *prev = lua_vm_switch(vm);
+    long long left = vm->budget, *outer = vm->budget_left;
+    lua_vm_budget_begin(vm, &left);
+    bool enforced = vm->mem_enforced;
+    vm->mem_enforced = true;
+    int rc = lua_pcall(L, 1, 1, 0);
+    vm->mem_enforced = enforced;
+    lua_vm_budget_end(vm);
+    vm->budget_left = outer;
+    lua_vm_switch(prev);
+    bool buffer = true;
+    if (rc != 0)
+        log_err("plugin %s: BUFFER_RESPONSE(conf) failed in worker %d: %s (the response is "
+                "buffered)",
+                def->name, vm->worker_id, lua_tostring(L, -1));
+    else if (!lua_isboolean(L, -1))
+        log_err("plugin %s: BUFFER_RESPONSE(conf) returned a %s, not a boolean (the response is "
+                "buffered)",
+                def->name, luaL_typename(L, -1));
+    else
+        buffer = lua_toboolean(L, -1);
+    lua_settop(L, top);
+    push_cache(vm, snap);
+    lua_pushboolean(L, buffer);
+    lua_rawseti(L, -2, slot);
+    lua_settop(L, top);
+    return buffer;
 }
 
 static bool push_plugin_slow(struct lua_vm *vm, const struct snapshot *snap, size_t idx) {

@@ -84,6 +84,10 @@ bool lua_vm_after_memory_error(struct lua_vm *vm);
  * read-only config table; false (nothing pushed, the reason logged) when the handler could not
  * be loaded. */
 bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx, int phase);
+/* For a handler whose BUFFER_RESPONSE is a function: what it answers for instance `idx`'s config
+ * (called once per instance per snapshot in this VM, then cached). An error or a non-boolean
+ * answer is logged and counts as true: the response is buffered. */
+bool lua_vm_plugin_buffers_response(struct lua_vm *vm, const struct snapshot *snap, size_t idx);
 
 /* A thread from the VM's slots (a new one when none is free); *slot names it for giving back. */
 lua_State *lua_vm_thread_take(struct lua_vm *vm, int *slot);

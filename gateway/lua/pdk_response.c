@@ -238,7 +238,8 @@ static int resp_get_raw_body(lua_State *L) {
     if (!run->buffering_response) {
         lua_pushnil(L);
         lua_pushliteral(L, "the upstream body is streamed: a plugin must declare "
-                           "BUFFER_RESPONSE = true to read it");
+                           "BUFFER_RESPONSE = true (or a function(conf) that returns true) to "
+                           "read it");
         return 2;
     }
     lua_pushlstring(L, run->resp_body ? run->resp_body : "", run->resp_body_len);
@@ -266,7 +267,9 @@ static int resp_set_raw_body(lua_State *L) {
         return 0;
     }
     if (!run->buffering_response)
-        return luaL_error(L, "%s: the upstream body is streamed: declare BUFFER_RESPONSE = true",
+        return luaL_error(L,
+                          "%s: the upstream body is streamed: declare BUFFER_RESPONSE = true (or "
+                          "a function(conf) that returns true)",
                           what);
     replace(&run->resp_body, &run->resp_body_len, body, n);
     run->resp_body_cap = n + 1;

@@ -155,7 +155,17 @@ static bool check_handler(lua_State *L, struct plugin_def *p, struct errlist *er
         }
         lua_pop(L, 1);
         lua_getfield(L, -1, "BUFFER_RESPONSE");
-        p->buffer_response = lua_toboolean(L, -1);
+        if (lua_isfunction(L, -1))
+            p->buffer_response = BUFFER_BY_CONFIG;
+        else if (lua_isnil(L, -1) || lua_isboolean(L, -1))
+            p->buffer_response = lua_toboolean(L, -1) ? BUFFER_ALWAYS : BUFFER_NEVER;
+        else {
+            errlist_addf(errs, NULL,
+                         "%s: the handler's BUFFER_RESPONSE must be a boolean or a "
+                         "function(conf), not a %s",
+                         p->handler_path, luaL_typename(L, -1));
+            ok = false;
+        }
         lua_pop(L, 1);
         static const char *const phases[] = {"rewrite", "access", "response", "log"};
         for (unsigned i = 0; i < 4; i++) {

@@ -38,7 +38,9 @@ struct plugin_def {
     char *version;
     unsigned phases; /* enum plugin_phase bits the handler defines */
     bool bundled;
-    bool buffer_response; /* BUFFER_RESPONSE = true: the response phase sees the whole body */
+    /* BUFFER_RESPONSE: the response phase sees the whole body (BUFFER_BY_CONFIG: when the
+     * handler's BUFFER_RESPONSE(conf) says so for an instance's config) */
+    enum { BUFFER_NEVER, BUFFER_ALWAYS, BUFFER_BY_CONFIG } buffer_response;
 };
 
 struct plugin_catalog {

@@ -427,7 +427,11 @@ bool plugin_run_buffers_response(const struct client_conn *c) {
     const struct plugin_run *run = c->run;
     for (size_t i = 0; run && i < run->n; i++) {
         const struct plugin_def *def = def_of(run, i);
-        if (def->buffer_response && (def->phases & PLUGIN_RESPONSE)) return true;
+        if (!(def->phases & PLUGIN_RESPONSE) || def->buffer_response == BUFFER_NEVER) continue;
+        if (def->buffer_response == BUFFER_ALWAYS ||
+            lua_vm_plugin_buffers_response(run->vm, c->req.snap,
+                                           instance_index(run, run->chain[i])))
+            return true;
     }
     return false;
 }

@@ -2,14 +2,12 @@
 -- and the top-level keys of a JSON object body, in Kong's order: remove, rename, replace, add,
 -- append. Values are plain strings, typed by json_types. See docs/plugins/response-transformer.md.
 --
--- BUFFER_RESPONSE is a property of the plugin, not of an instance: the runtime collects the
--- upstream body of every route this plugin is applied to, even for an instance with header
--- operations only (the body is then passed on unchanged). See the docs.
+-- Only an instance with JSON operations has the upstream body collected (BUFFER_RESPONSE is a
+-- function of the config); one with header operations only leaves the body streaming.
 
 local ResponseTransformer = {
   PRIORITY = 800,
   VERSION = "1.0.0",
-  BUFFER_RESPONSE = true,
 }
 
 local lower = string.lower
@@ -53,6 +51,11 @@ local function prepare(conf)
                   + #p.add.headers + #p.append.headers > 0
   prepared[conf] = p
   return p
+end
+
+-- Called by the runtime once per instance and configuration: buffer the body only for JSON ops.
+function ResponseTransformer.BUFFER_RESPONSE(conf)
+  return prepare(conf).has_json
 end
 
 -- A JSON value from a configured string and its type; nil when it is not of that type.

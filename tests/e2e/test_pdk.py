@@ -305,6 +305,50 @@ end"""
         assert_eq(r.header("Transfer-Encoding"), None, "not chunked")
 
 
+def test_buffer_response_may_be_a_function_of_the_instance_config():
+    src = handler(800, """
+function P.BUFFER_RESPONSE(conf)
+  if conf.mode == "boom" then error("cannot decide") end
+  if conf.mode == "number" then return 1 end
+  weir.shared.calls:incr(conf.mode, 1, 0)
+  return conf.mode == "buffer"
+end
+function P:response(conf)
+  local body, err = weir.response.get_raw_body()
+  weir.response.set_header("X-Body", body and #body or err)
+  weir.response.set_header("X-Calls", weir.shared.calls:get(conf.mode) or 0)
+end""")
+    root = plugin_tree({"probe": src})
+
+    def make(port):
+        cfg = base_config(port, plugins=["bundled", "probe"], plugin_paths=[root],
+                          lua={"response_buffer_limit": 4096}, shared_dicts={"calls": 65536})
+        cfg["services"] = [service("s", port, routes=[
+            route(mode, ["/" + mode], strip_path=False,
+                  plugins=[{"name": "probe", "config": {"mode": mode}}])
+            for mode in ("buffer", "stream", "boom", "number")])]
+        return cfg
+    with gateway(make) as (w, b):
+        for _ in range(3):
+            r = get(w.port, "/buffer?bytes=3000")
+            assert_eq((r.status, r.header("X-Body"), len(r.body)), (200, "3000", 3000),
+                      "buffered for this instance")
+        assert_eq(r.header("X-Calls"), "1", "asked once per instance, not per request")
+        r = get(w.port, "/buffer?bytes=10000")
+        assert_eq(r.status, 502, "past the buffer limit: the body was being collected")
+        r = get(w.port, "/stream?bytes=10000")
+        assert_eq((r.status, len(r.body)), (200, 10000), "streamed, past the limit")
+        check("streamed" in r.header("X-Body"), "get_raw_body says why: %r" % r.header("X-Body"))
+        for mode in ("boom", "number"):
+            r = get(w.port, "/%s?bytes=3000" % mode)
+            assert_eq((r.status, r.header("X-Body")), (200, "3000"),
+                      "%s: counts as true, so buffered" % mode)
+        err = w.stderr_text()
+        check("plugin probe: BUFFER_RESPONSE(conf) failed in worker" in err and
+              "cannot decide (the response is buffered)" in err, err)
+        check("BUFFER_RESPONSE(conf) returned a number, not a boolean" in err, err)
+
+
 def test_ctx_plugin_is_per_plugin_and_ctx_shared_is_per_request():
     one = handler(2000, """
 function P:access(conf)

@@ -131,6 +131,9 @@ def test_a_handler_must_return_a_table_with_priority_and_version():
     for what in ("PRIORITY must be a number", "VERSION must be a string",
                  "access must be a function"):
         check(what in err, "missing %r in:\n%s" % (what, err))
+    root = plugin_root(handler="return {PRIORITY = 1, VERSION = '1', BUFFER_RESPONSE = 'yes'}\n")
+    rc, out, err = check_config(config_with(root))
+    check("BUFFER_RESPONSE must be a boolean or a function(conf), not a string" in err, err)
     root = plugin_root(handler="return 42\n")
     rc, out, err = check_config(config_with(root))
     check("must return a table (the plugin's handler), not a number" in err, err)

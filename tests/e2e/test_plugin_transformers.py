@@ -427,3 +427,18 @@ end""")})
         assert_eq(e.header("x-consumer-id"), "anonymous",
                   "renamed away, then added (Kong's order: rename before add)")
         assert_eq(e.header("x-secret"), "fresh", "cleared by the earlier plugin, so added")
+
+
+def test_response_body_is_buffered_only_for_instances_with_json_operations():
+    def make(port):
+        cfg = base_config(port, lua={"response_buffer_limit": 4096})
+        cfg["services"][0]["routes"] = [
+            route("hdr", ["/hdr"], plugins=[rst({"add": {"headers": ["X-Added:1"]}})]),
+            route("json", ["/json"], plugins=[rst({"remove": {"json": ["secret"]}})])]
+        return cfg
+    with gateway(make) as (w, b):
+        r = get(w.port, "/hdr?bytes=20000")
+        assert_eq((r.status, len(r.body), r.header("X-Added")), (200, 20000, "1"),
+                  "header operations only: the body streams, past the buffer limit")
+        r = get(w.port, "/json?bytes=20000")
+        assert_eq(r.status, 502, "JSON operations: the body is collected, so the limit applies")
