@@ -23,17 +23,19 @@ local floor = math.floor
 local TWO32 = 4294967296
 
 -- "a.b.c.d" -> number, or nil. Octets 0..255 without leading zeros (as the schema and inet_pton).
+local function octet(o)
+  if #o > 3 or (#o > 1 and o:byte(1) == 48) then return nil end -- no leading "0"
+  local v = tonumber(o)
+  if v > 255 then return nil end
+  return v
+end
+
 local function parse_v4(s)
   local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
   if not a then return nil end
-  local n = 0
-  for _, o in ipairs({ a, b, c, d }) do
-    if #o > 3 or (#o > 1 and o:sub(1, 1) == "0") then return nil end
-    local v = tonumber(o)
-    if v > 255 then return nil end
-    n = n * 256 + v
-  end
-  return n
+  a, b, c, d = octet(a), octet(b), octet(c), octet(d)
+  if not (a and b and c and d) then return nil end
+  return ((a * 256 + b) * 256 + c) * 256 + d
 end
 
 -- The 16-bit groups of one side of "::" (or of a whole address), the last group possibly an
