@@ -11,6 +11,7 @@ import socket
 from harness import (Conn, Skip, assert_eq, base_config, check, echo, free_port, gateway, http,
                      route, service)
 from test_admin_write import STORE, Admin, _schema_error
+from test_plugin_runtime import handler, plugin_tree
 
 DEFAULT_MESSAGE = {"message": "Your IP address is not allowed"}
 
@@ -244,3 +245,39 @@ def test_malformed_entries_are_refused_when_the_config_is_stored():
                                         "config": {"deny": ["192.0.2.1"]}})
         assert_eq((p["config"]["status"], p["config"]["message"]),
                   (403, "Your IP address is not allowed"), "Kong's defaults filled in")
+
+
+def test_a_consumer_scoped_instance_applies_to_that_consumer_only():
+    root = plugin_tree({"who": handler(1500, """
+function P:access(conf)
+  local name = weir.request.get_header("X-User")
+  if not name then return end
+  local consumer = weir.client.load_consumer(name, true)
+  if consumer then weir.client.authenticate(consumer, nil) end
+end
+""")})
+
+    def make(port):
+        cfg = base_config(port, plugins=["bundled", "who"], plugin_paths=[root],
+                          trusted_ips=["127.0.0.1"])
+        cfg["consumers"] = [{"username": "alice"}, {"username": "bob"}]
+        cfg["plugins"] = [{"name": "who"},
+                          {"name": "ip-restriction", "config": {"deny": ["192.0.2.0/24"]}},
+                          {"name": "ip-restriction", "consumer": "alice",
+                           "config": {"allow": ["198.51.100.0/24", "192.0.2.5"],
+                                      "message": "alice: office only"}}]
+        return cfg
+    with gateway(make) as (w, b):
+        def call(user, ip):
+            hs = {"X-Forwarded-For": ip}
+            if user:
+                hs["X-User"] = user
+            return http("GET", w.port, "/", headers=hs)
+        assert_allowed(call("alice", "198.51.100.9"), "alice from the office")
+        assert_refused(call("alice", "203.0.113.1"), "alice elsewhere", 403,
+                       {"message": "alice: office only"})
+        assert_allowed(call("alice", "192.0.2.5"),
+                       "alice's own instance replaces the global one (precedence)")
+        assert_allowed(call("bob", "203.0.113.1"), "bob: the global instance")
+        assert_refused(call("bob", "192.0.2.5"), "bob, denied globally")
+        assert_refused(call(None, "192.0.2.5"), "anonymous, denied globally")
