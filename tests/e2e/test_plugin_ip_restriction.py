@@ -281,3 +281,17 @@ end
         assert_allowed(call("bob", "203.0.113.1"), "bob: the global instance")
         assert_refused(call("bob", "192.0.2.5"), "bob, denied globally")
         assert_refused(call(None, "192.0.2.5"), "anonymous, denied globally")
+
+
+def test_a_changed_config_applies_from_the_next_request():
+    with gateway(store=STORE, trusted_ips=["127.0.0.1"]) as (w, b):
+        api = Admin(w)
+        p = api.ok("POST", "/plugins", {"name": "ip-restriction",
+                                        "config": {"allow": ["192.0.2.1"]}})
+        with Conn(w.port) as c:
+            def status(ip):
+                return c.request("GET", "/", headers={"X-Forwarded-For": ip}).status
+            assert_eq((status("192.0.2.1"), status("192.0.2.2")), (200, 403), "first lists")
+            api.ok("PATCH", "/plugins/" + p["id"], {"config": {"allow": ["192.0.2.2"]}})
+            assert_eq((status("192.0.2.1"), status("192.0.2.2")), (403, 200),
+                      "the lists parsed for the old config are not reused")
