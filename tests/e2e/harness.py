@@ -351,6 +351,16 @@ class Weir:
 
     def write_config(self, cfg):
         text = cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2)
+        if isinstance(cfg, dict):
+            self.config = cfg
+        try:
+            with open(self.config_path) as f:
+                if f.read() == text:
+                    # the same file (a restart on the same config): its mtime, which stamps
+                    # entities that carry no timestamps, stays
+                    return
+        except OSError:
+            pass
         tmp = self.config_path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
