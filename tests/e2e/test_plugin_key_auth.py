@@ -254,3 +254,35 @@ def test_keys_added_through_the_admin_api_work_from_the_next_request():
         assert_eq(seen.header("x-credential-identifier"), r.json()["id"], "credential id")
         assert_eq(api.delete("/consumers/carol/key-auth/" + r.json()["id"]).status, 204, "delete")
         assert_eq(get(w.port, "/o", headers={"apikey": "carol-key"}).status, 401, "after delete")
+
+
+TAGGER = """local P = { PRIORITY = 100, VERSION = "1.0" }
+function P:access(conf)
+  weir.service.request.set_header("X-Tier", conf.tier)
+end
+return P
+"""
+
+
+def test_a_plugin_scoped_to_the_identified_consumer_beats_the_routes_instance():
+    from test_plugin_runtime import plugin_tree
+    root = plugin_tree({"tagger": TAGGER})
+
+    def make(port):
+        cfg = base_config(port, plugins=["bundled", "tagger"], plugin_paths=[root])
+        cfg["consumers"] = CONSUMERS
+        cfg["plugins"] = [
+            {"name": "key-auth", "config": {"anonymous": "anon"}},
+            {"name": "tagger", "route": "echo", "config": {"tier": "route"}},
+            {"name": "tagger", "consumer": "alice", "config": {"tier": "gold"}},
+            {"name": "tagger", "consumer": "anon", "config": {"tier": "anonymous"}},
+        ]
+        return cfg
+    with gateway(make) as (w, b):
+        seen = echo(get(w.port, "/o", headers={"apikey": "alice-key"}))
+        assert_eq(seen.header("x-tier"), "gold", "alice's own instance", seen)
+        seen = echo(get(w.port, "/o", headers={"apikey": "bob-key"}))
+        assert_eq(seen.header("x-tier"), "route", "bob has none: the route's", seen)
+        seen = echo(get(w.port, "/o", headers={"X-Consumer-Username": "alice"}))
+        assert_eq((seen.header("x-tier"), seen.header("x-consumer-username")),
+                  ("anonymous", "anon"), "the anonymous consumer's, whatever the client claims")
