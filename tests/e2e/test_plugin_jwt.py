@@ -22,7 +22,10 @@ PYTHON = "/usr/bin/python3"
 MINT = r'''
 import base64, hashlib, hmac, json, sys, time
 import jwt
-from cryptography.hazmat.primitives import serialization
+import datetime
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
@@ -38,6 +41,12 @@ for name, spec in req.get("keys", {}).items():
         k = ec.generate_private_key(CURVES[spec]())
         jwk = json.loads(ECAlgorithm.to_jwk(k.public_key()))
     keys[name] = k
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(k.public_key()).serial_number(1)
+            .not_valid_before(datetime.datetime(2020, 1, 1))
+            .not_valid_after(datetime.datetime(2100, 1, 1)).sign(k, hashes.SHA256()))
+    jwk["x5c"] = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
     out[name] = {
         "private": k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption()).decode(),
@@ -535,7 +544,14 @@ class JwksServer:
 
 
 def jwk(pems, name, kid, **extra):
+    """The public JWK of a minted key (n/e or crv/x/y), without its x5c unless x5c_only."""
     key = dict(pems[name]["jwk"], kid=kid)
+    if extra.pop("x5c_only", False):
+        key = {"kty": key["kty"], "kid": kid, "x5c": key["x5c"]}
+        if "crv" in pems[name]["jwk"]:
+            key["crv"] = pems[name]["jwk"]["crv"]
+    else:
+        key.pop("x5c", None)
     key.update(extra)
     return key
 
@@ -554,13 +570,17 @@ def test_a_jwks_file_verifies_tokens_by_kid_with_the_algorithm_its_key_allows():
         {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"}},
         {"alg": "ES256", "private": "ec", "headers": {"kid": "e1"}, "claims": {"sub": "nobody"}},
         {"alg": "ES256", "private": "ec", "headers": {"kid": "e1"}, "claims": {}},
+        {"alg": "RS384", "private": "other", "headers": {"kid": "c1"}, "claims": {"sub": "x"}},
+        {"alg": "RS256", "private": "other", "headers": {"kid": "enc1"}, "claims": {"sub": "x"}},
     ], {"rsa": "rsa", "ec": "P-256", "other": "rsa"})
     (rs256, rs512, es256, confused, none, tampered, unknown, wrong_key, hs, nobody,
-     no_sub) = tokens
+     no_sub, by_cert, enc) = tokens
     path = os.path.join(make_tmpdir("jwks"), "jwks.json")
     with open(path, "w") as f:
         json.dump({"keys": [jwk(pems, "rsa", "r1", alg="RS256", use="sig"),
                             jwk(pems, "ec", "e1"),
+                            jwk(pems, "other", "c1", x5c_only=True),
+                            jwk(pems, "other", "enc1", use="enc"),
                             {"kty": "oct", "kid": "o1", "k": "c2VjcmV0"}]}, f)
     with jwt_gateway({"jwks": {"file": path}}) as (w, b):
         seen = echo(get(w.port, "/o", headers=bearer(rs256)))
@@ -575,9 +595,13 @@ def test_a_jwks_file_verifies_tokens_by_kid_with_the_algorithm_its_key_allows():
             assert_refused(get(w.port, "/o", headers=bearer(t)), "Invalid algorithm")
         for t in (tampered, wrong_key):
             assert_refused(get(w.port, "/o", headers=bearer(t)), "Invalid signature")
-        assert_refused(get(w.port, "/o", headers=bearer(unknown)), "No key found for given 'kid'")
+        assert_eq(echo(get(w.port, "/o", headers=bearer(by_cert))).header("x-credential-identifier"),
+                  "c1", "a key given as an x5c certificate")
+        for t in (unknown, enc):
+            assert_refused(get(w.port, "/o", headers=bearer(t)), "No key found for given 'kid'")
         assert_consumer(get(w.port, "/o", headers=bearer(hs)), "alice", "alice-iss")
-        wait_until(lambda: "1 key(s) skipped" in w.stderr_text(), 3, what="the oct key skipped")
+        wait_until(lambda: "2 key(s) skipped" in w.stderr_text(), 3,
+                   what="the oct and enc keys skipped")
     with jwt_gateway({"jwks": {"file": path, "consumer_claim": "sub"}}) as (w, b):
         assert_consumer(get(w.port, "/o", headers=bearer(rs256)), "alice", "r1", ALICE_ID)
         assert_consumer(get(w.port, "/o", headers=bearer(es256)), "bob", "e1", BOB_ID)
@@ -657,3 +681,24 @@ def test_jwks_keys_are_fetched_once_for_all_workers():
                 t.join()
             assert_eq(statuses, [200] * 40, "every request verified")
             assert_eq(idp.hits, 1, "one fetch shared by both workers through weir_cache")
+
+
+def test_unusable_secrets_and_unsupported_token_headers_are_401():
+    tokens, _ = mint([
+        {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"},
+         "headers": {"typ": "JOSE+JSON"}},
+        {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"},
+         "headers": {"crit": ["exp"]}},
+    ])
+    with jwt_gateway() as (w, b):
+        assert_refused(get(w.port, "/o", headers=bearer(tokens[0])),
+                       "Bad token; unsupported token type")
+        assert_refused(get(w.port, "/o", headers=bearer(tokens[1])),
+                       "Bad token; unsupported critical header")
+    # (a public key of the wrong type is refused when the credential is stored)
+    token = mint_one(alg="HS256", secret=SECRET, claims={"iss": "b64"})
+    cons = consumers(alice_secrets=[{"key": "b64", "secret": "not base64!"}])
+    with jwt_gateway({"secret_is_base64": True}, cons=cons) as (w, b):
+        r = get(w.port, "/o", headers=bearer(token))
+        assert_refused(r, "Invalid key/secret")
+        check(b"not base64" not in r.body, "the secret is not echoed", r)
