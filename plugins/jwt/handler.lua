@@ -250,7 +250,11 @@ local function set_consumer(consumer, credential)
   weir.client.authenticate(consumer, credential)
   local req = weir.service.request
   local function set(name, v)
-    if v ~= nil and v ~= weir.json.null then req.set_header(name, tostring(v)) else req.clear_header(name) end
+    if v ~= nil and v ~= weir.json.null then
+      req.set_header(name, tostring(v))
+    else
+      req.clear_header(name)
+    end
   end
   set("X-Consumer-ID", consumer and consumer.id)
   set("X-Consumer-Custom-ID", consumer and consumer.custom_id)
@@ -307,7 +311,11 @@ local function authenticate(conf)
     local alg = given(cred.algorithm) or "HS256"
     if header.alg ~= alg then return false, failure("Invalid algorithm") end
     local secret
-    if alg:sub(1, 2) == "HS" then secret = given(cred.secret) else secret = given(cred.rsa_public_key) end
+    if alg:sub(1, 2) == "HS" then
+      secret = given(cred.secret)
+    else
+      secret = given(cred.rsa_public_key)
+    end
     -- Kong decodes an RSA/EC key too, which can only break it; only secrets are base64
     if conf.secret_is_base64 and alg:sub(1, 2) == "HS" then secret = decode_secret(secret) end
     if not secret or secret == "" then return false, failure("Invalid key/secret") end

@@ -37,7 +37,8 @@ local function der_unsigned(bytes)
 end
 
 local SEQUENCE, BIT_STRING = 0x30, 0x03
-local RSA_ALGORITHM = tlv(SEQUENCE, "\6\9\42\134\72\134\247\13\1\1\1" .. "\5\0") -- rsaEncryption, NULL
+-- rsaEncryption, NULL parameters
+local RSA_ALGORITHM = tlv(SEQUENCE, "\6\9\42\134\72\134\247\13\1\1\1" .. "\5\0")
 local EC_PUBLIC_KEY = "\6\7\42\134\72\206\61\2\1"                                -- id-ecPublicKey
 local CURVES = {
   ["P-256"] = { oid = "\6\8\42\134\72\206\61\3\1\7", size = 32, alg = "ES256" }, -- prime256v1

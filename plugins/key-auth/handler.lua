@@ -143,7 +143,8 @@ function KeyAuthHandler:access(conf)
   local ok, message = authenticate(conf)
   if ok then return end
   if not anonymous then
-    return weir.response.exit(401, { message = message }, { ["WWW-Authenticate"] = challenge(conf) })
+    return weir.response.exit(401, { message = message },
+                              { ["WWW-Authenticate"] = challenge(conf) })
   end
   local consumer = weir.client.load_consumer(anonymous, true)
   if not consumer then

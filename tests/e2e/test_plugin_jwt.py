@@ -310,7 +310,8 @@ def test_key_claim_name_can_name_the_kid_header_field():
 
 def test_claims_to_verify_checks_exp_and_nbf():
     tokens, _ = mint([
-        {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"}, "relative": {"exp": -60}},
+        {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"},
+         "relative": {"exp": -60}},
         {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"}, "relative": {"nbf": 60}},
         {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"}},
         {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss", "exp": "tomorrow"}},
@@ -337,9 +338,11 @@ def test_claims_to_verify_checks_exp_and_nbf():
 
 def test_leeway_allows_clock_skew_for_exp_and_nbf():
     tokens, _ = mint([
-        {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"}, "relative": {"exp": -20}},
+        {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"},
+         "relative": {"exp": -20}},
         {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"}, "relative": {"nbf": 20}},
-        {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"}, "relative": {"exp": -60}},
+        {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"},
+         "relative": {"exp": -60}},
         {"alg": "HS256", "secret": SECRET, "claims": {"iss": "alice-iss"}, "relative": {"nbf": 60}},
     ])
     with jwt_gateway({"claims_to_verify": ["exp"], "leeway": 30}) as (w, b):
@@ -484,7 +487,8 @@ def test_the_admin_api_stores_kongs_defaults_and_refuses_bad_configs():
                                              "claims_to_verify", "anonymous", "run_on_preflight",
                                              "maximum_expiration", "leeway", "allowed_issuers",
                                              "audience", "jwks")},
-                  {"uri_param_names": ["jwt"], "cookie_names": [], "header_names": ["authorization"],
+                  {"uri_param_names": ["jwt"], "cookie_names": [],
+                   "header_names": ["authorization"],
                    "key_claim_name": "iss", "secret_is_base64": False, "claims_to_verify": None,
                    "anonymous": None, "run_on_preflight": True, "maximum_expiration": 0,
                    "leeway": 0, "allowed_issuers": [], "audience": [], "jwks": None},
@@ -595,8 +599,8 @@ def test_a_jwks_file_verifies_tokens_by_kid_with_the_algorithm_its_key_allows():
             assert_refused(get(w.port, "/o", headers=bearer(t)), "Invalid algorithm")
         for t in (tampered, wrong_key):
             assert_refused(get(w.port, "/o", headers=bearer(t)), "Invalid signature")
-        assert_eq(echo(get(w.port, "/o", headers=bearer(by_cert))).header("x-credential-identifier"),
-                  "c1", "a key given as an x5c certificate")
+        seen = echo(get(w.port, "/o", headers=bearer(by_cert)))
+        assert_eq(seen.header("x-credential-identifier"), "c1", "a key given as an x5c certificate")
         for t in (unknown, enc):
             assert_refused(get(w.port, "/o", headers=bearer(t)), "No key found for given 'kid'")
         assert_consumer(get(w.port, "/o", headers=bearer(hs)), "alice", "alice-iss")

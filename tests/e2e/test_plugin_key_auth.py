@@ -3,11 +3,9 @@ key_in_body, hide_credentials, anonymous, run_on_preflight, realm) and consumers
 credentials, end to end: what a client gets and what the upstream receives."""
 
 import json
-import os
 import urllib.parse
 
-from harness import (assert_eq, base_config, check, echo, gateway, get, http, make_tmpdir, route,
-                     service, wait_until)
+from harness import assert_eq, base_config, check, echo, gateway, get, http, wait_until
 from test_admin_write import STORE, Admin
 
 ALICE_ID = "5c6a1f3e-0b7d-4d61-9a43-1f0e6f3b2a01"
@@ -21,6 +19,7 @@ CONSUMERS = [
     {"id": BOB_ID, "username": "bob", "keyauth_credentials": [{"key": "bob-key"}]},
     {"id": ANON_ID, "username": "anon"},
 ]
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 CONSUMER_HEADERS = ["x-consumer-id", "x-consumer-custom-id", "x-consumer-username",
                     "x-credential-identifier", "x-anonymous-consumer"]
 
@@ -62,7 +61,7 @@ def test_a_key_in_the_apikey_header_identifies_the_consumer_to_the_upstream():
     with key_auth() as (w, b):
         seen = echo(get(w.port, "/orders", headers={"apikey": "alice-key"}))
         assert_alice(seen)
-        assert_eq(seen.header("apikey"), "alice-key", "the key is forwarded without hide_credentials")
+        assert_eq(seen.header("apikey"), "alice-key", "forwarded without hide_credentials")
         seen = echo(get(w.port, "/orders", headers={"APIKEY": "bob-key"}))
         assert_eq(consumer_headers(seen)["x-consumer-username"], "bob", "header names in any case")
         assert_eq(seen.header("x-consumer-custom-id"), None, "bob has no custom_id")
@@ -83,7 +82,8 @@ def test_a_request_without_a_key_is_401_and_never_reaches_the_upstream():
     with key_auth() as (w, b):
         before = b.stats()["requests"]
         assert_refused(get(w.port, "/orders"), "No API key found in request")
-        assert_refused(get(w.port, "/orders", headers={"apikey": ""}), "No API key found in request")
+        assert_refused(get(w.port, "/orders", headers={"apikey": ""}),
+                       "No API key found in request")
         assert_refused(get(w.port, "/orders?apikey="), "No API key found in request")
         assert_refused(get(w.port, "/orders", headers={"X-Api-Key": "alice-key"}),
                        "No API key found in request")
@@ -135,10 +135,11 @@ def test_key_in_body_reads_json_and_form_bodies_only_when_enabled():
         seen = echo(r)
         assert_alice(seen)
         assert_eq(json.loads(seen["body"]), {"apikey": "alice-key", "n": 1}, "body forwarded")
-        r = http("POST", w.port, "/o", headers={"Content-Type": "application/x-www-form-urlencoded"},
+        r = http("POST", w.port, "/o", headers=FORM,
                  body="a=1&apikey=alice-key")
         assert_alice(echo(r))
-        r = http("POST", w.port, "/o", headers={"Content-Type": "text/plain"}, body="apikey=alice-key")
+        r = http("POST", w.port, "/o", headers={"Content-Type": "text/plain"},
+                 body="apikey=alice-key")
         assert_refused(r, "No API key found in request")
         r = http("POST", w.port, "/o", headers={"Content-Type": "application/json"}, body="{broken")
         assert_refused(r, "No API key found in request")
@@ -165,7 +166,7 @@ def test_hide_credentials_removes_the_key_from_header_query_and_body():
         assert_alice(seen)
         assert_eq(json.loads(seen["body"]), {"n": 1}, "body field removed")
         assert_eq(seen.header("content-length"), str(len(seen["body"])), "length fixed")
-        r = http("POST", w.port, "/o", headers={"Content-Type": "application/x-www-form-urlencoded"},
+        r = http("POST", w.port, "/o", headers=FORM,
                  body="apikey=alice-key&a=1")
         seen = echo(r)
         assert_eq(seen["body"], "a=1", "form field removed")
