@@ -149,9 +149,10 @@ local function prepare(conf)
   if conf.policy == "redis" then
     SCRIPT = SCRIPT or require "plugins.rate-limiting.script"
     local r = conf.redis or {}
+    -- Kong 3.5's flat redis_* fields, when given, stand for the nested ones (which have defaults)
     local function pick(field, short, want)
-      local v = r[field]
-      if type(v) ~= want then v = conf[short] end
+      local v = conf[short]
+      if type(v) ~= want then v = r[field] end
       if type(v) ~= want then return nil end
       return v
     end
@@ -276,7 +277,7 @@ local function count_redis(c, id)
   end
   if b.backoff > 0 then
     b.backoff, b.open_until, b.probe_until = 0, 0, 0
-    weir.log.notice("rate-limiting: Redis ", c.target, " answers again; counting resumes")
+    weir.log.notice("Redis ", c.target, " answers again; counting resumes")
   end
   local cur, prev = c.cur, c.prev
   for k = 1, n do
@@ -324,7 +325,7 @@ function RateLimiting:access(conf)
   if allowed == nil then
     if not skipped then
       local where = c.redis and ("Redis " .. c.target) or "the local counters"
-      warn(format("rate-limiting: %s failed (%s); %s", where, tostring(err),
+      warn(format("%s failed (%s); %s", where, tostring(err),
                   c.fault_tolerant and "requests pass uncounted" or "requests are refused with 503"),
            weir.time.monotonic_ms())
     end

@@ -258,3 +258,277 @@ def test_all_workers_share_one_limit():
             t.join()
         assert_eq((results.count(200), results.count(429)), (25, 35), "node-wide limit")
         assert_eq(b.stats()["requests"], 25, "requests that reached the backend")
+
+
+# ---------------------------------------------------------------- what is counted
+
+def statuses(port, n, path="/", headers=None):
+    return [get(port, path, headers=headers).status for _ in range(n)]
+
+
+def test_limit_by_header_counts_each_value_and_falls_back_to_the_ip():
+    conf = {"hour": 2, "limit_by": "header", "header_name": "X-Tenant"}
+    with rl_gateway(conf) as (w, b):
+        assert_eq(statuses(w.port, 3, headers={"X-Tenant": "a"}), [200, 200, 429], "tenant a")
+        assert_eq(statuses(w.port, 3, headers={"x-tenant": "b"}), [200, 200, 429], "tenant b")
+        assert_eq(statuses(w.port, 3), [200, 200, 429], "no header: the client IP")
+        long = "x" * 5000
+        assert_eq(statuses(w.port, 3, headers={"X-Tenant": long}), [200, 200, 429], "a long value")
+
+
+def test_limit_by_path_counts_that_path_and_others_by_ip():
+    conf = {"hour": 2, "limit_by": "path", "path": "/a"}
+    with rl_gateway(conf) as (w, b):
+        assert_eq(statuses(w.port, 3, "/a"), [200, 200, 429], "/a")
+        assert_eq(statuses(w.port, 2, "/b") + statuses(w.port, 1, "/c"), [200, 200, 429],
+                  "other paths share the client IP's count")
+
+
+def test_limit_by_service_shares_a_count_between_routes_of_a_service():
+    def services(port):
+        return [service("one", port, routes=[route("one-a", ["/a"]), route("one-b", ["/b"])]),
+                service("two", port, routes=[route("two", ["/c"])])]
+    conf = {"hour": 3, "limit_by": "service"}
+    with gateway(lambda port: rl_config(port, conf, services=services(port))) as (w, b):
+        assert_eq(statuses(w.port, 2, "/a") + statuses(w.port, 2, "/b"), [200, 200, 200, 429],
+                  "service one's routes together")
+        assert_eq(statuses(w.port, 4, "/c"), [200, 200, 200, 429], "service two")
+
+
+def test_limit_by_ip_uses_the_forwarded_address_from_trusted_proxies():
+    conf = {"hour": 1, "limit_by": "ip"}
+    with rl_gateway(conf, trusted_ips=["127.0.0.1/32"]) as (w, b):
+        assert_eq(statuses(w.port, 2, headers={"X-Forwarded-For": "203.0.113.1"}), [200, 429], "client 1")
+        assert_eq(statuses(w.port, 2, headers={"X-Forwarded-For": "203.0.113.2"}), [200, 429], "client 2")
+
+
+def test_limit_by_consumer_and_credential_fall_back_to_the_ip():
+    users = ["alice", "bob"]
+    with rl_gateway({"hour": 2}, consumers=users, auth=True) as (w, b):
+        assert_eq(statuses(w.port, 3, headers={"X-User": "alice"}), [200, 200, 429], "alice")
+        assert_eq(statuses(w.port, 2, headers={"X-User": "alice", "X-Cred": "2"}), [429, 429],
+                  "alice with another credential: the same consumer")
+        assert_eq(statuses(w.port, 3, headers={"X-User": "bob"}), [200, 200, 429], "bob")
+        assert_eq(statuses(w.port, 3), [200, 200, 429], "anonymous: by IP")
+    with rl_gateway({"hour": 2, "limit_by": "credential"}, consumers=users, auth=True) as (w, b):
+        assert_eq(statuses(w.port, 3, headers={"X-User": "alice"}), [200, 200, 429], "credential 1")
+        assert_eq(statuses(w.port, 3, headers={"X-User": "alice", "X-Cred": "2"}),
+                  [200, 200, 429], "credential 2 of the same consumer")
+        assert_eq(statuses(w.port, 3), [200, 200, 429], "anonymous: by IP")
+
+
+def test_a_consumers_own_limit_takes_precedence_over_the_routes():
+    plugins = [{"name": "rate-limiting", "route": "echo", "config": {"hour": 4}},
+               {"name": "rate-limiting", "consumer": "alice", "config": {"hour": 2}}]
+    with rl_gateway(plugins=plugins, consumers=["alice", "bob"], auth=True) as (w, b):
+        r = [get(w.port, "/", headers={"X-User": "alice"}) for _ in range(3)]
+        assert_eq([x.status for x in r], [200, 200, 429], "alice: her own limit")
+        assert_eq(limits(r[0])["x-ratelimit-limit-hour"], "2", "alice's limit header", r[0])
+        r = [get(w.port, "/", headers={"X-User": "bob"}) for _ in range(5)]
+        assert_eq([x.status for x in r], [200, 200, 200, 200, 429], "bob: the route's limit")
+        assert_eq(limits(r[0])["x-ratelimit-limit-hour"], "4", "bob's limit header", r[0])
+        assert_eq(statuses(w.port, 5), [200, 200, 200, 200, 429], "anonymous: the route's, by IP")
+
+
+# ---------------------------------------------------------------- policy "redis"
+
+def redis_conf(port, **kw):
+    conf = {"policy": "redis", "limit_by": "ip", "redis": {"host": "127.0.0.1", "port": port}}
+    redis_extra = kw.pop("redis", {})
+    conf["redis"].update(redis_extra)
+    conf.update(kw)
+    return conf
+
+
+def rl_keys(server, db=0):
+    r = server.client()
+    try:
+        if db:
+            r.call("SELECT", str(db))
+        return {k: r.call("TTL", k) for k in r.call("KEYS", "weir:rl:*")}
+    finally:
+        r.close()
+
+
+def test_redis_counts_with_the_same_headers_and_expiring_keys():
+    red = RedisServer()
+    with rl_gateway(redis_conf(red.port, minute=10, hour=3)) as (w, b):
+        r = [get(w.port, "/") for _ in range(4)]
+        assert_eq([x.status for x in r], [200, 200, 200, 429], "hour limit")
+        h = limits(r[2])
+        h.pop("ratelimit-reset")
+        assert_eq(h, {"x-ratelimit-limit-minute": "10", "x-ratelimit-remaining-minute": "7",
+                      "x-ratelimit-limit-hour": "3", "x-ratelimit-remaining-hour": "0",
+                      "ratelimit-limit": "3", "ratelimit-remaining": "0"}, "headers", r[2])
+        refused(r[3])
+        check(int(limits(r[3])["retry-after"]) >= 1, "Retry-After", r[3])
+        keys = rl_keys(red)
+        cur = {k: t for k, t in keys.items() if re.search(r":(m|h):\d+$", k)}
+        check(len(cur) >= 2 and all(0 < t <= 2 * 3600 + 1 for t in cur.values()),
+              "counters expire after two windows (sliding): %r" % keys)
+    red.stop()
+
+
+def test_redis_fixed_window_kong_shorthand_password_and_database():
+    red = RedisServer(password="s3cret")
+    conf = {"hour": 2, "limit_by": "ip", "policy": "redis", "algorithm": "fixed-window",
+            "redis_host": "127.0.0.1", "redis_port": red.port, "redis_password": "s3cret",
+            "redis_database": 3}
+    with rl_gateway(conf) as (w, b):
+        assert_eq(statuses(w.port, 3), [200, 200, 429], "counted in Redis")
+        keys = rl_keys(red, db=3)
+        assert_eq(len(keys), 1, "one counter, in database 3: %r" % keys)
+        check(0 < list(keys.values())[0] <= 3601, "a fixed window's key lives one window: %r" % keys)
+        assert_eq(rl_keys(red), {}, "nothing in database 0")
+    red.stop()
+
+
+def _hammer(ports, total, clients=20, headers=None):
+    """`clients` threads sending `total` requests between them, spread over `ports`."""
+    results, lock = [], threading.Lock()
+    counter = iter(range(total))
+
+    def client(n):
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            t0 = time.monotonic()
+            try:
+                r = get(ports[(n + i) % len(ports)], "/", headers=headers, timeout=10)
+                item = (r.status, time.monotonic() - t0, r.header("X-RateLimit-Remaining-Minute"))
+            except Exception as e:  # noqa: BLE001 - a failure is a result here
+                item = (repr(e), time.monotonic() - t0, None)
+            with lock:
+                results.append(item)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@timeout(60)
+def test_redis_two_gateways_never_overshoot_under_concurrency():
+    red = RedisServer()
+    conf = redis_conf(red.port, minute=100)
+    away_from_boundary(60, 12)
+    with rl_gateway(conf, workers=2) as (w1, b1), rl_gateway(conf, workers=2) as (w2, b2):
+        results = _hammer([w1.port, w2.port], 300)
+        codes = [s for s, _, _ in results]
+        assert_eq((codes.count(200), codes.count(429), len(codes)), (100, 200, 300),
+                  "exactly the limit passed")
+        assert_eq(b1.stats()["requests"] + b2.stats()["requests"], 100, "backends saw 100")
+        remaining = sorted(int(x) for s, _, x in results if s == 200)
+        assert_eq(remaining, list(range(100)), "each allowed request saw its own count")
+    red.stop()
+
+
+def _warnings(w):
+    return [l for l in w.stderr_text().splitlines() if "[warn]" in l and "rate-limiting" in l]
+
+
+@timeout(60)
+def test_redis_stopped_and_started_under_load_never_fails_a_request():
+    red = RedisServer()
+    conf = redis_conf(red.port, hour=100000, redis={"timeout": 500})
+    with rl_gateway(conf, workers=2) as (w, b):
+        results, stop = [], threading.Event()
+
+        def load():
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    r = get(w.port, "/", timeout=10)
+                    results.append((r.status, time.monotonic() - t0,
+                                    r.header("X-RateLimit-Remaining-Hour"), time.monotonic()))
+                except Exception as e:  # noqa: BLE001
+                    results.append((repr(e), time.monotonic() - t0, None, time.monotonic()))
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            harness.wait_until(lambda: len(results) >= 40, 10, what="load before the outage")
+            red.stop()
+            down = time.monotonic()
+            time.sleep(2.0)
+            red.start()
+            up = time.monotonic()
+            harness.wait_until(lambda: any(x[2] and x[3] > up + 0.05 for x in results[-20:]), 15,
+                               what="counting to resume")
+            resumed = time.monotonic()
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        statuses_seen = set(s for s, _, _, _ in results)
+        assert_eq(statuses_seen, {200}, "every request passed (fault_tolerant)")
+        slowest = max(d for _, d, _, _ in results)
+        check(slowest < 1.2, "no request waited much past the 500 ms timeout: %.2f s" % slowest)
+        uncounted = [x for x in results if x[2] is None and down < x[3] < up]
+        check(len(uncounted) > 10, "requests passed uncounted while Redis was down")
+        after = [int(x[2]) for x in results if x[2] and x[3] > resumed]
+        check(after and max(after) >= 100000 - 10 * len(results),
+              "counting resumed in the restarted (empty) Redis: %r" % after[:5])
+        warnings = _warnings(w)
+        elapsed = resumed - down
+        check(1 <= len(warnings) <= 2 * (elapsed + 2),
+              "at most one warning a second per worker, %d in %.1f s:\n%s" % (
+                  len(warnings), elapsed, "\n".join(warnings)))
+        check("answers again" in w.stderr_text(), "the recovery is logged")
+    red.stop()
+
+
+def test_a_silent_redis_costs_one_timeout_then_is_skipped():
+    silent = SilentServer()
+    conf = redis_conf(silent.port, minute=5, redis={"timeout": 300})
+    try:
+        with rl_gateway(conf) as (w, b):
+            t0 = time.monotonic()
+            r = get(w.port, "/")
+            first = time.monotonic() - t0
+            assert_eq((r.status, limits(r)), (200, {}), "passed, uncounted", r)
+            check(0.25 <= first < 1.0, "it waited for the timeout: %.3f s" % first)
+            for _ in range(10):
+                t0 = time.monotonic()
+                r = get(w.port, "/")
+                took = time.monotonic() - t0
+                assert_eq(r.status, 200, "passes", r)
+                check(took < 0.2, "Redis skipped while the breaker is open: %.3f s" % took)
+            warnings = _warnings(w)
+            assert_eq(len(warnings), 1, "one warning:\n%s" % "\n".join(warnings))
+            check("timeout" in warnings[0] and "requests pass uncounted" in warnings[0],
+                  "the warning says what: %s" % warnings[0])
+    finally:
+        silent.close()
+
+
+def test_without_fault_tolerance_an_unreachable_redis_is_a_503():
+    silent = SilentServer()
+    conf = redis_conf(silent.port, minute=5, fault_tolerant=False, redis={"timeout": 300})
+    try:
+        with rl_gateway(conf) as (w, b):
+            t0 = time.monotonic()
+            r = get(w.port, "/")
+            check(0.25 <= time.monotonic() - t0 < 1.0, "after the timeout")
+            assert_eq((r.status, r.json()), (503, {"message": "API rate limiting is unavailable"}),
+                      "503 JSON", r)
+            t0 = time.monotonic()
+            r = get(w.port, "/")
+            assert_eq(r.status, 503, "still 503", r)
+            check(time.monotonic() - t0 < 0.2, "without waiting again (breaker open)")
+            assert_eq(b.stats()["requests"], 0, "nothing reached the backend")
+    finally:
+        silent.close()
+    red = RedisServer()
+    port = red.port
+    red.stop()
+    with rl_gateway(redis_conf(port, minute=5, fault_tolerant=False)) as (w, b):
+        r = get(w.port, "/")
+        assert_eq((r.status, r.json()["message"]), (503, "API rate limiting is unavailable"),
+                  "Redis not running", r)
