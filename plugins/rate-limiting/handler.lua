@@ -43,6 +43,24 @@ for i, p in ipairs(PERIODS) do
   HDR_REMAINING[i] = "X-RateLimit-Remaining-" .. name
 end
 
+-- Header values as strings: a number handed to set_header is formatted and interned anew on
+-- every call, a measurable cost per request; counts below NUMSTR_MAX are formatted once per
+-- worker (at most NUMSTR_MAX short strings).
+local NUMSTR_MAX = 16384
+local numstrs = {}
+local function numstr(v)
+  if v >= 0 and v < NUMSTR_MAX and v == floor(v) then
+    local s = numstrs[v]
+    if not s then
+      s = format("%d", v)
+      numstrs[v] = s
+    end
+    return s
+  end
+  if v == floor(v) and v > -1e15 and v < 1e15 then return format("%d", v) end
+  return tostring(v)
+end
+
 local BACKOFF_FIRST_MS, BACKOFF_MAX_MS = 1000, 8000
 local MAX_IDENTIFIER = 128 -- longer identifiers (header values) are counted by their SHA-256
 
@@ -124,8 +142,8 @@ local states = setmetatable({}, { __mode = "k" })
 local function prepare(conf)
   local sliding = conf.algorithm ~= "fixed-window"
   local c = {
-    idx = {}, limit = {}, ttl = {},
-    cur = {}, prev = {}, weight = {}, keys = {}, -- scratch, filled before any wait
+    idx = {}, limit = {}, limit_str = {}, ttl = {},
+    cur = {}, prev = {}, weight = {}, keys = {}, -- scratch: filled and read between waits
     sliding = sliding,
     prefix = namespace(conf),
     limit_by = conf.limit_by,
@@ -142,6 +160,7 @@ local function prepare(conf)
     if type(limit) == "number" then
       n = n + 1
       c.idx[n], c.limit[n] = i, limit
+      c.limit_str[n] = numstr(limit)
       c.ttl[n] = (sliding and 2 or 1) * LONGEST[i] + 1
     end
   end
@@ -166,10 +185,12 @@ local function prepare(conf)
                                   password = password }
     c.redis_timeout = timeout
     c.target = format("%s:%d/%d", host, port, db)
-    c.args = { c.sliding and 2 or 1 }
+    -- the constant arguments as strings, formatted once (numbers would be on every request)
+    c.args = { c.sliding and "2" or "1" }
     for k = 1, n do
-      c.args[3 * k - 1] = c.limit[k]
-      c.args[3 * k + 1] = c.ttl[k]
+      c.args[3 * k - 1] = c.limit_str[k]
+      c.args[3 * k] = "0"
+      c.args[3 * k + 1] = numstr(c.ttl[k])
     end
   end
   states[conf] = c
@@ -204,8 +225,8 @@ local function identifier(c)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- Counting. Each fills c.cur, c.prev and c.weight (c.cur including this request when it was
--- allowed) and returns true (allowed) or false (refused), or nil, err.
+-- Counting, with c.weight filled. Each fills c.cur and c.prev (c.cur including this request
+-- when it was allowed) and returns true (allowed) or false (refused), or nil, err.
 
 local function count_local(c, id, dict)
   local n, cur, prev, weight, keys = c.n, c.cur, c.prev, c.weight, c.keys
@@ -265,7 +286,7 @@ local function count_redis(c, id)
     local i = c.idx[k]
     keys[(k - 1) * stride + 1] = base .. cur_suffix[i]
     if stride == 2 then keys[2 * k] = base .. prev_suffix[i] end
-    args[3 * k] = c.weight[k]
+    if stride == 2 then args[3 * k] = c.weight[k] end
   end
   local res, err = c.redis:eval(SCRIPT, keys, args)
   if type(res) ~= "table" or type(res[1]) ~= "number" then
@@ -291,6 +312,20 @@ end
 
 local UNAVAILABLE = { message = "API rate limiting is unavailable" }
 
+-- The previous windows' weights at `now` (0 for fixed windows), in c.weight.
+local function fill_weights(c, now, sec)
+  if sec ~= win_second then refresh_windows(sec) end
+  local weight, idx, sliding = c.weight, c.idx, c.sliding
+  for k = 1, c.n do
+    if sliding then
+      local i = idx[k]
+      weight[k] = (win_end[i] - now) / (win_end[i] - win_start[i])
+    else
+      weight[k] = 0
+    end
+  end
+end
+
 function RateLimiting:access(conf)
   local c = states[conf] or prepare(conf)
   local n = c.n
@@ -298,21 +333,15 @@ function RateLimiting:access(conf)
 
   local now = weir.time.now()
   local sec = floor(now)
-  if sec ~= win_second then refresh_windows(sec) end
-  local weight = c.weight
-  for k = 1, n do
-    if c.sliding then
-      local i = c.idx[k]
-      weight[k] = (win_end[i] - now) / (win_end[i] - win_start[i])
-    else
-      weight[k] = 0
-    end
-  end
+  fill_weights(c, now, sec)
 
   local id = identifier(c)
   local allowed, err, skipped
   if c.redis then
     allowed, err, skipped = count_redis(c, id)
+    -- other requests of this worker ran while Redis answered: the shared scratch and windows
+    -- are this request's again from here on (nothing below waits)
+    fill_weights(c, now, sec)
   else
     local dict = weir.shared.weir_rate_limiting
     if dict then
@@ -335,7 +364,7 @@ function RateLimiting:access(conf)
 
   -- Headers: every period's limit and remaining count, and the most restrictive period (the
   -- fewest remaining; on a tie the longest) as RateLimit-*.
-  local cur, prev, limits = c.cur, c.prev, c.limit
+  local cur, prev, limits, weight = c.cur, c.prev, c.limit, c.weight
   local best_remaining, best_k, retry = nil, nil, 0
   local hide = c.hide
   for k = 1, n do
@@ -365,8 +394,8 @@ function RateLimiting:access(conf)
     end
     if remaining < 0 then remaining = 0 end
     if not hide then
-      weir.response.set_header(HDR_LIMIT[i], limits[k])
-      weir.response.set_header(HDR_REMAINING[i], remaining)
+      weir.response.set_header(HDR_LIMIT[i], c.limit_str[k])
+      weir.response.set_header(HDR_REMAINING[i], numstr(remaining))
     end
     if not best_remaining or remaining <= best_remaining then
       best_remaining, best_k = remaining, k
@@ -381,8 +410,9 @@ function RateLimiting:access(conf)
       reset = ceil(retry)
     end
     if reset < 1 then reset = 1 end
-    weir.response.set_header("RateLimit-Limit", limits[best_k])
-    weir.response.set_header("RateLimit-Remaining", best_remaining)
+    reset = numstr(reset)
+    weir.response.set_header("RateLimit-Limit", c.limit_str[best_k])
+    weir.response.set_header("RateLimit-Remaining", numstr(best_remaining))
     weir.response.set_header("RateLimit-Reset", reset)
     if not allowed then
       weir.response.set_header("Retry-After", reset)
