@@ -369,17 +369,24 @@ def test_redis_counts_with_the_same_headers_and_expiring_keys():
     red.stop()
 
 
-def test_redis_fixed_window_kong_shorthand_password_and_database():
+def test_redis_fixed_window_password_and_database_nested_and_kong_shorthand():
     red = RedisServer(password="s3cret")
-    conf = {"hour": 2, "limit_by": "ip", "policy": "redis", "algorithm": "fixed-window",
-            "redis_host": "127.0.0.1", "redis_port": red.port, "redis_password": "s3cret",
-            "redis_database": 3}
-    with rl_gateway(conf) as (w, b):
-        assert_eq(statuses(w.port, 3), [200, 200, 429], "counted in Redis")
-        keys = rl_keys(red, db=3)
-        assert_eq(len(keys), 1, "one counter, in database 3: %r" % keys)
-        check(0 < list(keys.values())[0] <= 3601, "a fixed window's key lives one window: %r" % keys)
-        assert_eq(rl_keys(red), {}, "nothing in database 0")
+    nested = {"hour": 2, "limit_by": "ip", "policy": "redis", "algorithm": "fixed-window",
+              "redis": {"host": "127.0.0.1", "port": red.port, "password": "s3cret",
+                        "database": 3}}
+    # Kong 3.5's flat fields win over the nested defaults
+    flat = {"hour": 2, "limit_by": "header", "header_name": "X-K", "policy": "redis",
+            "algorithm": "fixed-window", "redis_host": "127.0.0.1", "redis_port": red.port,
+            "redis_password": "s3cret", "redis_database": 4}
+    for conf, db in ((nested, 3), (flat, 4)):
+        with rl_gateway(conf) as (w, b):
+            assert_eq(statuses(w.port, 3, headers={"X-K": "k"}), [200, 200, 429],
+                      "counted in Redis, database %d" % db)
+            keys = rl_keys(red, db=db)
+            assert_eq(len(keys), 1, "one counter in database %d: %r" % (db, keys))
+            check(0 < list(keys.values())[0] <= 3601,
+                  "a fixed window's key lives one window: %r" % keys)
+    assert_eq(rl_keys(red), {}, "nothing in database 0")
     red.stop()
 
 
@@ -532,3 +539,36 @@ def test_without_fault_tolerance_an_unreachable_redis_is_a_503():
         r = get(w.port, "/")
         assert_eq((r.status, r.json()["message"]), (503, "API rate limiting is unavailable"),
                   "Redis not running", r)
+
+
+def _seconds_to(year, month):
+    import calendar
+    return calendar.timegm((year, month, 1, 0, 0, 0)) - time.time()
+
+
+def test_day_month_and_year_windows_follow_the_utc_calendar():
+    now = time.gmtime()
+    next_month = (now.tm_year + (now.tm_mon == 12), now.tm_mon % 12 + 1)
+    for algorithm in ("fixed-window", "sliding-window"):
+        conf = {"day": 100, "month": 2, "year": 50, "limit_by": "ip", "algorithm": algorithm}
+        with rl_gateway(conf) as (w, b):
+            r = get(w.port, "/")
+            h = limits(r)
+            reset = int(h.pop("ratelimit-reset"))
+            assert_eq(h, {"x-ratelimit-limit-day": "100", "x-ratelimit-remaining-day": "99",
+                          "x-ratelimit-limit-month": "2", "x-ratelimit-remaining-month": "1",
+                          "x-ratelimit-limit-year": "50", "x-ratelimit-remaining-year": "49",
+                          "ratelimit-limit": "2", "ratelimit-remaining": "1"}, algorithm, r)
+            check(abs(reset - math.ceil(_seconds_to(*next_month))) <= 1,
+                  "%s: the month ends in %d s, not %d" % (algorithm, _seconds_to(*next_month), reset))
+            assert_eq(statuses(w.port, 2), [200, 429], "the month's limit")
+    with rl_gateway({"year": 1, "month": 5, "second": 3, "limit_by": "ip"}) as (w, b):
+        r = get(w.port, "/")
+        h = limits(r)
+        assert_eq((h["ratelimit-limit"], h["ratelimit-remaining"]), ("1", "0"), "the year's", r)
+        check(abs(int(h["ratelimit-reset"]) - math.ceil(_seconds_to(now.tm_year + 1, 1))) <= 1,
+              "the year ends on January 1st", r)
+        r = get(w.port, "/")
+        refused(r)
+        check(int(limits(r)["retry-after"]) > 86400,
+              "Retry-After: once the year's previous count has weighed off", r)
