@@ -230,18 +230,18 @@ end
 
 local function count_local(c, id, dict)
   local n, cur, prev, weight, keys = c.n, c.cur, c.prev, c.weight, c.keys
-  local base = c.prefix .. id
+  local prefix = c.prefix
   local allowed = true
   for k = 1, n do
     local i = c.idx[k]
-    local key = base .. cur_suffix[i]
+    local key = prefix .. id .. cur_suffix[i] -- one concatenation, no intermediate string
     local v, err = dict:incr(key, 1, 0, c.ttl[k])
     if not v then
       for j = 1, k - 1 do dict:incr(keys[j], -1) end
       return nil, err
     end
     keys[k], cur[k], prev[k] = key, v, 0
-    if c.sliding then prev[k] = dict:get(base .. prev_suffix[i]) or 0 end
+    if c.sliding then prev[k] = dict:get(prefix .. id .. prev_suffix[i]) or 0 end
     if v + prev[k] * weight[k] > c.limit[k] then allowed = false end
   end
   if not allowed then
@@ -280,12 +280,12 @@ local function count_redis(c, id)
     b.probe_until = t0 + 1000 + (c.redis_timeout or 0)
   end
   local n, keys, args = c.n, c.keys, c.args
-  local base = c.prefix .. id
+  local prefix = c.prefix
   local stride = c.sliding and 2 or 1
   for k = 1, n do
     local i = c.idx[k]
-    keys[(k - 1) * stride + 1] = base .. cur_suffix[i]
-    if stride == 2 then keys[2 * k] = base .. prev_suffix[i] end
+    keys[(k - 1) * stride + 1] = prefix .. id .. cur_suffix[i]
+    if stride == 2 then keys[2 * k] = prefix .. id .. prev_suffix[i] end
     if stride == 2 then args[3 * k] = c.weight[k] end
   end
   local res, err = c.redis:eval(SCRIPT, keys, args)
