@@ -207,8 +207,9 @@ def _sleep_until(t):
 
 
 def _burst_then_next_second(algorithm):
-    """Five requests 0.02-0.25 s into a second, five more 0.30-0.45 s into the next one, each
-    burst on a fresh counter (X-K) when the timing was missed on a loaded machine."""
+    """Five requests early in a second, five more from 0.26 s into the next one (the first two
+    before 0.5 s, all before 0.75 s), each attempt on a fresh counter (X-K), so that a loaded
+    machine that misses the timing tries again."""
     conf = {"second": 4, "limit_by": "header", "header_name": "X-K", "algorithm": algorithm}
     with rl_gateway(conf) as (w, b):
         get(w.port, "/", headers={"X-K": "warm-up"})
@@ -217,9 +218,13 @@ def _burst_then_next_second(algorithm):
             _sleep_until(math.floor(time.time()) + 1.02)
             start = math.floor(time.time())
             first = [get(w.port, "/", headers=key) for _ in range(5)]
-            _sleep_until(start + 1.30)
-            second = [get(w.port, "/", headers=key) for _ in range(5)]
-            if time.time() < start + 1.45:
+            if time.time() >= start + 1:
+                continue
+            _sleep_until(start + 1.26)
+            second = [get(w.port, "/", headers=key) for _ in range(2)]
+            two = time.time()
+            second += [get(w.port, "/", headers=key) for _ in range(3)]
+            if two < start + 1.5 and time.time() < start + 1.75:
                 break
         else:
             harness.fail("the machine is too slow for sub-second timing")
@@ -229,7 +234,9 @@ def _burst_then_next_second(algorithm):
 
 def test_sliding_window_weighs_the_previous_window():
     first, second = _burst_then_next_second("sliding-window")
-    # 0.3-0.45 s into the next second, the previous second still weighs 4 * (0.55..0.7)
+    # 0.26-0.5 s into the next second, the previous second still weighs 4 * (0.5..0.74): one
+    # more request fits (1 + 2..2.96 <= 4), a second does not (2 + 2..2.96 > 4) until 0.5 s, nor
+    # a third (3 + 1..2.96 > 4) until 0.75 s
     assert_eq([r.status for r in second], [200, 429, 429, 429, 429], "one more fits", second[1])
     assert_eq(limits(second[0])["ratelimit-remaining"], "0", "remaining", second[0])
     assert_eq(limits(second[1])["retry-after"], "1", "Retry-After", second[1])
