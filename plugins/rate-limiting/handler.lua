@@ -285,15 +285,21 @@ local function count_redis(c, id)
   for k = 1, n do
     local i = c.idx[k]
     keys[(k - 1) * stride + 1] = prefix .. id .. cur_suffix[i]
-    if stride == 2 then keys[2 * k] = prefix .. id .. prev_suffix[i] end
-    if stride == 2 then args[3 * k] = c.weight[k] end
+    if stride == 2 then
+      keys[2 * k] = prefix .. id .. prev_suffix[i]
+      args[3 * k] = c.weight[k]
+    end
   end
   local res, err = c.redis:eval(SCRIPT, keys, args)
   if type(res) ~= "table" or type(res[1]) ~= "number" then
     err = err or "unexpected reply"
     local now = weir.time.monotonic_ms()
-    b.backoff = b.backoff == 0 and BACKOFF_FIRST_MS or math.min(b.backoff * 2, BACKOFF_MAX_MS)
-    b.open_until, b.probe_until = now + b.backoff, 0
+    -- requests that were waiting together fail together: the pause grows once per failed
+    -- probe, not once per request
+    if now >= b.open_until then
+      b.backoff = b.backoff == 0 and BACKOFF_FIRST_MS or math.min(b.backoff * 2, BACKOFF_MAX_MS)
+      b.open_until, b.probe_until = now + b.backoff, 0
+    end
     return nil, err
   end
   if b.backoff > 0 then

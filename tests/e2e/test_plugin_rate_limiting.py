@@ -498,28 +498,49 @@ def test_redis_stopped_and_started_under_load_never_fails_a_request():
     red.stop()
 
 
-def test_a_silent_redis_costs_one_timeout_then_is_skipped():
+def _timed_get(port):
+    t0 = time.monotonic()
+    r = get(port, "/")
+    return r, time.monotonic() - t0
+
+
+def test_a_silent_redis_costs_one_timeout_then_is_skipped_for_a_growing_pause():
     silent = SilentServer()
     conf = redis_conf(silent.port, minute=5, redis={"timeout": 300})
     try:
         with rl_gateway(conf) as (w, b):
-            t0 = time.monotonic()
-            r = get(w.port, "/")
-            first = time.monotonic() - t0
-            assert_eq((r.status, limits(r)), (200, {}), "passed, uncounted", r)
-            check(0.25 <= first < 1.0, "it waited for the timeout: %.3f s" % first)
-            for _ in range(10):
-                t0 = time.monotonic()
-                r = get(w.port, "/")
-                took = time.monotonic() - t0
-                assert_eq(r.status, 200, "passes", r)
+            # ten clients at once: each waits for the timeout once, and passes uncounted
+            results = _hammer([w.port], 10, clients=10)
+            wave_end = time.monotonic()
+            assert_eq([(s, x) for s, _, x in results], [(200, None)] * 10, "passed, uncounted")
+            slowest = max(d for _, d, _ in results)
+            check(0.25 <= slowest < 1.0, "they waited for the 300 ms timeout: %.3f s" % slowest)
+            # the breaker is open: no waiting
+            for _ in range(5):
+                r, took = _timed_get(w.port)
+                assert_eq((r.status, limits(r)), (200, {}), "passes uncounted", r)
                 check(took < 0.2, "Redis skipped while the breaker is open: %.3f s" % took)
+            # 1 s after it opened (ten failures together opened it once), one request tries again
+            _sleep_until_mono(wave_end + 1.05)
+            r, took = _timed_get(w.port)
+            assert_eq(r.status, 200, "the probe passes", r)
+            check(0.25 <= took < 1.0, "the probe waited for the timeout: %.3f s" % took)
+            probe_end = time.monotonic()
+            # it failed: the pause doubles to 2 s
+            _sleep_until_mono(probe_end + 1.2)
+            r, took = _timed_get(w.port)
+            check(r.status == 200 and took < 0.2, "still skipped 1.2 s later: %.3f s" % took)
             warnings = _warnings(w)
-            assert_eq(len(warnings), 1, "one warning:\n%s" % "\n".join(warnings))
+            check(1 <= len(warnings) <= 2, "no flood of warnings:\n%s" % "\n".join(warnings))
             check("timeout" in warnings[0] and "requests pass uncounted" in warnings[0],
                   "the warning says what: %s" % warnings[0])
     finally:
         silent.close()
+
+
+def _sleep_until_mono(t):
+    while time.monotonic() < t:
+        time.sleep(max(0.0, t - time.monotonic()))
 
 
 def test_without_fault_tolerance_an_unreachable_redis_is_a_503():
