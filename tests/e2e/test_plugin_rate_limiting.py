@@ -429,7 +429,7 @@ def _hammer(ports, total, clients=20, headers=None):
 def test_redis_two_gateways_never_overshoot_under_concurrency():
     red = RedisServer()
     conf = redis_conf(red.port, minute=100)
-    away_from_boundary(60, 12)
+    away_from_boundary(60, 5)
     with rl_gateway(conf, workers=2) as (w1, b1), rl_gateway(conf, workers=2) as (w2, b2):
         results = _hammer([w1.port, w2.port], 300)
         codes = [s for s, _, _ in results]
