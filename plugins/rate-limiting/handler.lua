@@ -242,7 +242,7 @@ local function count_local(c, id, dict)
     end
     keys[k], cur[k], prev[k] = key, v, 0
     if c.sliding then prev[k] = dict:get(prefix .. id .. prev_suffix[i]) or 0 end
-    if v + prev[k] * weight[k] > c.limit[k] then allowed = false end
+    if v + prev[k] * weight[k] / 1e6 > c.limit[k] then allowed = false end
   end
   if not allowed then
     for k = 1, n do
@@ -318,14 +318,16 @@ end
 
 local UNAVAILABLE = { message = "API rate limiting is unavailable" }
 
--- The previous windows' weights at `now` (0 for fixed windows), in c.weight.
+-- The previous windows' weights at `now` (0 for fixed windows), in c.weight, in millionths:
+-- an integer is sent to Redis without float formatting, and Redis and the headers use the very
+-- same weight (prev * weight / 1e6 on both sides).
 local function fill_weights(c, now, sec)
   if sec ~= win_second then refresh_windows(sec) end
   local weight, idx, sliding = c.weight, c.idx, c.sliding
   for k = 1, c.n do
     if sliding then
       local i = idx[k]
-      weight[k] = (win_end[i] - now) / (win_end[i] - win_start[i])
+      weight[k] = floor((win_end[i] - now) / (win_end[i] - win_start[i]) * 1e6)
     else
       weight[k] = 0
     end
@@ -375,7 +377,7 @@ function RateLimiting:access(conf)
   local hide = c.hide
   for k = 1, n do
     local i = c.idx[k]
-    local used = cur[k] + prev[k] * weight[k]
+    local used = cur[k] + prev[k] * weight[k] / 1e6
     local remaining
     if allowed then
       remaining = floor(limits[k] - used)

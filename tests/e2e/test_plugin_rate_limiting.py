@@ -206,11 +206,12 @@ def _sleep_until(t):
         time.sleep(max(0.0, t - time.time()))
 
 
-def _burst_then_next_second(algorithm):
+def _burst_then_next_second(algorithm, **extra):
     """Five requests early in a second, five more from 0.26 s into the next one (the first two
     before 0.5 s, all before 0.75 s), each attempt on a fresh counter (X-K), so that a loaded
     machine that misses the timing tries again."""
-    conf = {"second": 4, "limit_by": "header", "header_name": "X-K", "algorithm": algorithm}
+    conf = dict({"second": 4, "limit_by": "header", "header_name": "X-K", "algorithm": algorithm},
+                **extra)
     with rl_gateway(conf) as (w, b):
         get(w.port, "/", headers={"X-K": "warm-up"})
         for attempt in range(5):
@@ -240,6 +241,16 @@ def test_sliding_window_weighs_the_previous_window():
     assert_eq([r.status for r in second], [200, 429, 429, 429, 429], "one more fits", second[1])
     assert_eq(limits(second[0])["ratelimit-remaining"], "0", "remaining", second[0])
     assert_eq(limits(second[1])["retry-after"], "1", "Retry-After", second[1])
+
+
+def test_redis_sliding_window_weighs_the_previous_window():
+    red = RedisServer()
+    first, second = _burst_then_next_second("sliding-window", policy="redis",
+                                            redis={"host": "127.0.0.1", "port": red.port})
+    assert_eq([r.status for r in second], [200, 429, 429, 429, 429], "one more fits", second[1])
+    assert_eq(limits(second[0])["ratelimit-remaining"], "0", "remaining", second[0])
+    assert_eq(limits(second[1])["retry-after"], "1", "Retry-After", second[1])
+    red.stop()
 
 
 def test_fixed_window_starts_afresh():
