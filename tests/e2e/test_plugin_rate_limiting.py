@@ -147,6 +147,9 @@ def test_config_errors_say_what_is_wrong():
 
 
 def test_a_bad_config_in_a_declarative_file_stops_the_start():
+    good = rl_config(1, {"minute": 5, "policy": "redis", "redis": {"host": "127.0.0.1"}})
+    rc, out, err = run_weir(["-t", "-c", write_config_file(good)])
+    assert_eq(rc, 0, "weir -t accepts a good config", out + err)
     cfg = rl_config(1, {"minute": 5, "policy": "cluster"})
     rc, out, err = run_weir(["-t", "-c", write_config_file(cfg)])
     check(rc != 0 and "plugins[0].config.policy" in err and "cluster" in err,
