@@ -121,20 +121,11 @@ end
 
 local function present(v) return type(v) == "string" and v ~= "" and v or nil end
 
--- The counters' namespace: a digest of what defines the counting (the limits, what is counted,
--- the algorithm), identical in every worker and node, so instances configured alike share
--- counters and a changed limit starts afresh.
-local function namespace(conf)
-  local parts = {}
-  for i, p in ipairs(PERIODS) do
-    local v = conf[p]
-    parts[i] = type(v) == "number" and format("%.17g", v) or "-"
-  end
-  parts[#parts + 1] = conf.limit_by
-  parts[#parts + 1] = present(conf.header_name) and conf.header_name:lower() or "-"
-  parts[#parts + 1] = present(conf.path) or "-"
-  parts[#parts + 1] = conf.algorithm
-  return "weir:rl:" .. weir.sha256(concat(parts, "\n")):sub(1, 16) .. ":"
+-- The counters' namespace: the plugin instance's id (stable across workers, nodes and reloads:
+-- derived from the plugin's name and scope), as Kong keys counters by the instance's route and
+-- service. Two instances never share counts; a changed limit keeps the counts so far.
+local function namespace()
+  return "weir:rl:" .. weir.plugin.get_id() .. ":"
 end
 
 local states = setmetatable({}, { __mode = "k" })
@@ -145,7 +136,7 @@ local function prepare(conf)
     idx = {}, limit = {}, limit_str = {}, ttl = {},
     cur = {}, prev = {}, weight = {}, keys = {}, -- scratch: filled and read between waits
     sliding = sliding,
-    prefix = namespace(conf),
+    prefix = namespace(),
     limit_by = conf.limit_by,
     header_name = present(conf.header_name),
     path = present(conf.path),

@@ -14,7 +14,7 @@ import time
 
 import harness
 from harness import (assert_eq, assert_header, assert_no_header, base_config, check, echo,
-                     gateway, get, route, service, timeout, write_config_file, run_weir)
+                     gateway, get, route, service, timeout, write_config_file, run_weir, wait_until)
 from test_admin_write import STORE, Admin, _schema_error
 from test_pdk_redis import RedisServer, SilentServer
 from test_plugin_runtime import handler, plugin_tree
@@ -314,6 +314,24 @@ def test_limit_by_service_shares_a_count_between_routes_of_a_service():
         assert_eq(statuses(w.port, 2, "/a") + statuses(w.port, 2, "/b"), [200, 200, 200, 429],
                   "service one's routes together")
         assert_eq(statuses(w.port, 4, "/c"), [200, 200, 200, 429], "service two")
+
+
+def test_each_instance_counts_apart_and_a_changed_limit_keeps_the_count():
+    # counters are keyed by the plugin instance (as Kong keys them by route and service): two
+    # routes configured alike count apart; a reload that raises the limit keeps what was counted
+    def make(port, limit=2):
+        conf = {"hour": limit, "limit_by": "ip"}
+        return rl_config(port, plugins=[], services=[service("s", port, routes=[
+            route("a", ["/a"], plugins=[{"name": "rate-limiting", "config": conf}]),
+            route("b", ["/b"], plugins=[{"name": "rate-limiting", "config": conf}])])])
+    with gateway(make) as (w, b):
+        assert_eq(statuses(w.port, 3, "/a"), [200, 200, 429], "route a")
+        assert_eq(statuses(w.port, 3, "/b"), [200, 200, 429], "route b: its own count")
+        w.reload(make(b.port, limit=3))
+        wait_until(lambda: get(w.port, "/a").header("X-RateLimit-Limit-Hour") == "3",
+                   what="the new limit")
+        assert_eq(statuses(w.port, 1, "/a"), [429], "2 + 1 counted: the count was kept")
+        assert_eq(statuses(w.port, 2, "/b"), [200, 429], "route b: one more under the new limit")
 
 
 def test_limit_by_ip_uses_the_forwarded_address_from_trusted_proxies():
