@@ -192,3 +192,21 @@ def test_reload_checks_changed_plugin_code_and_keeps_the_old_on_error():
                   "0.2.0", "the running plugins are kept")
     finally:
         w.stop()
+
+
+def test_every_bundled_plugin_file_is_installed():
+    # `make install` copies only what Makefile.am lists; a bundled plugin file missing there
+    # would work from the source tree and break once installed
+    import glob
+    import re
+    from harness import REPO
+    with open(os.path.join(REPO, "Makefile.am")) as f:
+        text = f.read().replace("\\\n", " ")
+    m = re.search(r"^nobase_dist_pkgdata_DATA\s*=(.*)$", text, re.M)
+    check(m is not None, "Makefile.am has nobase_dist_pkgdata_DATA")
+    listed = set(m.group(1).split())
+    files = {os.path.relpath(p, REPO) for pattern in
+             ("plugins/*/*.lua", "schemas/*.json", "schemas/plugins/*.json", "lua/weir/*.lua")
+             for p in glob.glob(os.path.join(REPO, pattern))}
+    check(len(files) > 20, "the data files were found: %r" % sorted(files))
+    assert_eq(sorted(files - listed), [], "data files Makefile.am does not install")
