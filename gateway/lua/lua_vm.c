@@ -342,6 +342,62 @@ void lua_vm_push_frozen(struct lua_vm *vm, lua_State *L, const struct json_t *v)
     }
 }
 
+/* Entities (consumers, credentials, routes, services) as frozen tables, kept in the snapshot's
+ * cache keyed by the JSON object's address (which the snapshot holds unchanged for its life), so
+ * that weir.client.load_credential and friends cost a table lookup after the first request and
+ * not a conversion. At most ENTITY_CACHE_MAX per cache: past it the cache starts again (a config
+ * with a million consumers cannot make a VM hold them all). */
+#define ENTITY_CACHE_MAX 10000
+
+void lua_vm_push_entity(struct lua_vm *vm, lua_State *co, const struct snapshot *snap,
+                        const struct json_t *e) {
+    lua_State *L = vm->L;
+    push_cache(vm, snap);
+    lua_getfield(L, -1, "entities");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "entities");
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -3, "n_entities");
+    }
+    lua_pushlightuserdata(L, (void *)e);
+    lua_rawget(L, -2);
+    if (!lua_isnil(L, -1)) { /* cache, entities, table */
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        if (co != L) lua_xmove(L, co, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_vm_push_frozen(vm, L, e); /* cache, entities, table (nil when out of memory) */
+    if (lua_isnil(L, -1)) {
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        if (co != L) lua_xmove(L, co, 1);
+        return;
+    }
+    lua_getfield(L, -3, "n_entities");
+    lua_Integer n = lua_tointeger(L, -1) + 1;
+    lua_pop(L, 1);
+    if (n > ENTITY_CACHE_MAX) {
+        lua_newtable(L);
+        lua_replace(L, -3);
+        lua_pushvalue(L, -2);
+        lua_setfield(L, -4, "entities");
+        n = 1;
+    }
+    lua_pushinteger(L, n);
+    lua_setfield(L, -4, "n_entities");
+    lua_pushlightuserdata(L, (void *)e);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    if (co != L) lua_xmove(L, co, 1);
+}
+
 /* The cache table holds, for instance idx, at [SLOTS*idx + 1..4] its handler's rewrite,
  * access, response and log methods (false when absent), at +5 the handler, at +6 the config
  * and at +7 what BUFFER_RESPONSE(conf) answered (when the handler's BUFFER_RESPONSE is a

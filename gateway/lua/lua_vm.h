@@ -27,6 +27,7 @@ struct snapshot;
 struct plugin_catalog;
 struct lua_task;
 struct shared_dict;
+struct json_t;
 
 struct lua_vm {
     lua_State *L;
@@ -84,6 +85,11 @@ bool lua_vm_after_memory_error(struct lua_vm *vm);
  * read-only config table; false (nothing pushed, the reason logged) when the handler could not
  * be loaded. */
 bool lua_vm_push_plugin(struct lua_vm *vm, const struct snapshot *snap, size_t idx, int phase);
+/* Pushes onto co (a thread of vm) an entity of snap (a consumer, credential, route or service
+ * JSON object that snap holds) as a read-only table, converted once per snapshot in this VM and
+ * then cached (a bounded cache); nil when memory runs out. */
+void lua_vm_push_entity(struct lua_vm *vm, lua_State *co, const struct snapshot *snap,
+                        const struct json_t *e);
 /* For a handler whose BUFFER_RESPONSE is a function: what it answers for instance `idx`'s config
  * (called once per instance per snapshot in this VM, then cached). An error or a non-boolean
  * answer is logged and counts as true: the response is buffered. */
@@ -102,7 +108,6 @@ void lua_vm_on_close(struct lua_vm *vm, void (*fn)(void *arg), void *arg);
 /* Pushes onto L (vm's state or one of its threads) a JSON value (an entity, a config) as a
  * read-only Lua value (lua/weir/runtime.lua's
  * freeze); nil, after logging, when the VM is out of memory. */
-struct json_t;
 void lua_vm_push_frozen(struct lua_vm *vm, lua_State *L, const struct json_t *v);
 
 /* Charges the instruction budget to `left` while plugin code runs (NULL: stop charging). */

@@ -505,7 +505,7 @@ static int client_load_consumer(lua_State *L) {
         lua_pushliteral(L, "not found");
         return 2;
     }
-    lua_vm_push_frozen(run->vm, L, e);
+    lua_vm_push_entity(run->vm, L, run->c->req.snap, e);
     return 1;
 }
 
@@ -533,8 +533,8 @@ static int client_load_credential(lua_State *L) {
         lua_pushliteral(L, "not found");
         return 2;
     }
-    lua_vm_push_frozen(run->vm, L, cred);
-    lua_vm_push_frozen(run->vm, L, consumer);
+    lua_vm_push_entity(run->vm, L, snap, cred);
+    lua_vm_push_entity(run->vm, L, snap, consumer);
     return 2;
 }
 
@@ -542,7 +542,7 @@ static int client_load_credential(lua_State *L) {
 
 static int router_get_route(lua_State *L) {
     struct plugin_run *run = plugin_run_current(L, "weir.router.get_route");
-    lua_vm_push_frozen(run->vm, L, run->c->req.match.route->entity);
+    lua_vm_push_entity(run->vm, L, run->c->req.snap, run->c->req.match.route->entity);
     return 1;
 }
 
@@ -551,7 +551,8 @@ static int router_get_service(lua_State *L) {
     const json_t *model = run->c->req.snap->config->model;
     long at = model_find(model, ENTITY_SERVICE, run->c->req.match.route->service->id, NULL, NULL);
     if (at < 0) return 0;
-    lua_vm_push_frozen(run->vm, L, json_array_get(model_items(model, ENTITY_SERVICE), (size_t)at));
+    lua_vm_push_entity(run->vm, L, run->c->req.snap,
+                       json_array_get(model_items(model, ENTITY_SERVICE), (size_t)at));
     return 1;
 }
 

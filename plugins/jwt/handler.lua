@@ -263,12 +263,54 @@ local function set_consumer(consumer, credential)
   set("X-Anonymous-Consumer", (not credential) and "true" or nil)
 end
 
+-- Tokens whose signature this worker verified, with what verified them: a client sends the
+-- same token for its whole lifetime, and checking an HMAC or RSA signature again (three JSON
+-- parses, the MAC) is most of the plugin's cost. An entry is used only when the token is
+-- byte-identical and the credential found for it now has the same algorithm and the same key
+-- material: then the signature check would give the same answer. The claims (exp, nbf, iss, aud,
+-- maximum_expiration) are checked on every request all the same. Bounded: the table is dropped
+-- whole when it reaches VERIFIED_MAX entries (a cheap bound with no per-request bookkeeping).
+local VERIFIED_MAX = 2048
+local verified, n_verified = {}, 0
+
+local function remember(token, alg, key_material, claims)
+  if n_verified >= VERIFIED_MAX then verified, n_verified = {}, 0 end
+  n_verified = n_verified + 1
+  verified[token] = { alg = alg, key = key_material, claims = claims }
+end
+
+-- The credential path for a token verified before: claims, consumer, credential; or nil.
+local function recall(conf, token)
+  local e = verified[token]
+  if not e then return nil end
+  local key = e.claims[conf.key_claim_name]
+  if type(key) == "number" then key = tostring(key) end
+  if type(key) ~= "string" then return nil end
+  local cred, owner = weir.client.load_credential("jwt", key)
+  if not cred or (given(cred.algorithm) or "HS256") ~= e.alg then return nil end
+  local material = e.alg:sub(1, 2) == "HS" and given(cred.secret) or given(cred.rsa_public_key)
+  if conf.secret_is_base64 and e.alg:sub(1, 2) == "HS" then material = decode_secret(material) end
+  if material ~= e.key then return nil end
+  return e.claims, owner, cred
+end
+
 -- Authenticates the request: true, or false and a failure.
 local function authenticate(conf)
   local token = retrieve_token(conf)
   if token == nil then return false, failure("No JWT found in request", nil, true) end
   if type(token) == "table" then return false, failure("Multiple tokens provided") end
   if type(token) ~= "string" or token == "" then return false, failure("Unrecognizable token") end
+
+  if not conf.jwks then
+    local claims, consumer, credential = recall(conf, token)
+    if claims then
+      local errors = check_claims(conf, claims)
+      if errors then return false, failure(errors[1], errors) end
+      set_consumer(consumer, credential)
+      weir.ctx.shared.authenticated_jwt_token = token
+      return true
+    end
+  end
 
   local decoded, derr = weir.jwt.decode(token)
   if not decoded then return false, failure("Bad token; " .. derr) end
@@ -319,9 +361,11 @@ local function authenticate(conf)
     -- Kong decodes an RSA/EC key too, which can only break it; only secrets are base64
     if conf.secret_is_base64 and alg:sub(1, 2) == "HS" then secret = decode_secret(secret) end
     if not secret or secret == "" then return false, failure("Invalid key/secret") end
-    local verified, err = weir.jwt.verify(token, secret, alg)
-    if not verified then return false, verify_failure(err) end
-    claims, consumer, credential = verified, owner, cred
+    local good, err = weir.jwt.verify(token, secret, alg)
+    if not good then return false, verify_failure(err) end
+    claims, consumer, credential = good, owner, cred
+    -- the key claim as recall() will look it up: from the claims only (not the header)
+    if claims[kcn] == key then remember(token, alg, secret, claims) end
   end
 
   local errors = check_claims(conf, claims)

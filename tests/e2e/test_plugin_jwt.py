@@ -706,3 +706,36 @@ def test_unusable_secrets_and_unsupported_token_headers_are_401():
         r = get(w.port, "/o", headers=bearer(token))
         assert_refused(r, "Invalid key/secret")
         check(b"not base64" not in r.body, "the secret is not echoed", r)
+
+
+def test_a_verified_token_is_checked_again_when_its_credential_changes_or_it_expires():
+    # the worker remembers tokens it verified; the memory must never outlive the credential
+    # that verified them (secret, algorithm, existence) nor skip the claims
+    s1, s2 = SECRET, SECRET + "-rotated"
+    tokens, _ = mint([
+        {"alg": "HS256", "secret": s1, "claims": {"iss": "k1"}, "relative": {"exp": 600}},
+        {"alg": "HS256", "secret": s2, "claims": {"iss": "k1"}, "relative": {"exp": 600}},
+        {"alg": "HS256", "secret": s2, "claims": {"iss": "k1"}, "relative": {"exp": 3}}])
+    t1, t2, short = tokens
+    with gateway(store=STORE) as (w, b):
+        api = Admin(w)
+        api.ok("POST", "/consumers", {"username": "alice"})
+        api.ok("POST", "/consumers/alice/jwt", {"key": "k1", "secret": s1})
+        api.ok("POST", "/plugins", {"name": "jwt", "config": {"claims_to_verify": ["exp"]}})
+        for _ in range(3):
+            assert_consumer(get(w.port, "/o", headers=bearer(t1)), "alice", "k1")
+        api.ok("PATCH", "/consumers/alice/jwt/k1", {"secret": s2})
+        assert_refused(get(w.port, "/o", headers=bearer(t1)), "Invalid signature")
+        assert_consumer(get(w.port, "/o", headers=bearer(t2)), "alice", "k1")
+        api.ok("PATCH", "/consumers/alice/jwt/k1", {"algorithm": "HS384"})
+        assert_refused(get(w.port, "/o", headers=bearer(t2)), "Invalid algorithm")
+        api.ok("PATCH", "/consumers/alice/jwt/k1", {"algorithm": "HS256"})
+        assert_consumer(get(w.port, "/o", headers=bearer(t2)), "alice", "k1")
+        assert_eq(api.delete("/consumers/alice/jwt/k1").status, 204, "credential deleted")
+        assert_refused(get(w.port, "/o", headers=bearer(t2)),
+                       "No credentials found for given 'iss'")
+        api.ok("POST", "/consumers/alice/jwt", {"key": "k1", "secret": s2})
+        assert_consumer(get(w.port, "/o", headers=bearer(short)), "alice", "k1")
+        time.sleep(4)
+        assert_refused(get(w.port, "/o", headers=bearer(short)), "token expired",
+                       exp="token expired")
