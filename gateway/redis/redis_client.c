@@ -43,6 +43,7 @@ struct redis_conn {
     struct redis_conn *next;
     redisAsyncContext *ac;       /* NULL while the host name is being resolved */
     struct event *rev, *wev;     /* read and write readiness, switched by hiredis's hooks */
+    struct event *flush;         /* writes queued output at the end of this loop iteration */
     struct event *connect_timer; /* until the TCP connection is up */
     struct evdns_getaddrinfo_request *dns;
     struct redis_cmd *queue, **queue_tail; /* waiting for the hiredis context */
@@ -70,7 +71,8 @@ struct redis_pool {
     struct evdns_base *dns; /* made for the first host name that is not an address */
     struct redis_target *targets, *oldest;
     int n_targets;
-    char error[256]; /* redis_command's *err */
+    struct redis_conn *flushing; /* the connection on_flush is writing, if any */
+    char error[256];             /* redis_command's *err */
 };
 
 static void conn_drop(struct redis_conn *c, const char *reason);
@@ -260,6 +262,19 @@ static void on_writable(evutil_socket_t fd, short what, void *arg) {
     redisAsyncHandleWrite(c->ac); /* may free c */
 }
 
+/* Commands submitted during one loop iteration (many requests' EVALSHAs) go out in one write at
+ * its end, without asking epoll first: on a connected socket the kernel nearly always takes
+ * them. Only what it does not take waits for write readiness (hook_add_write, while flushing). */
+static void on_flush(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    struct redis_conn *c = arg;
+    struct redis_pool *pool = c->pool;
+    pool->flushing = c;
+    redisAsyncHandleWrite(c->ac); /* may free c */
+    pool->flushing = NULL;
+}
+
 static void hook_add_read(void *arg) {
     struct redis_conn *c = arg;
     event_add(c->rev, NULL);
@@ -272,7 +287,10 @@ static void hook_del_read(void *arg) {
 
 static void hook_add_write(void *arg) {
     struct redis_conn *c = arg;
-    event_add(c->wev, NULL);
+    if (c->connected && c->pool->flushing != c)
+        event_active(c->flush, EV_WRITE, 0); /* once per iteration: an active event stays so */
+    else
+        event_add(c->wev, NULL); /* connecting, or the socket was full */
 }
 
 static void hook_del_write(void *arg) {
@@ -297,6 +315,7 @@ static void conn_free(struct redis_conn *c) {
     conn_unlink(c);
     if (c->rev) event_free(c->rev);
     if (c->wev) event_free(c->wev);
+    if (c->flush) event_free(c->flush);
     if (c->connect_timer) event_free(c->connect_timer);
     free(c);
 }
@@ -455,7 +474,8 @@ static void conn_connect(struct redis_conn *c, const char *addr) {
     struct event_base *base = c->pool->base;
     c->rev = event_new(base, ac->c.fd, EV_READ, on_readable, c);
     c->wev = event_new(base, ac->c.fd, EV_WRITE, on_writable, c);
-    if (!c->rev || !c->wev) abort();
+    c->flush = event_new(base, -1, 0, on_flush, c);
+    if (!c->rev || !c->wev || !c->flush) abort();
     ac->ev.data = c;
     ac->ev.addRead = hook_add_read;
     ac->ev.delRead = hook_del_read;

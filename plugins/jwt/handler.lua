@@ -93,39 +93,44 @@ end
 -- The token as Kong finds it: every distinct token in the configured query parameters, cookies
 -- and "Bearer" headers. Returns the token, a table when there are several different ones, a
 -- non-string when a query parameter has no value, or nil.
-local function retrieve_token(conf)
-  local set, list = {}, {}
-  local function add(t)
-    if t ~= "" and not set[t] then
-      set[t] = true
-      list[#list + 1] = t
-    end
+-- Tokens found so far: `first` alone in the common case of one (no table made per request),
+-- then a list once a second different one turns up.
+local function add_token(first, list, t)
+  if t == "" or t == first then return first, list end
+  if first == nil then return t, list end
+  if not list then list = { first } end
+  for i = 1, #list do
+    if list[i] == t then return first, list end
   end
-  if #conf.uri_param_names > 0 then
+  list[#list + 1] = t
+  return first, list
+end
+
+local function retrieve_token(conf)
+  local first, list
+  if #conf.uri_param_names > 0 and weir.request.get_raw_query() ~= "" then
     local args = weir.request.get_query()
     for _, name in ipairs(conf.uri_param_names) do
       local v = args[name]
       if type(v) == "table" then
-        for _, t in ipairs(v) do add(t) end
+        for _, t in ipairs(v) do first, list = add_token(first, list, t) end
       elseif v ~= nil then
-        add(v)
+        first, list = add_token(first, list, v)
       end
     end
   end
   for _, name in ipairs(conf.cookie_names) do
     local v = cookie_value(name)
-    if v then add(v) end
+    if v then first, list = add_token(first, list, v) end
   end
   for _, name in ipairs(conf.header_names) do
     local value = weir.request.get_header(name)
     if value then
       local token = value:match("^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+(.-)%s*$")
-      if token then add(token) end
+      if token then first, list = add_token(first, list, token) end
     end
   end
-  if #list == 0 then return nil end
-  if #list == 1 then return list[1] end
-  return list
+  return list or first
 end
 
 -- ---- answers ----------------------------------------------------------------------------------
@@ -246,16 +251,16 @@ local function jwks_consumer(conf, claims)
   return consumer
 end
 
+local function set(name, v)
+  if v ~= nil and v ~= weir.json.null then
+    weir.service.request.set_header(name, tostring(v))
+  else
+    weir.service.request.clear_header(name)
+  end
+end
+
 local function set_consumer(consumer, credential)
   weir.client.authenticate(consumer, credential)
-  local req = weir.service.request
-  local function set(name, v)
-    if v ~= nil and v ~= weir.json.null then
-      req.set_header(name, tostring(v))
-    else
-      req.clear_header(name)
-    end
-  end
   set("X-Consumer-ID", consumer and consumer.id)
   set("X-Consumer-Custom-ID", consumer and consumer.custom_id)
   set("X-Consumer-Username", consumer and consumer.username)
