@@ -47,7 +47,8 @@ static bool same_listeners(const struct weir_settings *a, const struct weir_sett
     if (a->n_proxy_listen != b->n_proxy_listen) return false;
     for (size_t i = 0; i < a->n_proxy_listen; i++)
         if (strcmp(a->proxy_listen[i].host, b->proxy_listen[i].host) != 0 ||
-            a->proxy_listen[i].port != b->proxy_listen[i].port)
+            a->proxy_listen[i].port != b->proxy_listen[i].port ||
+            a->proxy_listen[i].ssl != b->proxy_listen[i].ssl)
             return false;
     return true;
 }

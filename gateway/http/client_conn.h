@@ -143,6 +143,8 @@ struct client_conn {
     bool client_read_paused; /* back-pressure from the upstream side */
     bool eof;                /* client closed its sending side */
     int listen_port;
+    bool tls;             /* the client speaks TLS (X-Forwarded-Proto: https) */
+    bool tls_handshaking; /* the TLS handshake has not finished */
     struct sockaddr_storage peer;
     char peer_ip[INET6_ADDRSTRLEN];
     bool peer_trusted;
@@ -162,8 +164,11 @@ struct client_conn {
     struct plugin_run *run; /* the request's plugins, when its route has any (lua/plugin_run.h) */
 };
 
-/* Takes ownership of fd (an accepted socket). */
-void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int listen_port);
+/* Takes ownership of fd (an accepted socket) and of tls, the TLS session made for it on a TLS
+ * listener (NULL: plain HTTP). */
+struct tls_conn;
+void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int listen_port,
+                     struct tls_conn *tls);
 /* Closes at the next turn of the loop (safe inside callbacks). */
 void client_conn_close(struct client_conn *c);
 /* Graceful stop: idle connections close now, busy ones after their response. */

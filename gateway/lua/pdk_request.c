@@ -36,8 +36,11 @@ static int req_get_method(lua_State *L) {
 }
 
 static int req_get_scheme(lua_State *L) {
-    conn_of(L, "weir.request.get_scheme");
-    lua_pushliteral(L, "http");
+    struct client_conn *c = conn_of(L, "weir.request.get_scheme");
+    if (c->tls)
+        lua_pushliteral(L, "https");
+    else
+        lua_pushliteral(L, "http");
     return 1;
 }
 

@@ -144,7 +144,7 @@ static void build_upstream_head(struct client_conn *c) {
     if (trusted && (h = first_of(c, HDR_X_FORWARDED_PROTO)))
         add_header(b, "X-Forwarded-Proto", h->value, h->value_len);
     else
-        adds(b, "X-Forwarded-Proto: http\r\n");
+        adds(b, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (trusted && (h = first_of(c, HDR_X_FORWARDED_HOST)))
         add_header(b, "X-Forwarded-Host", h->value, h->value_len);
     else if (r->host)
