@@ -477,6 +477,54 @@ def test_large_bodies_stream_both_ways_over_tls():
         stop(w, b)
 
 
+def test_a_slow_reader_gets_every_byte_of_a_large_response():
+    pki = Pki()
+    w, b = weir_with_tls(pki)
+    try:
+        tls_port, _ = ports(w)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(20)
+        s.connect(("127.0.0.1", tls_port))
+        c = client_context(pki).wrap_socket(s)
+        try:
+            c.sendall(b"GET /big?bytes=8000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(1.0)  # the gateway fills the socket and waits for it (WANT_WRITE)
+            src = _Source(sock=c, deadline=time.monotonic() + 20)
+            from harness import _read_message
+            r = _read_message(src)
+            assert_eq(r.status, 200, "status")
+            assert_eq(len(r.body), 8000000, "bytes read after the pause")
+        finally:
+            c.close()
+    finally:
+        stop(w, b)
+
+
+def test_sighup_reloads_the_default_certificate_from_its_file():
+    pki = Pki()
+    w, b = weir_with_tls(pki)
+    try:
+        tls_port, _ = ports(w)
+        assert_eq(served_name(tls_port, pki), "default.test", "before")
+        with TlsConn(tls_port, pki) as old:
+            assert_eq(old.request("GET", "/").status, 200, "first request")
+            cert, key = pki.leaf("renewed", "renewed.test")
+            shutil.copy(cert, w.config["weir"]["ssl_cert"])
+            shutil.copy(key, w.config["weir"]["ssl_cert_key"])
+            w.reload(w.config)
+            wait_until(lambda: served_name(tls_port, pki) == "renewed.test",
+                       what="the renewed certificate served after SIGHUP")
+            assert_eq(old.request("GET", "/").status, 200, "the open connection after SIGHUP")
+        # a reload with an unreadable file keeps the running configuration
+        os.unlink(w.config["weir"]["ssl_cert"])
+        w.reload(w.config)
+        wait_until(lambda: "reload failed" in w.stderr_text(), what="the failed reload logged")
+        assert_eq(served_name(tls_port, pki), "renewed.test", "still served")
+    finally:
+        stop(w, b)
+
+
 def _redirect_config(pki, backend_port):
     cfg = tls_config(pki, backend_port)
     cfg["services"] = [service("echo", backend_port, routes=[
