@@ -80,10 +80,11 @@ struct weir_settings {
     char *ssl_cert_key;
     char *ssl_ciphers;
     bool ssl_reject_unknown_sni;
-    int ssl_handshake_timeout_ms; /* 10000 */
-    bool any_ssl_listener;        /* some proxy_listen entry has "ssl" */
-    char *store_path;             /* weir.store.path, absolute; NULL: no store (DB-less) */
-    char **plugins;               /* weir.plugins, default {"bundled"} */
+    int ssl_handshake_timeout_ms;   /* 10000 */
+    int ssl_ticket_key_rotation_ms; /* 3600000: session ticket keys rotate this often */
+    bool any_ssl_listener;          /* some proxy_listen entry has "ssl" */
+    char *store_path;               /* weir.store.path, absolute; NULL: no store (DB-less) */
+    char **plugins;                 /* weir.plugins, default {"bundled"} */
     size_t n_plugins;
     char **plugin_paths; /* absolute */
     size_t n_plugin_paths;

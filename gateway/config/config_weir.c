@@ -120,6 +120,7 @@ static void read_tls(const json_t *weir, const char *base_dir, struct weir_setti
     w->ssl_ciphers = field_xstrdup((v = text(weir, "ssl_ciphers")) ? v : WEIR_DEFAULT_CIPHERS);
     w->ssl_reject_unknown_sni = json_is_true(json_object_get(weir, "ssl_reject_unknown_sni"));
     w->ssl_handshake_timeout_ms = (int)num(weir, "ssl_handshake_timeout", 10000);
+    w->ssl_ticket_key_rotation_ms = (int)num(weir, "ssl_session_ticket_key_rotation", 3600000);
     if (!w->ssl_cert != !w->ssl_cert_key)
         errlist_addf(errs, w->ssl_cert ? "weir.ssl_cert_key" : "weir.ssl_cert",
                      "is required with weir.%s", w->ssl_cert ? "ssl_cert" : "ssl_cert_key");

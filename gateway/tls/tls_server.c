@@ -1,7 +1,9 @@
 #include "tls/tls_server.h"
 
 #include <errno.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -37,12 +39,78 @@ struct tls_server {
     bool reject_unknown_sni;
 };
 
-/* Session ticket keys (name, HMAC and AES keys: 80 bytes for OpenSSL), made once per process. */
-static unsigned char ticket_keys[80];
-static pthread_once_t ticket_keys_once = PTHREAD_ONCE_INIT;
+/* Session ticket keys, process-wide: the current key seals new tickets, the previous one still
+ * opens tickets it sealed (and asks for a renewed ticket). tls_ticket_keys_rotate() makes a new
+ * current key; a ticket therefore lives between one and two rotation periods. Handshakes on every
+ * worker read the ring under the read lock; only the control thread's rotation writes. */
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+};
 
-static void make_ticket_keys(void) {
-    if (RAND_bytes(ticket_keys, sizeof ticket_keys) != 1) abort();
+static struct {
+    pthread_rwlock_t lock;
+    struct ticket_key keys[2]; /* [0] current, [1] previous when n == 2 */
+    int n;
+} ticket_ring = {.lock = PTHREAD_RWLOCK_INITIALIZER};
+static pthread_once_t ticket_ring_once = PTHREAD_ONCE_INIT;
+
+static void new_ticket_key(struct ticket_key *k) {
+    if (RAND_bytes((unsigned char *)k, sizeof *k) != 1) abort();
+}
+
+static void make_first_ticket_key(void) {
+    new_ticket_key(&ticket_ring.keys[0]);
+    ticket_ring.n = 1;
+}
+
+void tls_ticket_keys_rotate(void) {
+    pthread_once(&ticket_ring_once, make_first_ticket_key);
+    struct ticket_key fresh;
+    new_ticket_key(&fresh);
+    pthread_rwlock_wrlock(&ticket_ring.lock);
+    ticket_ring.keys[1] = ticket_ring.keys[0];
+    ticket_ring.keys[0] = fresh;
+    ticket_ring.n = 2;
+    pthread_rwlock_unlock(&ticket_ring.lock);
+    OPENSSL_cleanse(&fresh, sizeof fresh);
+}
+
+/* OpenSSL's ticket key callback: AES-256-CBC and HMAC-SHA256 keyed from the ring (RFC 5077's
+ * recommended construction, as OpenSSL's own default). Returns 1 (use), 2 (use and issue a new
+ * ticket: sealed with the previous key), 0 (unknown key: full handshake), -1 (failure). */
+static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
+                         EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int enc) {
+    (void)ssl;
+    struct ticket_key k;
+    int rc = 1;
+    pthread_rwlock_rdlock(&ticket_ring.lock);
+    if (enc) {
+        k = ticket_ring.keys[0];
+    } else {
+        rc = 0;
+        for (int i = 0; i < ticket_ring.n && !rc; i++)
+            if (memcmp(name, ticket_ring.keys[i].name, sizeof k.name) == 0) {
+                k = ticket_ring.keys[i];
+                rc = i == 0 ? 1 : 2;
+            }
+    }
+    pthread_rwlock_unlock(&ticket_ring.lock);
+    if (!rc) return 0;
+    if (enc) {
+        if (RAND_bytes(iv, 16) != 1) return -1;
+        memcpy(name, k.name, sizeof k.name);
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof k.hmac),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    int ok = EVP_CipherInit_ex(cipher, EVP_aes_256_cbc(), NULL, k.aes, iv, enc) == 1 &&
+             EVP_MAC_CTX_set_params(mac, params) == 1;
+    OPENSSL_cleanse(&k, sizeof k);
+    return ok ? rc : -1;
 }
 
 static const char *ssl_error_text(void) {
@@ -142,8 +210,8 @@ static SSL_CTX *new_context(const struct weir_settings *ws, struct tls_server *t
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx, 20480);
-    pthread_once(&ticket_keys_once, make_ticket_keys);
-    SSL_CTX_set_tlsext_ticket_keys(ctx, ticket_keys, sizeof ticket_keys);
+    pthread_once(&ticket_ring_once, make_first_ticket_key);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
     SSL_CTX_set_cert_cb(ctx, select_certificate, ts);
     SSL_CTX_set_tlsext_servername_callback(ctx, check_server_name);

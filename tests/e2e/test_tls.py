@@ -362,6 +362,32 @@ def test_sessions_resume_with_tickets_and_with_the_session_cache():
         stop(w, b)
 
 
+@timeout(60)
+def test_ticket_keys_rotate_and_the_previous_key_still_resumes():
+    pki = Pki()
+    w, b = weir_with_tls(pki, workers=2, ssl_session_ticket_key_rotation=2000)
+    try:
+        tls_port, _ = ports(w)
+        d = make_tmpdir("sess")
+        for version in ("-tls1_3", "-tls1_2"):
+            sess = os.path.join(d, version + ".pem")
+            issued = time.monotonic()
+            check("New," in _s_client(tls_port, "-sess_out", sess, version), "first handshake")
+            # A ticket's key is the current one until the next rotation, then the previous one
+            # until the rotation after: it resumes for at least one period (2 s), and these
+            # tries fall on both sides of a rotation.
+            for at in (0.2, 0.9, 1.6):
+                time.sleep(max(0.0, issued + at - time.monotonic()))
+                out = _s_client(tls_port, "-sess_in", sess, version)
+                check("Reused," in out, "resumed after %.1fs (%s): %s" % (at, version, out[-600:]))
+            # after two rotations its key is gone: a full handshake
+            time.sleep(max(0.0, issued + 4.5 - time.monotonic()))
+            out = _s_client(tls_port, "-sess_in", sess, version)
+            check("New," in out, "after two rotations (%s): %s" % (version, out[-600:]))
+    finally:
+        stop(w, b)
+
+
 # ---------------------------------------------------------------- misbehaving clients
 
 

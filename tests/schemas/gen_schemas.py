@@ -746,6 +746,11 @@ def weir_schema():
                                        "connection is closed." + NULL_NOTE,
                                        type=nullable("integer"), minimum=1, maximum=3600000,
                                        default=10000),
+            "ssl_session_ticket_key_rotation": d(
+                "Milliseconds between two rotations of the TLS session ticket keys (shared by "
+                "every worker). The previous key still resumes sessions, so a ticket is valid "
+                "for one to two periods." + NULL_NOTE, type=nullable("integer"), minimum=1000,
+                maximum=604800000, default=3600000),
             "admin_token": d("Bearer token every admin API request must present "
                              "(`Authorization: Bearer <token>`); required before admin_listen "
                              "may leave loopback. At least 16 characters." + NULL_NOTE,

@@ -175,6 +175,7 @@ static void test_tls_settings_default_without_ssl_listeners(void **state) {
     assert_null(w->ssl_cert);
     assert_false(w->ssl_reject_unknown_sni);
     assert_int_equal(w->ssl_handshake_timeout_ms, 10000);
+    assert_int_equal(w->ssl_ticket_key_rotation_ms, 3600000);
     config_free(c);
 }
 
