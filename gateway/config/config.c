@@ -242,6 +242,7 @@ void config_free(struct config *c) {
     free(w->ssl_cert);
     free(w->ssl_cert_key);
     free(w->ssl_ciphers);
+    free(w->ssl_client_ca);
     free(w->store_path);
     field_strings_free(w->plugins, w->n_plugins);
     field_strings_free(w->plugin_paths, w->n_plugin_paths);

@@ -82,9 +82,18 @@ struct weir_settings {
     bool ssl_reject_unknown_sni;
     int ssl_handshake_timeout_ms;   /* 10000 */
     int ssl_ticket_key_rotation_ms; /* 3600000: session ticket keys rotate this often */
-    bool any_ssl_listener;          /* some proxy_listen entry has "ssl" */
-    char *store_path;               /* weir.store.path, absolute; NULL: no store (DB-less) */
-    char **plugins;                 /* weir.plugins, default {"bundled"} */
+    /* Client certificates: CAs they must chain to (absolute path, NULL: none asked for), whether
+     * one is asked for and required, and whether its subject and fingerprint go upstream. */
+    char *ssl_client_ca;
+    enum ssl_verify_client {
+        SSL_VERIFY_CLIENT_OFF,
+        SSL_VERIFY_CLIENT_OPTIONAL,
+        SSL_VERIFY_CLIENT_REQUIRED
+    } ssl_verify_client;
+    bool ssl_client_cert_headers;
+    bool any_ssl_listener; /* some proxy_listen entry has "ssl" */
+    char *store_path;      /* weir.store.path, absolute; NULL: no store (DB-less) */
+    char **plugins;        /* weir.plugins, default {"bundled"} */
     size_t n_plugins;
     char **plugin_paths; /* absolute */
     size_t n_plugin_paths;

@@ -121,6 +121,15 @@ static void read_tls(const json_t *weir, const char *base_dir, struct weir_setti
     w->ssl_reject_unknown_sni = json_is_true(json_object_get(weir, "ssl_reject_unknown_sni"));
     w->ssl_handshake_timeout_ms = (int)num(weir, "ssl_handshake_timeout", 10000);
     w->ssl_ticket_key_rotation_ms = (int)num(weir, "ssl_session_ticket_key_rotation", 3600000);
+    if ((v = text(weir, "ssl_client_ca"))) w->ssl_client_ca = field_resolve_path(base_dir, v);
+    v = text(weir, "ssl_verify_client");
+    w->ssl_verify_client = !v || !strcmp(v, "off")  ? SSL_VERIFY_CLIENT_OFF
+                           : !strcmp(v, "optional") ? SSL_VERIFY_CLIENT_OPTIONAL
+                                                    : SSL_VERIFY_CLIENT_REQUIRED;
+    w->ssl_client_cert_headers = json_is_true(json_object_get(weir, "ssl_client_cert_headers"));
+    if (w->ssl_verify_client != SSL_VERIFY_CLIENT_OFF && !w->ssl_client_ca)
+        errlist_addf(errs, "weir.ssl_verify_client",
+                     "needs weir.ssl_client_ca, the CAs client certificates must chain to");
     if (!w->ssl_cert != !w->ssl_cert_key)
         errlist_addf(errs, w->ssl_cert ? "weir.ssl_cert_key" : "weir.ssl_cert",
                      "is required with weir.%s", w->ssl_cert ? "ssl_cert" : "ssl_cert_key");

@@ -508,6 +508,10 @@ bool conn_is_tls(const struct conn *c) {
     return c->tls != NULL;
 }
 
+struct tls_conn *conn_tls(const struct conn *c) {
+    return c->tls;
+}
+
 const char *conn_tls_error(const struct conn *c) {
     return c->tls ? tls_conn_error(c->tls) : "TLS error";
 }

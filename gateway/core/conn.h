@@ -60,6 +60,8 @@ struct tls_conn;
 struct conn *conn_new_tls(struct event_base *base, int fd, struct tls_conn *tls);
 /* Whether the connection is TLS (still or from the start, not after CONN_PLAIN_HTTP). */
 bool conn_is_tls(const struct conn *c);
+/* The TLS session (tls/tls_conn.h) for its accessors, or NULL on a plain connection. */
+struct tls_conn *conn_tls(const struct conn *c);
 /* Why the TLS session failed, for the log ("TLS error" when nothing more is known). */
 const char *conn_tls_error(const struct conn *c);
 /* Starts a non-blocking connect; CONN_CONNECTED or CONN_ERROR (or

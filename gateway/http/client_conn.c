@@ -18,6 +18,7 @@
 #include "http/error_response.h"
 #include "http/path.h"
 #include "lua/plugin_run.h"
+#include "tls/tls_conn.h"
 #include "upstream/proxy.h"
 
 /* How long a closing connection keeps reading (and discarding) after the
@@ -113,6 +114,7 @@ static void client_conn_destroy(struct client_conn *c) {
     free(c->resp_out.data);
     free(c->headers);
     free(c->up.headers);
+    free(c->client_cert_subject);
     struct worker *w = c->worker;
     worker_conn_removed(w, c);
     free(c);
@@ -1000,6 +1002,11 @@ static void client_event_cb(struct conn *conn, short what, void *arg) {
     if (what & CONN_CONNECTED) {
         /* the TLS handshake is done: now the wait for the first request */
         c->tls_handshaking = false;
+        char subject[1024];
+        if (tls_conn_client_cert(conn_tls(conn), subject, sizeof subject,
+                                 c->client_cert_fingerprint) &&
+            !(c->client_cert_subject = strdup(subject)))
+            abort();
         timer_set(c, limits_of(c)->header_timeout_ms);
         return;
     }

@@ -145,6 +145,10 @@ struct client_conn {
     int listen_port;
     bool tls;             /* the client speaks TLS (X-Forwarded-Proto: https) */
     bool tls_handshaking; /* the TLS handshake has not finished */
+    /* The verified client certificate (weir.ssl_verify_client), NULL/"" when none: its subject
+     * (RFC 2253, owned) and SHA-256 fingerprint (hex). */
+    char *client_cert_subject;
+    char client_cert_fingerprint[65];
     struct sockaddr_storage peer;
     char peer_ip[INET6_ADDRSTRLEN];
     bool peer_trusted;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,39 @@ void tls_conn_close_notify(struct tls_conn *t) {
 
 const char *tls_conn_error(const struct tls_conn *t) {
     return t->error[0] ? t->error : "TLS error";
+}
+
+const char *tls_conn_protocol(const struct tls_conn *t) {
+    return SSL_get_version(t->ssl);
+}
+
+const char *tls_conn_cipher(const struct tls_conn *t) {
+    return SSL_get_cipher_name(t->ssl);
+}
+
+bool tls_conn_client_cert(const struct tls_conn *t, char *subject, size_t subject_len,
+                          char fingerprint[65]) {
+    X509 *x = SSL_get0_peer_certificate(t->ssl);
+    if (!x || SSL_get_verify_result(t->ssl) != X509_V_OK || subject_len == 0) return false;
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio) abort();
+    X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_RFC2253);
+    int n = BIO_read(bio, subject, (int)(subject_len - 1));
+    subject[n > 0 ? n : 0] = '\0';
+    BIO_free(bio);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (X509_digest(x, EVP_sha256(), md, &len) != 1 || len != 32) {
+        ERR_clear_error();
+        return false;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned int i = 0; i < len; i++) {
+        fingerprint[2 * i] = hex[md[i] >> 4];
+        fingerprint[2 * i + 1] = hex[md[i] & 15];
+    }
+    fingerprint[64] = '\0';
+    return true;
 }
 
 const char *tls_conn_server_name(const struct tls_conn *t) {

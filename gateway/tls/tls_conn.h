@@ -49,5 +49,13 @@ void tls_conn_close_notify(struct tls_conn *t);
 const char *tls_conn_error(const struct tls_conn *t);
 /* The server name the client asked for, or NULL. */
 const char *tls_conn_server_name(const struct tls_conn *t);
+/* The negotiated protocol ("TLSv1.3") and cipher suite names (static strings). */
+const char *tls_conn_protocol(const struct tls_conn *t);
+const char *tls_conn_cipher(const struct tls_conn *t);
+/* The client certificate, when one was sent and verified (weir.ssl_verify_client): its subject
+ * (RFC 2253, truncated to subject_len - 1) and its SHA-256 fingerprint (64 hex digits). False
+ * when there is none. */
+bool tls_conn_client_cert(const struct tls_conn *t, char *subject, size_t subject_len,
+                          char fingerprint[65]);
 
 #endif

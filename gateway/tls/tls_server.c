@@ -219,6 +219,44 @@ static SSL_CTX *new_context(const struct weir_settings *ws, struct tls_server *t
     return ctx;
 }
 
+/* weir.ssl_verify_client: ask for (and verify) client certificates chaining to ssl_client_ca. */
+static void load_client_ca(SSL_CTX *ctx, const struct weir_settings *ws, struct errlist *errs) {
+    if (ws->ssl_verify_client == SSL_VERIFY_CLIENT_OFF || !ws->ssl_client_ca) return;
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ws->ssl_client_ca);
+    if (!names || SSL_CTX_load_verify_locations(ctx, ws->ssl_client_ca, NULL) != 1) {
+        errlist_addf(errs, "weir.ssl_client_ca", "cannot load the CA certificates %s: %s",
+                     ws->ssl_client_ca, names ? ssl_error_text() : "no certificate in the file");
+        if (names) sk_X509_NAME_pop_free(names, X509_NAME_free);
+        ERR_clear_error();
+        return;
+    }
+    /* Sessions are resumed only under the same client certificate policy: a session made
+     * while no certificate was required must not skip a check required now (nginx does the
+     * same). The session id context is a digest of the mode and the CAs' names. */
+    unsigned char sid[32];
+    unsigned int sid_len = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    unsigned char mode_byte = (unsigned char)ws->ssl_verify_client;
+    ok = ok && EVP_DigestUpdate(md, "weir", 4) == 1 && EVP_DigestUpdate(md, &mode_byte, 1) == 1;
+    for (int i = 0; ok && i < sk_X509_NAME_num(names); i++) {
+        unsigned char *der = NULL;
+        int n = i2d_X509_NAME(sk_X509_NAME_value(names, i), &der);
+        ok = n > 0 && EVP_DigestUpdate(md, der, (size_t)n) == 1;
+        OPENSSL_free(der);
+    }
+    ok = ok && EVP_DigestFinal_ex(md, sid, &sid_len) == 1;
+    EVP_MD_CTX_free(md);
+    if (!ok) abort();
+    SSL_CTX_set_session_id_context(ctx, sid, sid_len);
+    SSL_CTX_set_client_CA_list(ctx, names); /* takes names */
+    int mode = SSL_VERIFY_PEER;
+    if (ws->ssl_verify_client == SSL_VERIFY_CLIENT_REQUIRED)
+        mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+    SSL_CTX_set_verify(ctx, mode, NULL);
+    ERR_clear_error();
+}
+
 /* weir.ssl_cert and ssl_cert_key onto the context, each problem naming its file. */
 static void load_default(SSL_CTX *ctx, const struct weir_settings *ws, struct errlist *errs) {
     if (SSL_CTX_use_certificate_chain_file(ctx, ws->ssl_cert) != 1) {
@@ -304,6 +342,7 @@ struct tls_server *tls_server_build(const struct config *cfg, struct errlist *er
     ts->reject_unknown_sni = ws->ssl_reject_unknown_sni;
     ts->ctx = new_context(ws, ts, errs);
     if (ts->ctx && ws->ssl_cert && ws->ssl_cert_key) load_default(ts->ctx, ws, errs);
+    if (ts->ctx) load_client_ca(ts->ctx, ws, errs);
     load_entities(ts, cfg->model, errs);
     if (errs->n > before) {
         server_free(ts);

@@ -654,3 +654,146 @@ end""")})
             assert_eq(json.loads(c.request("GET", "/").body)["scheme"], "http", "plain")
     finally:
         stop(w, backend)
+
+
+# ---------------------------------------------------------------- client certificates
+
+
+def _client_cert(pki, name, cn):
+    """A client certificate (leaf + intermediate) signed by the test PKI."""
+    return pki.leaf(name, cn)
+
+
+def _request_with(port, pki, cert=None, path="/", headers=None):
+    """One request over TLS presenting `cert` ((crt, key) or None); the response, or the
+    SSLError/closed connection that ended it (TLS 1.3 reports a refused client certificate after
+    the client's handshake has finished, at the first read)."""
+    ctx = client_context(pki)
+    if cert:
+        ctx.load_cert_chain(*cert)
+    try:
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+    except (ssl.SSLError, ConnectionResetError) as e:
+        return e
+    try:
+        c = TlsConn.__new__(TlsConn)
+        c.timeout, c.sock, c.src = 5.0, s, _Source(sock=s)
+        try:
+            return c.request("GET", path, headers=headers)
+        except (ssl.SSLError, ConnectionResetError, AssertionError) as e:
+            return e
+    finally:
+        s.close()
+
+
+def _fingerprint(path):
+    out = subprocess.run(["openssl", "x509", "-in", path, "-noout", "-fingerprint", "-sha256"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip().split("=", 1)[1].replace(":", "").lower()
+
+
+def test_required_client_certificate_is_verified_and_forwarded():
+    pki = Pki()
+    good = _client_cert(pki, "alice", "alice")
+    other = Pki()  # a certificate from a CA the gateway does not trust
+    stranger = _client_cert(other, "mallory", "mallory")
+    w, b = weir_with_tls(pki, ssl_client_ca=pki.ca, ssl_verify_client="required",
+                         ssl_client_cert_headers=True)
+    try:
+        tls_port, plain_port = ports(w)
+        r = _request_with(tls_port, pki, good, headers={"X-Client-Cert-Subject": "CN=spoof"})
+        check(not isinstance(r, Exception), "a valid client certificate was refused: %r" % r)
+        e = echo(r)
+        assert_eq(e.headers_named("X-Client-Cert-Subject"), ["CN=alice"], "subject upstream")
+        assert_eq(e.header("X-Client-Cert-Fingerprint"), _fingerprint(pki.path("alice.leaf")),
+                  "fingerprint upstream")
+        for cert, what in ((None, "no certificate"), (stranger, "an untrusted certificate")):
+            r = _request_with(tls_port, pki, cert)
+            check(isinstance(r, Exception), "%s was accepted: %r" % (what, r))
+        # the plain listener is not affected, and a spoofed header is removed there too
+        with Conn(plain_port) as c:
+            e = echo(c.request("GET", "/", headers={"X-Client-Cert-Subject": "CN=spoof"}))
+            assert_eq(e.header("X-Client-Cert-Subject"), None, "spoofed header on plain HTTP")
+        wait_until(lambda: "peer did not return a certificate" in w.stderr_text() and
+                   "certificate verify failed" in w.stderr_text(), what="the refusals logged")
+    finally:
+        stop(w, b)
+
+
+def test_optional_client_certificate_and_get_tls():
+    from test_plugin_runtime import handler, plugin_tree
+    pki = Pki()
+    good = _client_cert(pki, "bob", "bob")
+    root = plugin_tree({"tlsinfo": handler(1000, """
+function P:access(conf)
+  local t = weir.client.get_tls()
+  if not t then return weir.response.exit(200, {plain = true}) end
+  return weir.response.exit(200, t)
+end""")})
+    backend = start_backend()
+    cfg = tls_config(pki, backend.port, ssl_client_ca=pki.ca, ssl_verify_client="optional",
+                     plugins=["bundled", "tlsinfo"], plugin_paths=[root])
+    cfg["plugins"] = [{"name": "tlsinfo"}]
+    w = start_weir(cfg)
+    try:
+        tls_port, plain_port = ports(w)
+        r = _request_with(tls_port, pki, good)
+        check(not isinstance(r, Exception), "a valid client certificate was refused: %r" % r)
+        t = json.loads(r.body)
+        assert_eq(t["client_subject"], "CN=bob", "client_subject")
+        assert_eq(t["client_fingerprint"], _fingerprint(pki.path("bob.leaf")), "fingerprint")
+        assert_eq(t["protocol"], "TLSv1.3", "protocol")
+        check(t.get("cipher"), "a cipher name: %r" % t)
+        r = _request_with(tls_port, pki, None)
+        check(not isinstance(r, Exception), "no certificate refused with optional: %r" % r)
+        t = json.loads(r.body)
+        check("client_subject" not in t, "a subject without a certificate: %r" % t)
+        with handshake(tls_port, pki, "svc.example.com") as s:
+            c = TlsConn.__new__(TlsConn)
+            c.timeout, c.sock, c.src = 5.0, s, _Source(sock=s)
+            assert_eq(json.loads(c.request("GET", "/").body)["server_name"], "svc.example.com",
+                      "server_name")
+        with Conn(plain_port) as c:
+            assert_eq(json.loads(c.request("GET", "/").body), {"plain": True}, "plain HTTP")
+    finally:
+        stop(w, backend)
+
+
+def test_client_certificate_settings_are_checked_at_start():
+    pki = Pki()
+    cert, key = pki.leaf("srv", "srv.test")
+
+    def check_mode(**weir):
+        cfg = base_config(None)
+        cfg["weir"]["proxy_listen"] = ["127.0.0.1:%d ssl" % _free_port()]
+        cfg["weir"].update(ssl_cert=cert, ssl_cert_key=key, **weir)
+        return run_weir(["-t", "-c", write_config_file(cfg)])
+
+    rc, out, err = check_mode(ssl_verify_client="required")
+    check(rc != 0 and "weir.ssl_verify_client" in err and "ssl_client_ca" in err,
+          "verify without a CA file: %s" % err)
+    missing = os.path.join(pki.dir, "no-ca.pem")
+    rc, out, err = check_mode(ssl_verify_client="optional", ssl_client_ca=missing)
+    check(rc != 0 and missing in err, "a missing CA file: %s" % err)
+    rc, out, err = check_mode(ssl_verify_client="sometimes", ssl_client_ca=pki.ca)
+    check(rc != 0 and "weir.ssl_verify_client" in err, "a bad mode: %s" % err)
+    rc, out, err = check_mode(ssl_verify_client="required", ssl_client_ca=pki.ca)
+    assert_eq(rc, 0, "a good setting (%s)" % err)
+
+
+def test_a_session_from_before_client_certificates_were_required_does_not_resume():
+    pki = Pki()
+    w, b = weir_with_tls(pki)
+    try:
+        tls_port, _ = ports(w)
+        sess = os.path.join(make_tmpdir("sess"), "s.pem")
+        check("New," in _s_client(tls_port, "-sess_out", sess), "first handshake")
+        check("Reused," in _s_client(tls_port, "-sess_in", sess), "resumes before the change")
+        cfg = dict(w.config)
+        cfg["weir"] = dict(cfg["weir"], ssl_client_ca=pki.ca, ssl_verify_client="required")
+        w.reload(cfg)
+        wait_until(lambda: "configuration reloaded" in w.stderr_text(), what="the reload")
+        out = _s_client(tls_port, "-sess_in", sess)
+        check("Reused," not in out, "a session resumed past the new requirement: %s" % out[-800:])
+    finally:
+        stop(w, b)

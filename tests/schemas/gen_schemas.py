@@ -746,6 +746,23 @@ def weir_schema():
                                        "connection is closed." + NULL_NOTE,
                                        type=nullable("integer"), minimum=1, maximum=3600000,
                                        default=10000),
+            "ssl_client_ca": d("CA certificates (a PEM file, relative to the configuration "
+                               "file's directory) that client certificates must chain to, and "
+                               "whose names are sent in the certificate request. Required when "
+                               "ssl_verify_client is not \"off\"." + NULL_NOTE,
+                               type=nullable("string"), minLength=1),
+            "ssl_verify_client": d("Client certificates on ssl listeners: \"off\" (none asked "
+                                   "for), \"optional\" (asked for; one that is sent must verify "
+                                   "against ssl_client_ca or the handshake fails) or "
+                                   "\"required\" (a handshake without a valid one fails)."
+                                   + NULL_NOTE, enum=["off", "optional", "required", None],
+                                   default="off",
+                                   errorMessage="must be \"off\", \"optional\" or \"required\""),
+            "ssl_client_cert_headers": d("Send the verified client certificate's subject "
+                                         "(X-Client-Cert-Subject, RFC 2253) and SHA-256 "
+                                         "fingerprint (X-Client-Cert-Fingerprint, hex) upstream; "
+                                         "those headers from the client are always removed then."
+                                         + NULL_NOTE, type=nullable("boolean"), default=False),
             "ssl_session_ticket_key_rotation": d(
                 "Milliseconds between two rotations of the TLS session ticket keys (shared by "
                 "every worker). The previous key still resumes sessions, so a ticket is valid "

@@ -151,7 +151,10 @@ static void test_ssl_listener_flag_and_tls_settings_are_read(void **state) {
                                        "ssl_cert" : "/etc/weir/server.crt",
                                        "ssl_cert_key" : "/etc/weir/server.key",
                                        "ssl_reject_unknown_sni" : true,
-                                       "ssl_handshake_timeout" : 2500
+                                       "ssl_handshake_timeout" : 2500,
+                                       "ssl_verify_client" : "optional",
+                                       "ssl_client_ca" : "/etc/weir/clients.pem",
+                                       "ssl_client_cert_headers" : true
                                    }));
     const struct weir_settings *w = &c->weir;
     assert_int_equal(w->proxy_listen[0].port, 8443);
@@ -163,6 +166,9 @@ static void test_ssl_listener_flag_and_tls_settings_are_read(void **state) {
     assert_string_equal(w->ssl_ciphers, WEIR_DEFAULT_CIPHERS);
     assert_true(w->ssl_reject_unknown_sni);
     assert_int_equal(w->ssl_handshake_timeout_ms, 2500);
+    assert_int_equal(w->ssl_verify_client, SSL_VERIFY_CLIENT_OPTIONAL);
+    assert_string_equal(w->ssl_client_ca, "/etc/weir/clients.pem");
+    assert_true(w->ssl_client_cert_headers);
     config_free(c);
 }
 
@@ -176,6 +182,9 @@ static void test_tls_settings_default_without_ssl_listeners(void **state) {
     assert_false(w->ssl_reject_unknown_sni);
     assert_int_equal(w->ssl_handshake_timeout_ms, 10000);
     assert_int_equal(w->ssl_ticket_key_rotation_ms, 3600000);
+    assert_int_equal(w->ssl_verify_client, SSL_VERIFY_CLIENT_OFF);
+    assert_null(w->ssl_client_ca);
+    assert_false(w->ssl_client_cert_headers);
     config_free(c);
 }
 
