@@ -560,8 +560,8 @@ def certificate_schema():
     })
     return {"title": "Certificate",
             "description": "A TLS certificate and key (Kong's certificate entity), checked with "
-                           "OpenSSL when stored (parses, key matches). TLS termination uses them "
-                           "once it lands (TLS issue).",
+                           "OpenSSL when stored (parses, key matches). TLS listeners serve it to "
+                           "clients whose SNI matches one of its snis (docs/tls.md).",
             "type": "object", "properties": props, "required": ["cert", "key"],
             "additionalProperties": False,
             "dependentRequired": {"cert_alt": ["key_alt"], "key_alt": ["cert_alt"]}}
@@ -596,7 +596,8 @@ def ca_certificate_schema():
     })
     return {"title": "CA certificate",
             "description": "A trusted CA certificate (Kong's ca_certificate entity), for "
-                           "verifying upstreams and clients once TLS lands (TLS issue).",
+                           "verifying upstreams once re-encryption lands (TLS issue); client "
+                           "certificates are verified against weir.ssl_client_ca.",
             "type": "object", "properties": props, "required": ["cert"],
             "additionalProperties": False}
 
