@@ -23,6 +23,7 @@
 #include "lua/lua_vm.h"
 #include "lua/shared_dict.h"
 #include "store/store.h"
+#include "tls/tls_server.h"
 
 struct server {
     struct snapshot *snapshot; /* the current one (the control thread's reference) */
@@ -38,7 +39,8 @@ struct server {
     struct shared_dict **dicts;          /* weir.shared_dicts, fixed at start */
     size_t n_dicts;
     struct event *collector;
-    int stop_fd; /* eventfd: server_stop() from any thread */
+    struct event *ticket_rotation; /* TLS session ticket keys (tls/tls_server.h) */
+    int stop_fd;                   /* eventfd: server_stop() from any thread */
     struct event *stop_event;
     atomic_bool fast;
 };
@@ -47,7 +49,8 @@ static bool same_listeners(const struct weir_settings *a, const struct weir_sett
     if (a->n_proxy_listen != b->n_proxy_listen) return false;
     for (size_t i = 0; i < a->n_proxy_listen; i++)
         if (strcmp(a->proxy_listen[i].host, b->proxy_listen[i].host) != 0 ||
-            a->proxy_listen[i].port != b->proxy_listen[i].port)
+            a->proxy_listen[i].port != b->proxy_listen[i].port ||
+            a->proxy_listen[i].ssl != b->proxy_listen[i].ssl)
             return false;
     return true;
 }
@@ -71,6 +74,18 @@ static void lower_control_priority(void) {
     int now = getpriority(PRIO_PROCESS, (id_t)tid);
     if (now < 10 && setpriority(PRIO_PROCESS, (id_t)tid, 10) != 0)
         log_warn("cannot lower the control thread's priority: %s", strerror(errno));
+}
+
+static void rotate_ticket_keys_cb(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what, (void)arg;
+    tls_ticket_keys_rotate();
+}
+
+/* (Re)starts the rotation period of the session ticket keys from the current settings. */
+static void arm_ticket_rotation(struct server *s) {
+    int ms = s->snapshot->config->weir.ssl_ticket_key_rotation_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(s->ticket_rotation, &tv);
 }
 
 /* Frees snapshots the workers let go of (they never free one themselves). */
@@ -159,6 +174,7 @@ static void teardown(struct server *s) {
     free(s->workers);
     if (s->dicts) close_shared_dicts(s);
     if (s->collector) event_free(s->collector);
+    if (s->ticket_rotation) event_free(s->ticket_rotation);
     if (s->stop_event) event_free(s->stop_event);
     if (s->stop_fd >= 0) close(s->stop_fd);
     if (s->base) event_base_free(s->base);
@@ -255,6 +271,8 @@ struct server *server_start(struct snapshot *snap, struct store *store, const ch
     s->collector = event_new(s->base, -1, EV_PERSIST, collect_cb, NULL);
     struct timeval every_second = {1, 0};
     evtimer_add(s->collector, &every_second);
+    s->ticket_rotation = event_new(s->base, -1, EV_PERSIST, rotate_ticket_keys_cb, NULL);
+    arm_ticket_rotation(s);
     s->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (s->stop_fd < 0) abort();
     s->stop_event = event_new(s->base, s->stop_fd, EV_READ | EV_PERSIST, stop_cb, s);
@@ -321,10 +339,13 @@ void server_reload(struct server *s, struct config *cfg, struct errlist *errs) {
         return;
     }
     const struct weir_settings *old = &s->snapshot->config->weir, *neu = &snap->config->weir;
+    int old_rotation = old->ssl_ticket_key_rotation_ms;
     warn_restart_needed(old, neu);
     log_configure(neu->error_log, neu->log_level);
     admin_settings_changed(s->admin, neu);
     publish(s, snap);
+    if (old_rotation != s->snapshot->config->weir.ssl_ticket_key_rotation_ms)
+        arm_ticket_rotation(s);
     log_notice("configuration reloaded (version %llu, hash %.12s)", (unsigned long long)s->version,
                config_hash(snap->config));
 }

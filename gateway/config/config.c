@@ -239,6 +239,10 @@ void config_free(struct config *c) {
     free(w->access_log);
     free(w->error_log);
     free(w->admin_token);
+    free(w->ssl_cert);
+    free(w->ssl_cert_key);
+    free(w->ssl_ciphers);
+    free(w->ssl_client_ca);
     free(w->store_path);
     field_strings_free(w->plugins, w->n_plugins);
     field_strings_free(w->plugin_paths, w->n_plugin_paths);

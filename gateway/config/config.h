@@ -32,9 +32,15 @@ enum log_level {
     LOG_LEVEL_ERROR
 };
 
+/* Mozilla's "intermediate" TLS 1.2 suites (schemas/weir.json's default for weir.ssl_ciphers). */
+#define WEIR_DEFAULT_CIPHERS                                                                       \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 struct listen_addr {
     char host[64]; /* numeric IPv4/IPv6 address, "0.0.0.0" for all */
     int port;
+    bool ssl; /* Kong's "ssl" flag: TLS is terminated here (proxy_listen only) */
 };
 
 struct cidr {
@@ -68,8 +74,26 @@ struct weir_settings {
     enum log_level log_level;
     struct weir_limits limits;
     char *admin_token; /* NULL: none (admin API on loopback only) */
-    char *store_path;  /* weir.store.path, absolute; NULL: no store (DB-less) */
-    char **plugins;    /* weir.plugins, default {"bundled"} */
+    /* TLS termination (docs/tls.md): the default certificate (absolute paths, NULL when unset),
+     * TLS 1.2 ciphers, what an unknown SNI gets, and the handshake's own timeout. */
+    char *ssl_cert;
+    char *ssl_cert_key;
+    char *ssl_ciphers;
+    bool ssl_reject_unknown_sni;
+    int ssl_handshake_timeout_ms;   /* 10000 */
+    int ssl_ticket_key_rotation_ms; /* 3600000: session ticket keys rotate this often */
+    /* Client certificates: CAs they must chain to (absolute path, NULL: none asked for), whether
+     * one is asked for and required, and whether its subject and fingerprint go upstream. */
+    char *ssl_client_ca;
+    enum ssl_verify_client {
+        SSL_VERIFY_CLIENT_OFF,
+        SSL_VERIFY_CLIENT_OPTIONAL,
+        SSL_VERIFY_CLIENT_REQUIRED
+    } ssl_verify_client;
+    bool ssl_client_cert_headers;
+    bool any_ssl_listener; /* some proxy_listen entry has "ssl" */
+    char *store_path;      /* weir.store.path, absolute; NULL: no store (DB-less) */
+    char **plugins;        /* weir.plugins, default {"bundled"} */
     size_t n_plugins;
     char **plugin_paths; /* absolute */
     size_t n_plugin_paths;

@@ -168,18 +168,21 @@ const char *field_listen_parse(const char *s, struct listen_addr *out) {
     memcpy(addr, s, addr_len);
     addr[addr_len] = '\0';
 
-    /* Kong's listen flags ("ssl", "http2", "reuseport", "backlog=N", ...) */
+    /* Kong's listen flags ("ssl", "http2", "reuseport", "backlog=N", ...): only "ssl" */
     const char *flags = s + addr_len;
-    bool has_flags = false;
+    bool has_flags = false, ssl = false;
     while (*flags) {
         flags += strspn(flags, " \t");
         size_t n = strcspn(flags, " \t");
-        if (n == 3 && strncmp(flags, "ssl", 3) == 0) return "TLS listeners are not supported yet";
-        if (n) has_flags = true;
+        if (n == 3 && strncmp(flags, "ssl", 3) == 0)
+            ssl = true;
+        else if (n)
+            has_flags = true;
         flags += n;
     }
     if (has_flags)
-        return "listener options (such as \"reuseport\" or \"http2\") are not supported yet";
+        return "listener options other than \"ssl\" (such as \"reuseport\" or \"http2\") are "
+               "not supported yet";
 
     bool bracketed;
     int port;
@@ -195,6 +198,7 @@ const char *field_listen_parse(const char *s, struct listen_addr *out) {
     inet_pton(family, host, bin);
     if (!inet_ntop(family, bin, out->host, sizeof out->host)) return "is not a valid address";
     out->port = port;
+    out->ssl = ssl;
     return NULL;
 }
 

@@ -110,6 +110,42 @@ static long long int_or(const json_t *obj, const char *key, long long dflt) {
     return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
 }
 
+/* TLS termination settings; the files themselves are read when a snapshot is built
+ * (tls/tls_server.h), so that their problems name the file. */
+static void read_tls(const json_t *weir, const char *base_dir, struct weir_settings *w,
+                     struct errlist *errs) {
+    const char *v;
+    if ((v = text(weir, "ssl_cert"))) w->ssl_cert = field_resolve_path(base_dir, v);
+    if ((v = text(weir, "ssl_cert_key"))) w->ssl_cert_key = field_resolve_path(base_dir, v);
+    w->ssl_ciphers = field_xstrdup((v = text(weir, "ssl_ciphers")) ? v : WEIR_DEFAULT_CIPHERS);
+    w->ssl_reject_unknown_sni = json_is_true(json_object_get(weir, "ssl_reject_unknown_sni"));
+    w->ssl_handshake_timeout_ms = (int)num(weir, "ssl_handshake_timeout", 10000);
+    w->ssl_ticket_key_rotation_ms = (int)num(weir, "ssl_session_ticket_key_rotation", 3600000);
+    if ((v = text(weir, "ssl_client_ca"))) w->ssl_client_ca = field_resolve_path(base_dir, v);
+    v = text(weir, "ssl_verify_client");
+    w->ssl_verify_client = !v || !strcmp(v, "off")  ? SSL_VERIFY_CLIENT_OFF
+                           : !strcmp(v, "optional") ? SSL_VERIFY_CLIENT_OPTIONAL
+                                                    : SSL_VERIFY_CLIENT_REQUIRED;
+    w->ssl_client_cert_headers = json_is_true(json_object_get(weir, "ssl_client_cert_headers"));
+    if (w->ssl_verify_client != SSL_VERIFY_CLIENT_OFF && !w->ssl_client_ca)
+        errlist_addf(errs, "weir.ssl_verify_client",
+                     "needs weir.ssl_client_ca, the CAs client certificates must chain to");
+    if (!w->ssl_cert != !w->ssl_cert_key)
+        errlist_addf(errs, w->ssl_cert ? "weir.ssl_cert_key" : "weir.ssl_cert",
+                     "is required with weir.%s", w->ssl_cert ? "ssl_cert" : "ssl_cert_key");
+    for (size_t i = 0; i < w->n_proxy_listen; i++) {
+        if (!w->proxy_listen[i].ssl) continue;
+        w->any_ssl_listener = true;
+        if (w->ssl_cert) continue;
+        char path[FIELD_PATH_MAX];
+        field_index_path(path, "weir.proxy_listen", i);
+        errlist_addf(errs, path,
+                     "a TLS listener (\"ssl\") needs a default certificate: set weir.ssl_cert and "
+                     "weir.ssl_cert_key");
+        break;
+    }
+}
+
 void config_weir_read(const json_t *weir, const char *base_dir, struct weir_settings *w,
                       struct errlist *errs) {
     static const char *const levels[] = {"debug", "info", "notice", "warn", "error", NULL};
@@ -128,6 +164,7 @@ void config_weir_read(const json_t *weir, const char *base_dir, struct weir_sett
     read_listeners(json_object_get(weir, "admin_listen"), "127.0.0.1:8001", &w->admin_listen,
                    &w->n_admin_listen);
     check_listener_overlap(w, errs);
+    read_tls(weir, base_dir, w, errs);
 
     json_t *ips = json_object_get(weir, "trusted_ips");
     w->n_trusted_ips = json_array_size(ips);

@@ -3,6 +3,7 @@
 #include "config/model.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_chain.h"
+#include "tls/tls_server.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -50,12 +51,22 @@ struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t vers
         config_free(cfg);
         return NULL;
     }
+    struct tls_server *tls = NULL;
+    if (cfg->weir.any_ssl_listener || cfg->weir.ssl_cert) {
+        tls = tls_server_build(cfg, errs);
+        if (!tls) {
+            router_free(router);
+            config_free(cfg);
+            return NULL;
+        }
+    }
     struct snapshot *s = calloc(1, sizeof *s);
     if (!s) abort();
     atomic_init(&s->refs, 1);
     s->version = version;
     s->config = cfg;
     s->router = router;
+    s->tls = tls;
     s->n_workers = n_workers;
     s->balancer_current = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(int *));
     if (!s->balancer_current) abort();
@@ -104,6 +115,7 @@ static void snapshot_free(struct snapshot *s) {
     free(s->chains);
     free(s->chain_slots);
     router_free(s->router);
+    tls_server_release(s->tls);
     config_free(s->config);
     free(s);
 }

@@ -18,6 +18,7 @@
 #include "router/router.h"
 
 struct plugin_instance;
+struct tls_server;
 
 /* The plugins a route runs before a consumer is known (lua/plugin_chain.h), resolved once per
  * snapshot: instances in order, and the union of their phases (enum plugin_phase bits). */
@@ -45,6 +46,9 @@ struct snapshot {
      * mapping a consumer's id and username, a key-auth key and a JWT key to the model entity
      * (NULL when the model has no consumers). */
     struct json_t *consumer_by_id, *consumer_by_username, *keyauth_by_key, *jwt_by_key;
+    /* TLS termination's certificates (tls/tls_server.h): built when the config has an ssl
+     * listener or a default certificate, else NULL. A TLS connection takes its own reference. */
+    struct tls_server *tls;
 };
 
 /* Takes ownership of cfg (freed on failure too). Returns a snapshot holding

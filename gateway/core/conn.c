@@ -12,10 +12,13 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "tls/tls_conn.h"
 
 /* Bytes asked of the kernel per read: large enough that a streaming body
  * takes few syscalls, small enough to stay fair between connections. */
 #define CONN_READ_SIZE 65536
+/* One TLS record's payload: what a decrypting read is given at a time. */
+#define TLS_RECORD_SIZE 16384
 
 struct conn {
     struct event_base *base;
@@ -35,16 +38,20 @@ struct conn {
     bool want_read;    /* `later` will read again (edge-triggered) */
     int connect_errno; /* connect() failed at once: reported by `later` */
     bool connecting;
-    bool closed;             /* error or timeout: no more I/O */
-    bool read_eof;           /* the peer finished sending: no more reads, writes go on */
-    bool peer_closed;        /* EPOLLRDHUP seen: read on until EOF (edge-triggered) */
-    bool shut_pending;       /* shutdown(SHUT_WR) once the output is empty */
-    bool dead;               /* conn_free() called inside a callback */
-    int depth;               /* callbacks of this conn on the stack */
-    uint64_t rto_ms, wto_ms; /* 0: no timeout */
-    uint64_t read_deadline;  /* while reading is enabled */
-    uint64_t write_deadline; /* while output waits for the socket, or connecting */
-    uint64_t timer_at;       /* when `timer` fires; 0: not armed */
+    bool closed;               /* error or timeout: no more I/O */
+    bool read_eof;             /* the peer finished sending: no more reads, writes go on */
+    bool peer_closed;          /* EPOLLRDHUP seen: read on until EOF (edge-triggered) */
+    bool shut_pending;         /* shutdown(SHUT_WR) once the output is empty */
+    bool dead;                 /* conn_free() called inside a callback */
+    int depth;                 /* callbacks of this conn on the stack */
+    struct tls_conn *tls;      /* NULL: plain TCP */
+    bool tls_handshaking;      /* the server handshake has not finished */
+    bool tls_read_wants_write; /* a decrypting read waits for the socket to take bytes */
+    bool tls_write_wants_read; /* an encrypting write waits for bytes from the socket */
+    uint64_t rto_ms, wto_ms;   /* 0: no timeout */
+    uint64_t read_deadline;    /* while reading is enabled */
+    uint64_t write_deadline;   /* while output waits for the socket, or connecting */
+    uint64_t timer_at;         /* when `timer` fires; 0: not armed */
     size_t read_high, write_low;
 };
 
@@ -98,13 +105,21 @@ static void write_deadline_restart(struct conn *c) {
         alive_;                                                                                    \
     })
 
+static void schedule_later(struct conn *c);
+
 static void update_read_event(struct conn *c) {
-    bool want = c->reading && !c->closed && !c->read_eof && !c->connecting &&
-                !(c->read_high && evbuffer_get_length(c->in) >= c->read_high);
+    /* a TLS handshake reads whether or not the owner wants data yet */
+    bool want = (c->reading || c->tls_handshaking) && !c->closed && !c->read_eof &&
+                !c->connecting && !(c->read_high && evbuffer_get_length(c->in) >= c->read_high);
     if (want && !c->read_added) {
         event_add(&c->rev, NULL);
         c->read_added = true;
         read_deadline_restart(c);
+        if (c->tls && !c->tls_handshaking) {
+            /* bytes the session took from the socket bring no new edge: read once anyway */
+            c->want_read = true;
+            schedule_later(c);
+        }
     } else if (!want && c->read_added) {
         event_del(&c->rev);
         c->read_added = false;
@@ -154,7 +169,14 @@ static void schedule_later(struct conn *c) {
     event_active(&c->later, EV_TIMEOUT, 1);
 }
 
+static void tls_read(struct conn *c);
+static void tls_write(struct conn *c);
+
 static void do_read(struct conn *c) {
+    if (c->tls) {
+        tls_read(c);
+        return;
+    }
     struct evbuffer_iovec vec[2];
     int n_vec = evbuffer_reserve_space(c->in, CONN_READ_SIZE, vec, 2);
     if (n_vec <= 0) abort();
@@ -199,6 +221,10 @@ static void do_read(struct conn *c) {
 
 static void do_write(struct conn *c) {
     if (c->closed || c->connecting) return;
+    if (c->tls) {
+        tls_write(c);
+        return;
+    }
     size_t before = evbuffer_get_length(c->out);
     if (before > 0) {
         int n = evbuffer_write(c->out, c->fd);
@@ -229,10 +255,152 @@ static void do_write(struct conn *c) {
     if (before > after && after <= c->write_low && c->writecb) CALLBACK(c, c->writecb(c, c->arg));
 }
 
+/* ---- TLS transport (tls/tls_conn.h does the OpenSSL calls) ---- */
+
+static void wev_add(struct conn *c) {
+    if (c->write_added) return;
+    event_add(&c->wev, NULL);
+    c->write_added = true;
+    write_deadline_restart(c);
+}
+
+static void wev_del(struct conn *c) {
+    if (!c->write_added) return;
+    event_del(&c->wev);
+    c->write_added = false;
+    c->write_deadline = 0;
+}
+
+static void tls_handshake(struct conn *c) {
+    switch (tls_conn_handshake(c->tls)) {
+    case TLS_IO_WANT_READ:
+        wev_del(c);
+        return;
+    case TLS_IO_WANT_WRITE:
+        wev_add(c);
+        return;
+    case TLS_IO_PLAIN_HTTP:
+        /* the owner answers in plain text: the conn is plain TCP from here on */
+        tls_conn_free(c->tls, false);
+        c->tls = NULL;
+        c->tls_handshaking = false;
+        if (c->eventcb && !CALLBACK(c, c->eventcb(c, CONN_PLAIN_HTTP, c->arg))) return;
+        update_read_event(c);
+        return;
+    case TLS_IO_CLOSED:
+        fail(c, CONN_READING | CONN_EOF | CONN_HANDSHAKE);
+        return;
+    case TLS_IO_ERROR:
+        fail(c, CONN_READING | CONN_ERROR | CONN_HANDSHAKE);
+        return;
+    case TLS_IO_DONE:
+        break;
+    }
+    c->tls_handshaking = false;
+    if (evbuffer_get_length(c->out) == 0) wev_del(c);
+    if (c->eventcb && !CALLBACK(c, c->eventcb(c, CONN_CONNECTED, c->arg))) return;
+    if (c->closed) return;
+    update_read_event(c);
+    /* a request may have come with the handshake's last flight, and output may wait */
+    c->want_read = true;
+    c->want_flush = evbuffer_get_length(c->out) > 0 || c->shut_pending;
+    schedule_later(c);
+}
+
+/* Decrypts what the socket holds, up to CONN_READ_SIZE per turn, like do_read. */
+static void tls_read(struct conn *c) {
+    if (c->tls_handshaking) {
+        tls_handshake(c);
+        return;
+    }
+    c->tls_read_wants_write = false;
+    size_t total = 0;
+    enum tls_io r = TLS_IO_DONE;
+    while (total < CONN_READ_SIZE) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(c->in, TLS_RECORD_SIZE, &v, 1) != 1) abort();
+        size_t got = 0;
+        r = tls_conn_read(c->tls, v.iov_base, v.iov_len, &got);
+        v.iov_len = got;
+        evbuffer_commit_space(c->in, &v, got ? 1 : 0);
+        total += got;
+        if (r != TLS_IO_DONE) break;
+    }
+    if (r == TLS_IO_DONE) {
+        /* stopped at the per-turn limit: read on after the other connections */
+        c->want_read = true;
+        schedule_later(c);
+    } else if (r == TLS_IO_WANT_WRITE) {
+        c->tls_read_wants_write = true; /* e.g. a TLS 1.3 key update to answer */
+        wev_add(c);
+    }
+    if (total) {
+        if (c->rto_ms) read_deadline_restart(c);
+        if (c->readcb && !CALLBACK(c, c->readcb(c, c->arg))) return;
+        if (c->closed || c->read_eof) return;
+    }
+    if (r == TLS_IO_CLOSED) {
+        fail(c, CONN_READING | CONN_EOF);
+        return;
+    }
+    if (r == TLS_IO_ERROR) {
+        fail(c, CONN_READING | CONN_ERROR);
+        return;
+    }
+    update_read_event(c);
+}
+
+/* Encrypts the output, one record per call, until it is empty or the socket is full. */
+static void tls_write(struct conn *c) {
+    if (c->tls_handshaking) return;
+    size_t before = evbuffer_get_length(c->out);
+    enum tls_io r = TLS_IO_DONE;
+    c->tls_write_wants_read = false;
+    size_t len;
+    while ((len = evbuffer_get_length(c->out)) > 0) {
+        if (len > TLS_RECORD_SIZE) len = TLS_RECORD_SIZE;
+        const unsigned char *p = evbuffer_pullup(c->out, (ev_ssize_t)len);
+        size_t put = 0;
+        r = tls_conn_write(c->tls, p, len, &put);
+        if (put) evbuffer_drain(c->out, put);
+        if (r != TLS_IO_DONE) break;
+    }
+    if (r == TLS_IO_ERROR || r == TLS_IO_CLOSED) {
+        fail(c, CONN_WRITING | CONN_ERROR);
+        return;
+    }
+    if (r == TLS_IO_WANT_READ) c->tls_write_wants_read = true;
+    size_t after = evbuffer_get_length(c->out);
+    if (r == TLS_IO_WANT_WRITE) {
+        if (c->write_added && after < before)
+            write_deadline_restart(c); /* progress restarts the write timeout */
+        wev_add(c);
+    } else if (after == 0 && !c->tls_read_wants_write) {
+        wev_del(c);
+    }
+    if (after == 0 && c->shut_pending) {
+        c->shut_pending = false;
+        tls_conn_close_notify(c->tls);
+        shutdown(c->fd, SHUT_WR);
+    }
+    if (before > after && after <= c->write_low && c->writecb) CALLBACK(c, c->writecb(c, c->arg));
+}
+
+static void tls_writable(struct conn *c) {
+    if (c->tls_handshaking) {
+        CALLBACK(c, tls_handshake(c));
+        return;
+    }
+    if (c->tls_read_wants_write && !CALLBACK(c, tls_read(c))) return;
+    if (c->closed) return;
+    CALLBACK(c, do_write(c));
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     struct conn *c = arg;
     if (what & EV_CLOSED) c->peer_closed = true;
+    if (c->tls_write_wants_read && !CALLBACK(c, do_write(c))) return;
     if (c->read_added && !c->closed && !c->read_eof) do_read(c);
 }
 
@@ -240,6 +408,10 @@ static void on_writable(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     struct conn *c = arg;
     if (c->closed) return;
+    if (c->tls) {
+        tls_writable(c);
+        return;
+    }
     if (c->connecting) {
         int err = 0;
         socklen_t len = sizeof err;
@@ -325,6 +497,25 @@ struct conn *conn_new(struct event_base *base, int fd) {
     return conn_alloc(base, fd);
 }
 
+struct conn *conn_new_tls(struct event_base *base, int fd, struct tls_conn *tls) {
+    struct conn *c = conn_alloc(base, fd);
+    c->tls = tls;
+    c->tls_handshaking = true;
+    return c;
+}
+
+bool conn_is_tls(const struct conn *c) {
+    return c->tls != NULL;
+}
+
+struct tls_conn *conn_tls(const struct conn *c) {
+    return c->tls;
+}
+
+const char *conn_tls_error(const struct conn *c) {
+    return c->tls ? tls_conn_error(c->tls) : "TLS error";
+}
+
 struct conn *conn_connect(struct event_base *base, const struct sockaddr *sa, socklen_t len,
                           const struct timeval *connect_timeout) {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -356,6 +547,11 @@ void conn_free(struct conn *c) {
     event_del(&c->wev);
     event_del(&c->timer);
     event_del(&c->later);
+    if (c->tls) {
+        /* close_notify only on a sound session that is not being torn down for a failure */
+        tls_conn_free(c->tls, !c->closed && !c->tls_handshaking);
+        c->tls = NULL;
+    }
     close(c->fd);
     c->fd = -1;
     c->dead = true;
@@ -414,8 +610,9 @@ void conn_set_watermarks(struct conn *c, size_t read_high, size_t write_low) {
 
 void conn_shutdown_write(struct conn *c) {
     if (c->closed || c->dead) return;
-    if (evbuffer_get_length(c->out) == 0 && !c->connecting)
+    if (evbuffer_get_length(c->out) == 0 && !c->connecting && !c->tls_handshaking) {
+        if (c->tls) tls_conn_close_notify(c->tls);
         shutdown(c->fd, SHUT_WR);
-    else
+    } else
         c->shut_pending = true;
 }

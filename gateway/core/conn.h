@@ -14,7 +14,16 @@
  * Semantics follow bufferevent's closely (callbacks for data, drained output
  * and events; a read high watermark that suspends reading; a write low
  * watermark for the drained callback; read/write timeouts), so the HTTP code
- * reads the same. TLS will plug in here as a second transport.
+ * reads the same.
+ *
+ * TLS is a second transport (conn_new_tls): the same buffers and callbacks, with a TLS session
+ * (tls/tls_conn.h) between them and the socket. The server handshake runs first, driven by the
+ * socket's events in both directions; CONN_CONNECTED reports its end, CONN_ERROR|CONN_HANDSHAKE
+ * (or CONN_EOF|CONN_HANDSHAKE) its failure, CONN_PLAIN_HTTP a client that spoke plain HTTP (the
+ * connection is plain TCP from then on, so that the owner can answer in kind). Reads decrypt
+ * until the socket is empty; writes encrypt at most one record per call and wait for the socket
+ * like plain writes. conn_shutdown_write() sends close_notify first, conn_free() too (best
+ * effort). A plain connection pays one test of a field per read and per write for this.
  *
  * Ownership: conn_free() may be called from inside the connection's own
  * callbacks; the memory is released once the callback returns. Worker
@@ -34,7 +43,9 @@ enum {
     CONN_EOF = 0x10,
     CONN_ERROR = 0x20,
     CONN_TIMEOUT = 0x40,
-    CONN_CONNECTED = 0x80,
+    CONN_CONNECTED = 0x80,   /* connect done; TLS: the server handshake is done */
+    CONN_HANDSHAKE = 0x100,  /* with CONN_ERROR or CONN_EOF: during the TLS handshake */
+    CONN_PLAIN_HTTP = 0x200, /* a TLS connection's client sent plain HTTP (now plain TCP) */
 };
 
 struct conn;
@@ -43,6 +54,16 @@ typedef void (*conn_event_cb)(struct conn *c, short what, void *arg);
 
 /* Wraps an accepted, non-blocking socket (the conn owns and closes it). */
 struct conn *conn_new(struct event_base *base, int fd);
+/* The same with TLS: the conn owns fd and tls (tls/tls_conn.h, made for fd) and starts the
+ * server handshake once reading is enabled. */
+struct tls_conn;
+struct conn *conn_new_tls(struct event_base *base, int fd, struct tls_conn *tls);
+/* Whether the connection is TLS (still or from the start, not after CONN_PLAIN_HTTP). */
+bool conn_is_tls(const struct conn *c);
+/* The TLS session (tls/tls_conn.h) for its accessors, or NULL on a plain connection. */
+struct tls_conn *conn_tls(const struct conn *c);
+/* Why the TLS session failed, for the log ("TLS error" when nothing more is known). */
+const char *conn_tls_error(const struct conn *c);
 /* Starts a non-blocking connect; CONN_CONNECTED or CONN_ERROR (or
  * CONN_TIMEOUT after the write timeout) follows through the event callback,
  * never from inside this call. Output queued before the connection is up is

@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/client_conn.h"
+#include "tls/tls_conn.h"
 #include "upstream/pool.h"
 
 atomic_int weir_connections;
@@ -26,8 +27,12 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)peerlen;
     struct worker *w = arg;
     int port = 0;
+    bool ssl = false;
     for (size_t i = 0; i < w->n_listeners; i++)
-        if (w->listeners[i] == l) port = w->listen_ports[i];
+        if (w->listeners[i] == l) {
+            port = w->listen_ports[i];
+            ssl = w->listen_ssl[i];
+        }
     const struct config *cfg = w->snapshot->config;
     /* Over the limit the connection is closed at once: cheaper for everyone
      * than queueing work the process has promised not to take. */
@@ -38,7 +43,22 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    client_conn_new(w, fd, peer, port);
+    struct tls_conn *tls = NULL;
+    if (ssl) {
+        /* the current snapshot's certificates, kept by the connection until it closes */
+        tls = w->snapshot->tls ? tls_conn_new(w->snapshot->tls, fd) : NULL;
+        if (!tls) {
+            /* only after a reload that dropped every ssl listener and the default certificate
+             * (listeners change with a restart) */
+            log_err("worker %d: TLS connection on port %d refused: the configuration has no "
+                    "TLS settings any more (restart to apply the new listeners)",
+                    w->id, port);
+            atomic_fetch_sub(&weir_connections, 1);
+            close(fd);
+            return;
+        }
+    }
+    client_conn_new(w, fd, peer, port, tls);
 }
 
 static void close_listeners(struct worker *w) {
@@ -132,6 +152,7 @@ struct worker *worker_new(int id, struct snapshot *snap, struct access_log *alog
     w->n_listeners = ws->n_proxy_listen;
     w->listeners = calloc(w->n_listeners, sizeof *w->listeners);
     w->listen_ports = calloc(w->n_listeners, sizeof *w->listen_ports);
+    w->listen_ssl = calloc(w->n_listeners, sizeof *w->listen_ssl);
     for (size_t i = 0; i < ws->n_proxy_listen; i++) {
         int fd = listener_open(&ws->proxy_listen[i], err, errlen);
         if (fd < 0) {
@@ -139,6 +160,7 @@ struct worker *worker_new(int id, struct snapshot *snap, struct access_log *alog
             return NULL;
         }
         w->listen_ports[i] = ws->proxy_listen[i].port;
+        w->listen_ssl[i] = ws->proxy_listen[i].ssl;
         w->listeners[i] = evconnlistener_new(w->base, accept_cb, w,
                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
         if (!w->listeners[i]) {
@@ -204,6 +226,7 @@ void worker_join_and_free(struct worker *w) {
     close_listeners(w);
     free(w->listeners);
     free(w->listen_ports);
+    free(w->listen_ssl);
     pool_free(w->pool);
     metrics_free(w->metrics);
     if (w->wake) event_free(w->wake);

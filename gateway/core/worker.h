@@ -30,6 +30,7 @@ struct worker {
     struct event_base *base;
     struct evconnlistener **listeners;
     int *listen_ports;
+    bool *listen_ssl; /* the listener terminates TLS */
     size_t n_listeners;
     struct snapshot *snapshot; /* the worker's current reference */
     struct pool *pool;

@@ -18,6 +18,7 @@
 #include "http/error_response.h"
 #include "http/path.h"
 #include "lua/plugin_run.h"
+#include "tls/tls_conn.h"
 #include "upstream/proxy.h"
 
 /* How long a closing connection keeps reading (and discarding) after the
@@ -113,6 +114,7 @@ static void client_conn_destroy(struct client_conn *c) {
     free(c->resp_out.data);
     free(c->headers);
     free(c->up.headers);
+    free(c->client_cert_subject);
     struct worker *w = c->worker;
     worker_conn_removed(w, c);
     free(c);
@@ -158,6 +160,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
         return;
     }
     c->deadline_ms = 0;
+    if (c->tls_handshaking) {
+        log_info("TLS handshake with %s on port %d: timed out", c->peer_ip, c->listen_port);
+        client_conn_close(c);
+        return;
+    }
     if (c->state == CLIENT_LINGERING || c->state == CLIENT_DRAINING) {
         client_conn_close(c);
         return;
@@ -172,11 +179,13 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
     client_send_error(c, 408, "request timeout: head not received in time", true);
 }
 
-void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int listen_port) {
+void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int listen_port,
+                     struct tls_conn *tls) {
     struct client_conn *c = calloc(1, sizeof *c);
     if (!c) abort();
     c->worker = w;
     c->listen_port = listen_port;
+    c->tls = c->tls_handshaking = tls != NULL;
     if (peer->sa_family == AF_INET6) {
         memcpy(&c->peer, peer, sizeof(struct sockaddr_in6));
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->peer_ip,
@@ -187,7 +196,7 @@ void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int 
                   sizeof c->peer_ip);
     }
     c->peer_trusted = config_ip_trusted(&w->snapshot->config->weir, peer);
-    c->conn = conn_new(w->base, fd);
+    c->conn = tls ? conn_new_tls(w->base, fd, tls) : conn_new(w->base, fd);
     c->timer = evtimer_new(w->base, timer_cb, c);
     c->deferred = event_new(w->base, -1, 0, deferred_cb, c);
     c->state = CLIENT_READING_HEAD;
@@ -199,7 +208,8 @@ void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int 
     conn_set_watermarks(c->conn, lim->max_header_bytes + PROXY_HIGH_WATERMARK, PROXY_LOW_WATERMARK);
     conn_setcb(c->conn, client_read_cb, client_write_cb, client_event_cb, c);
     conn_read_enable(c->conn);
-    timer_set(c, lim->header_timeout_ms);
+    /* TLS: the handshake has its own time limit; the head's starts when it is done */
+    timer_set(c, tls ? w->snapshot->config->weir.ssl_handshake_timeout_ms : lim->header_timeout_ms);
 }
 
 void client_conn_shutdown(struct client_conn *c) {
@@ -306,7 +316,16 @@ static void ensure_request_id(struct client_conn *c) {
     c->req.request_id_len = 36;
 }
 
+/* client_send_error() with more header fields (`extra`: complete "Name: value\r\n" lines). */
+static void send_error_with(struct client_conn *c, int status, const char *message,
+                            const char *extra, bool close);
+
 void client_send_error(struct client_conn *c, int status, const char *message, bool close) {
+    send_error_with(c, status, message, NULL, close);
+}
+
+static void send_error_with(struct client_conn *c, int status, const char *message,
+                            const char *extra, bool close) {
     WEIR_BUG_ON(c->req.response_started);
     ensure_request_id(c);
     if (!c->req.start.tv_sec) clock_gettime(CLOCK_MONOTONIC, &c->req.start);
@@ -321,11 +340,17 @@ void client_send_error(struct client_conn *c, int status, const char *message, b
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
-                     "Content-Length: %zu\r\nX-Request-ID: %s\r\nServer: weir\r\n%s\r\n",
-                     status, http_reason_phrase(status), body_len, c->req.request_id,
-                     close ? "Connection: close\r\n" : "");
+                     "Content-Length: %zu\r\nX-Request-ID: %s\r\nServer: weir\r\n",
+                     status, http_reason_phrase(status), body_len, c->req.request_id);
     struct evbuffer *out = conn_output(c->conn);
     evbuffer_add(out, head, (size_t)n);
+    if (extra) {
+        evbuffer_add(out, extra, strlen(extra));
+        n += (int)strlen(extra);
+    }
+    const char *end = close ? "Connection: close\r\n\r\n" : "\r\n";
+    evbuffer_add(out, end, strlen(end));
+    n += (int)strlen(end);
     if (!c->req.is_head) evbuffer_add(out, body, body_len);
     c->req.status = status;
     c->req.response_started = true;
@@ -605,6 +630,33 @@ static int parse_target(struct client_conn *c, const char **why) {
     return 0;
 }
 
+/* An http request to an https-only route: the route's https_redirect_status_code, 426 or a
+ * redirect to the same host and request URI over https (Kong: "https://" host request_uri, the
+ * port left out). Without a Host there is nowhere to redirect to: 426. */
+static void send_https_redirect(struct client_conn *c, const struct route *route) {
+    struct request *r = &c->req;
+    int status = route->https_redirect_status_code;
+    if (status == 426 || !r->host_len) {
+        client_send_error(c, 426, "Please use HTTPS protocol", !r->body_done);
+        return;
+    }
+    struct bytebuf loc = {0};
+    bytebuf_append_str(&loc, "Location: https://", 18);
+    bytebuf_append(&loc, r->host, r->host_len);
+    if (r->target_len && r->target[0] == '/') {
+        bytebuf_append(&loc, r->target, r->target_len);
+    } else {
+        bytebuf_append(&loc, c->path.data, c->path.len);
+        if (r->query) {
+            bytebuf_append(&loc, "?", 1);
+            bytebuf_append(&loc, r->query, r->query_len);
+        }
+    }
+    bytebuf_append(&loc, "\r\n", 3); /* with its NUL: a C string */
+    send_error_with(c, status, "Please use HTTPS protocol", loc.data, !r->body_done);
+    free(loc.data);
+}
+
 static const char *route_header_lookup(void *ctx, const char *name, size_t index, size_t *len) {
     struct client_conn *c = ctx;
     const struct http_header *h =
@@ -658,8 +710,13 @@ static void handle_request(struct client_conn *c) {
     }
     r->routed = true;
     const struct route *route = r->match.route;
-    if (!(route->protocols & ROUTE_PROTO_HTTP)) {
-        client_send_error(c, 426, "Please use HTTPS protocol", !r->body_done);
+    if (!(route->protocols & (c->tls ? ROUTE_PROTO_HTTPS : ROUTE_PROTO_HTTP))) {
+        /* as in Kong: https to an http-only route matches nothing; http to an https-only
+         * route is told to use https */
+        if (c->tls)
+            client_send_error(c, 404, "no Route matched with those values", !r->body_done);
+        else
+            send_https_redirect(c, route);
         return;
     }
     uint64_t max = limits_of(c)->max_body_bytes;
@@ -927,8 +984,32 @@ static void client_write_cb(struct conn *conn, void *arg) {
 }
 
 static void client_event_cb(struct conn *conn, short what, void *arg) {
-    (void)conn;
     struct client_conn *c = arg;
+    if (what & CONN_PLAIN_HTTP) {
+        /* answered in plain text, then closed, as nginx does */
+        c->tls = c->tls_handshaking = false;
+        log_info("TLS handshake with %s on port %d: the client sent plain HTTP", c->peer_ip,
+                 c->listen_port);
+        client_send_error(c, 400, "The plain HTTP request was sent to HTTPS port", true);
+        return;
+    }
+    if (what & CONN_HANDSHAKE) {
+        log_info("TLS handshake with %s on port %d failed: %s", c->peer_ip, c->listen_port,
+                 what & CONN_EOF ? "the client closed the connection" : conn_tls_error(conn));
+        client_conn_close(c);
+        return;
+    }
+    if (what & CONN_CONNECTED) {
+        /* the TLS handshake is done: now the wait for the first request */
+        c->tls_handshaking = false;
+        char subject[1024];
+        if (tls_conn_client_cert(conn_tls(conn), subject, sizeof subject,
+                                 c->client_cert_fingerprint) &&
+            !(c->client_cert_subject = strdup(subject)))
+            abort();
+        timer_set(c, limits_of(c)->header_timeout_ms);
+        return;
+    }
     if (what & (CONN_ERROR | CONN_TIMEOUT)) {
         /* A reset, or a client that stopped reading for send_timeout. */
         client_conn_close(c);

@@ -143,6 +143,12 @@ struct client_conn {
     bool client_read_paused; /* back-pressure from the upstream side */
     bool eof;                /* client closed its sending side */
     int listen_port;
+    bool tls;             /* the client speaks TLS (X-Forwarded-Proto: https) */
+    bool tls_handshaking; /* the TLS handshake has not finished */
+    /* The verified client certificate (weir.ssl_verify_client), NULL/"" when none: its subject
+     * (RFC 2253, owned) and SHA-256 fingerprint (hex). */
+    char *client_cert_subject;
+    char client_cert_fingerprint[65];
     struct sockaddr_storage peer;
     char peer_ip[INET6_ADDRSTRLEN];
     bool peer_trusted;
@@ -162,8 +168,11 @@ struct client_conn {
     struct plugin_run *run; /* the request's plugins, when its route has any (lua/plugin_run.h) */
 };
 
-/* Takes ownership of fd (an accepted socket). */
-void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int listen_port);
+/* Takes ownership of fd (an accepted socket) and of tls, the TLS session made for it on a TLS
+ * listener (NULL: plain HTTP). */
+struct tls_conn;
+void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int listen_port,
+                     struct tls_conn *tls);
 /* Closes at the next turn of the loop (safe inside callbacks). */
 void client_conn_close(struct client_conn *c);
 /* Graceful stop: idle connections close now, busy ones after their response. */

@@ -20,6 +20,7 @@
 #include "lua/pdk.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_run.h"
+#include "tls/tls_conn.h"
 
 #define MAX_ARGS_DEFAULT 100
 
@@ -36,8 +37,11 @@ static int req_get_method(lua_State *L) {
 }
 
 static int req_get_scheme(lua_State *L) {
-    conn_of(L, "weir.request.get_scheme");
-    lua_pushliteral(L, "http");
+    struct client_conn *c = conn_of(L, "weir.request.get_scheme");
+    if (c->tls)
+        lua_pushliteral(L, "https");
+    else
+        lua_pushliteral(L, "http");
     return 1;
 }
 
@@ -443,6 +447,34 @@ static int push_ref(lua_State *L, int ref) {
     return 1;
 }
 
+/* weir.client.get_tls(): nil on a plain connection, else {protocol, cipher, server_name,
+ * client_subject, client_fingerprint} (the last two only with a verified client certificate). */
+static int client_get_tls(lua_State *L) {
+    struct client_conn *c = conn_of(L, "weir.client.get_tls");
+    struct tls_conn *t = c->tls ? conn_tls(c->conn) : NULL;
+    if (!t) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, tls_conn_protocol(t));
+    lua_setfield(L, -2, "protocol");
+    lua_pushstring(L, tls_conn_cipher(t));
+    lua_setfield(L, -2, "cipher");
+    const char *name = tls_conn_server_name(t);
+    if (name) {
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "server_name");
+    }
+    if (c->client_cert_subject) {
+        lua_pushstring(L, c->client_cert_subject);
+        lua_setfield(L, -2, "client_subject");
+        lua_pushstring(L, c->client_cert_fingerprint);
+        lua_setfield(L, -2, "client_fingerprint");
+    }
+    return 1;
+}
+
 static int client_get_consumer(lua_State *L) {
     return push_ref(L, plugin_run_current(L, "weir.client.get_consumer")->consumer_ref);
 }
@@ -624,6 +656,7 @@ void pdk_request_register(lua_State *L, int weir) {
         {"get_ip", client_get_ip},
         {"get_forwarded_ip", client_get_forwarded_ip},
         {"get_port", client_get_port},
+        {"get_tls", client_get_tls},
         {"get_consumer", client_get_consumer},
         {"get_credential", client_get_credential},
         {"authenticate", client_authenticate},

@@ -60,6 +60,11 @@ static void add_joined(struct bytebuf *b, struct client_conn *c, enum header_kin
     }
 }
 
+static bool is_client_cert_header(const char *name, size_t n) {
+    return (n == 21 && strncasecmp(name, "x-client-cert-subject", n) == 0) ||
+           (n == 25 && strncasecmp(name, "x-client-cert-fingerprint", n) == 0);
+}
+
 static const struct http_header *first_of(struct client_conn *c, enum header_kind kind) {
     for (size_t i = 0; i < c->req.n_headers; i++)
         if (c->headers[i].kind == kind) return &c->headers[i];
@@ -114,14 +119,19 @@ static void build_upstream_head(struct client_conn *c) {
     else
         add_header(b, "Host", svc->host_header, strlen(svc->host_header));
 
+    /* weir.ssl_client_cert_headers: only Weir says what the client certificate was */
+    bool cert_headers = r->snap->config->weir.ssl_client_cert_headers;
     if (run && run->up_headers_set) {
-        for (size_t i = 0; i < run->up_headers.n; i++)
-            add_header(b, run->up_headers.v[i].name, run->up_headers.v[i].value,
-                       strlen(run->up_headers.v[i].value));
+        for (size_t i = 0; i < run->up_headers.n; i++) {
+            const char *name = run->up_headers.v[i].name;
+            if (cert_headers && is_client_cert_header(name, strlen(name))) continue;
+            add_header(b, name, run->up_headers.v[i].value, strlen(run->up_headers.v[i].value));
+        }
     } else {
         for (size_t i = 0; i < r->n_headers; i++) {
             const struct http_header *h = &c->headers[i];
             if (h->drop || h->kind != HDR_OTHER) continue;
+            if (cert_headers && is_client_cert_header(h->name, h->name_len)) continue;
             add(b, h->name, h->name_len);
             add(b, ": ", 2);
             add(b, h->value, h->value_len);
@@ -144,7 +154,7 @@ static void build_upstream_head(struct client_conn *c) {
     if (trusted && (h = first_of(c, HDR_X_FORWARDED_PROTO)))
         add_header(b, "X-Forwarded-Proto", h->value, h->value_len);
     else
-        adds(b, "X-Forwarded-Proto: http\r\n");
+        adds(b, c->tls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
     if (trusted && (h = first_of(c, HDR_X_FORWARDED_HOST)))
         add_header(b, "X-Forwarded-Host", h->value, h->value_len);
     else if (r->host)
@@ -171,6 +181,11 @@ static void build_upstream_head(struct client_conn *c) {
     }
     const char *real = real_ip[0] ? real_ip : c->peer_ip;
     add_header(b, "X-Real-IP", real, strlen(real));
+    if (cert_headers && c->client_cert_subject) {
+        add_header(b, "X-Client-Cert-Subject", c->client_cert_subject,
+                   strlen(c->client_cert_subject));
+        add_header(b, "X-Client-Cert-Fingerprint", c->client_cert_fingerprint, 64);
+    }
     add_header(b, "X-Request-ID", r->request_id, r->request_id_len);
     adds(b, "Via: ");
     add_joined(b, c, HDR_VIA, &found);

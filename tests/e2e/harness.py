@@ -302,7 +302,7 @@ def write_config_file(cfg, name="config.json"):
 
 
 def _listen_port(cfg):
-    spec = cfg["weir"]["proxy_listen"][0]
+    spec = cfg["weir"]["proxy_listen"][0].split()[0]  # without Kong's flags ("ssl")
     host, _, port = spec.rpartition(":")
     host = host.strip("[]")
     if host in ("0.0.0.0", "", "*"):

@@ -60,6 +60,7 @@ P = {
     "ipv4": f"^{IPV4}$",
     "target": f"^(?:\\[{IPV6}\\](?::{PORT})?|{IPV6}|{HOSTNAME}(?::{PORT})?)$",
     "listen": f"^(?:{IPV4}|\\[{IPV6}\\]):{PORT}[ \\t]*$",
+    "proxy_listen": f"^(?:{IPV4}|\\[{IPV6}\\]):{PORT}(?:[ \\t]+ssl)?[ \\t]*$",
     "cidr": (f"^(?:{IPV4}(?:/0*(?:3[0-2]|[12]?[0-9]))?"
              f"|{IPV6}(?:/0*(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"),
     "sni": f"^(?:\\*\\.)?{HOSTNAME}$",
@@ -97,6 +98,10 @@ MSG = {
                "as \"10.0.0.1:8080\", \"example.com\" or \"[::1]:8080\""),
     "listen": ("must be \"ip:port\" with a numeric IP address, such as \"127.0.0.1:8000\" or "
                "\"[::1]:8000\" (listener options such as \"ssl\" are not supported yet)"),
+    "proxy_listen": ("must be \"ip:port\" or \"ip:port ssl\" with a numeric IP address, such as "
+                     "\"127.0.0.1:8000\", \"[::1]:8000\" or \"0.0.0.0:8443 ssl\" (other "
+                     "listener options such as \"http2\" or \"reuseport\" are not supported "
+                     "yet)"),
     "cidr": "must be an IP address or a CIDR range, such as \"10.0.0.0/8\" or \"::1\"",
     "sni": "must be a host name, or \"*.\" followed by a domain",
     "pem_cert": "must be a PEM-encoded certificate (\"-----BEGIN CERTIFICATE-----\" ...)",
@@ -555,8 +560,8 @@ def certificate_schema():
     })
     return {"title": "Certificate",
             "description": "A TLS certificate and key (Kong's certificate entity), checked with "
-                           "OpenSSL when stored (parses, key matches). TLS termination uses them "
-                           "once it lands (TLS issue).",
+                           "OpenSSL when stored (parses, key matches). TLS listeners serve it to "
+                           "clients whose SNI matches one of its snis (docs/tls.md).",
             "type": "object", "properties": props, "required": ["cert", "key"],
             "additionalProperties": False,
             "dependentRequired": {"cert_alt": ["key_alt"], "key_alt": ["cert_alt"]}}
@@ -591,7 +596,8 @@ def ca_certificate_schema():
     })
     return {"title": "CA certificate",
             "description": "A trusted CA certificate (Kong's ca_certificate entity), for "
-                           "verifying upstreams and clients once TLS lands (TLS issue).",
+                           "verifying upstreams once re-encryption lands (TLS issue); client "
+                           "certificates are verified against weir.ssl_client_ca.",
             "type": "object", "properties": props, "required": ["cert"],
             "additionalProperties": False}
 
@@ -616,10 +622,20 @@ LIMITS = [  # name, min, max, default, description (config_fields.c limit_fields
 ]
 
 
+DEFAULT_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                   "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                   "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+
+
 def weir_schema():
     listen_item = d("\"ip:port\" or \"[ipv6]:port\": a numeric address and a port. Host names "
                     "and Kong's listener flags (ssl, http2, reuseport, ...) are not supported.",
                     type="string", pattern=P["listen"], errorMessage=MSG["listen"])
+    proxy_listen_item = d("\"ip:port\" or \"[ipv6]:port\": a numeric address and a port, "
+                          "optionally followed by Kong's \"ssl\" flag (a TLS listener: see "
+                          "docs/tls.md). Host names and Kong's other listener flags (http2, "
+                          "reuseport, ...) are not supported.",
+                          type="string", pattern=P["proxy_listen"], errorMessage=MSG["proxy_listen"])
     limits = {n: d(text + NULL_NOTE, type=nullable("integer"), minimum=lo, maximum=hi,
                    default=dflt) for n, lo, hi, dflt, text in LIMITS}
     return {
@@ -630,7 +646,8 @@ def weir_schema():
         "properties": {
             "proxy_listen": d("Proxy listeners, at least one. Two listeners (proxy or admin) "
                               "must not overlap." + NULL_NOTE, type=nullable("array"),
-                              minItems=1, items=listen_item, default=["127.0.0.1:8000"]),
+                              minItems=1, items=proxy_listen_item,
+                              default=["127.0.0.1:8000"]),
             "admin_listen": d("Admin API listeners; [] turns the admin API off." + NULL_NOTE,
                               type=nullable("array"), items=listen_item,
                               default=["127.0.0.1:8001"]),
@@ -705,6 +722,53 @@ def weir_schema():
                              type=nullable("integer"), minimum=1024, maximum=1073741824,
                              default=10485760),
                      }),
+            "ssl_cert": d("The default TLS certificate for ssl listeners: a PEM file (the "
+                          "certificate, then any intermediate certificates), relative to the "
+                          "configuration file's directory. Served when no certificate's snis "
+                          "match the client's SNI. Required (with ssl_cert_key) when a "
+                          "proxy_listen entry has \"ssl\". Read again by every configuration "
+                          "change." + NULL_NOTE, type=nullable("string"), minLength=1),
+            "ssl_cert_key": d("The private key of ssl_cert: a PEM file, relative to the "
+                              "configuration file's directory." + NULL_NOTE,
+                              type=nullable("string"), minLength=1),
+            "ssl_ciphers": d("TLS 1.2 cipher suites, in OpenSSL's cipher list format, in the "
+                             "server's order of preference (TLS 1.3 suites are OpenSSL's "
+                             "defaults). The default is Mozilla's intermediate list (ECDHE with "
+                             "AES-GCM or ChaCha20-Poly1305)." + NULL_NOTE,
+                             type=nullable("string"), minLength=1,
+                             default=DEFAULT_CIPHERS),
+            "ssl_reject_unknown_sni": d("Refuse a TLS handshake whose SNI names no certificate "
+                                        "(an unrecognized_name alert) instead of serving the "
+                                        "default certificate. A client that sends no SNI still "
+                                        "gets the default certificate." + NULL_NOTE,
+                                        type=nullable("boolean"), default=False),
+            "ssl_handshake_timeout": d("Milliseconds a client on an ssl listener has to complete "
+                                       "the TLS handshake, counted from the accept; then the "
+                                       "connection is closed." + NULL_NOTE,
+                                       type=nullable("integer"), minimum=1, maximum=3600000,
+                                       default=10000),
+            "ssl_client_ca": d("CA certificates (a PEM file, relative to the configuration "
+                               "file's directory) that client certificates must chain to, and "
+                               "whose names are sent in the certificate request. Required when "
+                               "ssl_verify_client is not \"off\"." + NULL_NOTE,
+                               type=nullable("string"), minLength=1),
+            "ssl_verify_client": d("Client certificates on ssl listeners: \"off\" (none asked "
+                                   "for), \"optional\" (asked for; one that is sent must verify "
+                                   "against ssl_client_ca or the handshake fails) or "
+                                   "\"required\" (a handshake without a valid one fails)."
+                                   + NULL_NOTE, enum=["off", "optional", "required", None],
+                                   default="off",
+                                   errorMessage="must be \"off\", \"optional\" or \"required\""),
+            "ssl_client_cert_headers": d("Send the verified client certificate's subject "
+                                         "(X-Client-Cert-Subject, RFC 2253) and SHA-256 "
+                                         "fingerprint (X-Client-Cert-Fingerprint, hex) upstream; "
+                                         "those headers from the client are always removed then."
+                                         + NULL_NOTE, type=nullable("boolean"), default=False),
+            "ssl_session_ticket_key_rotation": d(
+                "Milliseconds between two rotations of the TLS session ticket keys (shared by "
+                "every worker). The previous key still resumes sessions, so a ticket is valid "
+                "for one to two periods." + NULL_NOTE, type=nullable("integer"), minimum=1000,
+                maximum=604800000, default=3600000),
             "admin_token": d("Bearer token every admin API request must present "
                              "(`Authorization: Bearer <token>`); required before admin_listen "
                              "may leave loopback. At least 16 characters." + NULL_NOTE,

@@ -141,6 +141,61 @@ static void test_embedded_default_loads(void **state) {
     config_free(c);
 }
 
+/* ---- TLS settings ---- */
+
+static void test_ssl_listener_flag_and_tls_settings_are_read(void **state) {
+    (void)state;
+    struct config *c = load_ok(DOC("weir"
+                                   : {
+                                       "proxy_listen" : [ "127.0.0.1:8443 ssl", "[::1]:8000" ],
+                                       "ssl_cert" : "/etc/weir/server.crt",
+                                       "ssl_cert_key" : "/etc/weir/server.key",
+                                       "ssl_reject_unknown_sni" : true,
+                                       "ssl_handshake_timeout" : 2500,
+                                       "ssl_verify_client" : "optional",
+                                       "ssl_client_ca" : "/etc/weir/clients.pem",
+                                       "ssl_client_cert_headers" : true
+                                   }));
+    const struct weir_settings *w = &c->weir;
+    assert_int_equal(w->proxy_listen[0].port, 8443);
+    assert_true(w->proxy_listen[0].ssl);
+    assert_false(w->proxy_listen[1].ssl);
+    assert_true(w->any_ssl_listener);
+    assert_string_equal(w->ssl_cert, "/etc/weir/server.crt");
+    assert_string_equal(w->ssl_cert_key, "/etc/weir/server.key");
+    assert_string_equal(w->ssl_ciphers, WEIR_DEFAULT_CIPHERS);
+    assert_true(w->ssl_reject_unknown_sni);
+    assert_int_equal(w->ssl_handshake_timeout_ms, 2500);
+    assert_int_equal(w->ssl_verify_client, SSL_VERIFY_CLIENT_OPTIONAL);
+    assert_string_equal(w->ssl_client_ca, "/etc/weir/clients.pem");
+    assert_true(w->ssl_client_cert_headers);
+    config_free(c);
+}
+
+static void test_tls_settings_default_without_ssl_listeners(void **state) {
+    (void)state;
+    struct config *c = load_ok(DOC("services" : []));
+    const struct weir_settings *w = &c->weir;
+    assert_false(w->proxy_listen[0].ssl);
+    assert_false(w->any_ssl_listener);
+    assert_null(w->ssl_cert);
+    assert_false(w->ssl_reject_unknown_sni);
+    assert_int_equal(w->ssl_handshake_timeout_ms, 10000);
+    assert_int_equal(w->ssl_ticket_key_rotation_ms, 3600000);
+    assert_int_equal(w->ssl_verify_client, SSL_VERIFY_CLIENT_OFF);
+    assert_null(w->ssl_client_ca);
+    assert_false(w->ssl_client_cert_headers);
+    config_free(c);
+}
+
+static void test_ssl_cert_and_key_go_together(void **state) {
+    (void)state;
+    expect_error(DOC("weir" : {"ssl_cert" : "/etc/weir/server.crt"}),
+                 "weir.ssl_cert_key: is required with weir.ssl_cert");
+    expect_error(DOC("weir" : {"ssl_cert_key" : "/etc/weir/server.key"}),
+                 "weir.ssl_cert: is required with weir.ssl_cert_key");
+}
+
 /* ---- defaults ---- */
 
 static void test_weir_defaults_are_filled(void **state) {
@@ -613,8 +668,14 @@ static void test_unsupported_features_are_refused(void **state) {
                      : [ {"host" : "127.0.0.1", "tls_verify" : true} ]),
                  "services[0].tls_verify: not supported yet (only null or [] is accepted)");
     expect_error(DOC("weir"
+                     : {"proxy_listen" : ["0.0.0.0:8443 http2"]}),
+                 "weir.proxy_listen[0]: must be \"ip:port\" or \"ip:port ssl\" with a numeric IP address, such as \"127.0.0.1:8000\", \"[::1]:8000\" or \"0.0.0.0:8443 ssl\" (other listener options such as \"http2\" or \"reuseport\" are not supported yet)");
+    expect_error(DOC("weir"
+                     : {"admin_listen" : ["127.0.0.1:8444 ssl"]}),
+                 "weir.admin_listen[0]: must be \"ip:port\" with a numeric IP address, such as \"127.0.0.1:8000\" or \"[::1]:8000\" (listener options such as \"ssl\" are not supported yet)");
+    expect_error(DOC("weir"
                      : {"proxy_listen" : ["0.0.0.0:8443 ssl"]}),
-                 "weir.proxy_listen[0]: must be \"ip:port\" with a numeric IP address, such as \"127.0.0.1:8000\" or \"[::1]:8000\" (listener options such as \"ssl\" are not supported yet)");
+                 "weir.proxy_listen[0]: a TLS listener (\"ssl\") needs a default certificate: set weir.ssl_cert and weir.ssl_cert_key");
     expect_error(DOC("services"
                      : [ {"host" : "127.0.0.1", "routes" : [ {"hosts" : ["a.com:8000"]} ]} ]),
                  "services[0].routes[0].hosts[0]: must be a host name, or \"*.\" followed by a domain (ports, IPv6 addresses and trailing wildcards such as \"example.*\" are not supported yet)");
@@ -687,9 +748,9 @@ static void test_listeners_accept_ipv6_and_refuse_overlaps(void **state) {
     expect_error(
         DOC("weir"
             : {"proxy_listen" : ["localhost:8000"]}),
-        "weir.proxy_listen[0]: must be \"ip:port\" with a numeric IP address, such as "
-        "\"127.0.0.1:8000\" or \"[::1]:8000\" (listener options such as \"ssl\" are not "
-        "supported yet)");
+        "weir.proxy_listen[0]: must be \"ip:port\" or \"ip:port ssl\" with a numeric IP address, "
+        "such as \"127.0.0.1:8000\", \"[::1]:8000\" or \"0.0.0.0:8443 ssl\" (other listener "
+        "options such as \"http2\" or \"reuseport\" are not supported yet)");
 }
 
 static struct sockaddr_in v4(const char *ip) {
@@ -862,6 +923,9 @@ int main(void) {
         cmocka_unit_test(test_unresolvable_hosts_are_reported),
         cmocka_unit_test(test_duplicate_targets_are_reported),
         cmocka_unit_test(test_unsupported_features_are_refused),
+        cmocka_unit_test(test_ssl_listener_flag_and_tls_settings_are_read),
+        cmocka_unit_test(test_tls_settings_default_without_ssl_listeners),
+        cmocka_unit_test(test_ssl_cert_and_key_go_together),
         cmocka_unit_test(test_route_values_are_normalised),
         cmocka_unit_test(test_route_header_host_is_refused),
         cmocka_unit_test(test_listeners_accept_ipv6_and_refuse_overlaps),

@@ -553,7 +553,7 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
     /* clang-format off */
     json_t *in = J({
         "_format_version": "3.0",
-        "weir": {"proxy_listen": ["localhost:8000", "127.0.0.1:8000 ssl"],
+        "weir": {"proxy_listen": ["localhost:8000", "127.0.0.1:8000 http2"],
                  "trusted_ips": ["10.0.0.0/33"], "error_log": "off", "log_level": "INFO"},
         "services": [
             {"name": "a b", "id": "nope", "host": "h:80", "path": "/a b", "tags": ["a,b", ""],
@@ -573,12 +573,12 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "plugins": [{}], "consumers": [{}], "vaults": [{}]
     });
     static const char *const want[] = {
-        "weir.proxy_listen[0]: must be \"ip:port\" with a numeric IP address, such as "
-        "\"127.0.0.1:8000\" or \"[::1]:8000\" (listener options such as \"ssl\" are not "
-        "supported yet)",
-        "weir.proxy_listen[1]: must be \"ip:port\" with a numeric IP address, such as "
-        "\"127.0.0.1:8000\" or \"[::1]:8000\" (listener options such as \"ssl\" are not "
-        "supported yet)",
+        "weir.proxy_listen[0]: must be \"ip:port\" or \"ip:port ssl\" with a numeric IP "
+        "address, such as \"127.0.0.1:8000\", \"[::1]:8000\" or \"0.0.0.0:8443 ssl\" (other "
+        "listener options such as \"http2\" or \"reuseport\" are not supported yet)",
+        "weir.proxy_listen[1]: must be \"ip:port\" or \"ip:port ssl\" with a numeric IP "
+        "address, such as \"127.0.0.1:8000\", \"[::1]:8000\" or \"0.0.0.0:8443 ssl\" (other "
+        "listener options such as \"http2\" or \"reuseport\" are not supported yet)",
         "weir.trusted_ips[0]: must be an IP address or a CIDR range, such as \"10.0.0.0/8\" or "
         "\"::1\"",
         "weir.error_log: cannot be turned off; use \"-\" for stderr or a file path",
