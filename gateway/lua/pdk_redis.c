@@ -33,7 +33,7 @@ struct redis_state {
 struct client_conf {
     int refs;
     struct redis_client cl;
-    char strings[]; /* host, password, pool name */
+    char strings[]; /* host, username, password, pool name */
 };
 
 /* One r:call or r:eval waiting for its answer (the lua_task op). */
@@ -351,7 +351,7 @@ static int client_eval(lua_State *L) {
 
 /* ---- connect ------------------------------------------------------------------------------ */
 
-static const char *const options[] = {"host",    "port",      "password", "db",
+static const char *const options[] = {"host",    "port",      "username", "password", "db",
                                       "timeout", "pool_size", "pool",     NULL};
 
 static void check_option_names(lua_State *L) {
@@ -421,6 +421,11 @@ static int redis_connect(lua_State *L) {
     const char *host = string_option(L, "host", MAX_HOST_LEN, &host_len);
     if (!host) return luaL_error(L, "weir.redis.connect: host is required");
     const char *password = string_option(L, "password", 4096, &password_len);
+    size_t username_len;
+    const char *username = string_option(L, "username", 256, &username_len);
+    if (username && !password)
+        return luaL_error(L,
+                          "weir.redis.connect: a username needs a password (AUTH user password)");
     const char *pool = string_option(L, "pool", 256, &pool_len);
     struct redis_client cl = {
         .port = int_option(L, "port", DEFAULT_PORT, 1, 65535),
@@ -433,12 +438,14 @@ static int redis_connect(lua_State *L) {
     luaL_getmetatable(L, CLIENT_META);
     lua_setmetatable(L, -2);
     /* nothing below raises */
-    struct client_conf *conf = malloc(sizeof *conf + host_len + password_len + pool_len + 3);
+    struct client_conf *conf =
+        malloc(sizeof *conf + host_len + username_len + password_len + pool_len + 4);
     if (!conf) abort();
     conf->refs = 1;
     conf->cl = cl;
     char *p = conf->strings;
     conf->cl.host = copy_string(&p, host, host_len);
+    conf->cl.username = copy_string(&p, username, username_len);
     conf->cl.password = copy_string(&p, password, password_len);
     conf->cl.pool_name = copy_string(&p, pool, pool_len);
     *ud = conf;

@@ -60,7 +60,7 @@ struct redis_conn {
 struct redis_target {
     struct redis_pool *pool;
     struct redis_target *prev, *next; /* most recently used first */
-    char *host, *password, *pool_name;
+    char *host, *username, *password, *pool_name;
     int port, db;
     struct redis_conn *conns;
     int n_conns;
@@ -419,8 +419,9 @@ static void select_replied(void *arg, const redisReply *reply, const char *err) 
     setup_replied(arg, "SELECT", reply);
 }
 
+/* AUTH [user] password, SELECT db: at most three arguments. */
 static void submit_internal(struct redis_conn *c, int argc, const char **argv, redis_reply_fn fn) {
-    size_t lens[2];
+    size_t lens[3];
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     struct redis_cmd *cmd = cmd_new(argc, argv, lens);
@@ -431,7 +432,10 @@ static void submit_internal(struct redis_conn *c, int argc, const char **argv, r
 }
 
 static void conn_setup(struct redis_conn *c, const struct redis_target *t) {
-    if (t->password) {
+    if (t->password && t->username) {
+        const char *argv[] = {"AUTH", t->username, t->password};
+        submit_internal(c, 3, argv, auth_replied);
+    } else if (t->password) {
         const char *argv[] = {"AUTH", t->password};
         submit_internal(c, 2, argv, auth_replied);
     }
@@ -633,6 +637,7 @@ static void target_free(struct redis_target *t) {
     target_unlist(t);
     t->pool->n_targets--;
     free(t->host);
+    free(t->username);
     free(t->password);
     free(t->pool_name);
     free(t);
@@ -642,7 +647,8 @@ static struct redis_target *target_get(struct redis_pool *p, const struct redis_
                                        const char **err) {
     for (struct redis_target *t = p->targets; t; t = t->next) {
         if (t->port == cl->port && t->db == cl->db && same_string(t->host, cl->host) &&
-            same_string(t->password, cl->password) && same_string(t->pool_name, cl->pool_name)) {
+            same_string(t->username, cl->username) && same_string(t->password, cl->password) &&
+            same_string(t->pool_name, cl->pool_name)) {
             target_unlist(t);
             target_list_first(t);
             return t;
@@ -662,6 +668,7 @@ static struct redis_target *target_get(struct redis_pool *p, const struct redis_
     if (!t) abort();
     t->pool = p;
     t->host = dup_or_null(cl->host);
+    t->username = dup_or_null(cl->username);
     t->password = dup_or_null(cl->password);
     t->pool_name = dup_or_null(cl->pool_name);
     t->port = cl->port;

@@ -1,7 +1,7 @@
 /* redis_client: an asynchronous Redis client on a worker's event loop (hiredis underneath).
  *
  * A redis_pool belongs to one event_base and is used only on the thread that runs that base.
- * It holds targets, one per (host, port, password, db, pool name); a target keeps up to
+ * It holds targets, one per (host, port, username, password, db, pool name); a target keeps up to
  * `pool_size` connections and many callers share each of them: commands are pipelined (written
  * as they come, answered in order), so nobody waits for a free connection. A command goes to
  * the target's least busy connection; a new connection is opened only when every open one has
@@ -10,10 +10,10 @@
  * Connections open on demand. Host names are resolved without blocking the loop (evdns; the
  * first IPv4 address wins, else the first IPv6 one), "unix:/path" is a Unix socket, and the
  * resolve plus the TCP connect are bounded by the opening command's timeout. A new connection
- * first sends AUTH (with a password) and SELECT (with a db other than 0), pipelined ahead of
- * the commands that made it open; if either fails, the connection is dropped. A dropped or
- * failed connection answers every command on it with the reason, and the next command opens a
- * new one: nothing is retried, since a command that was sent may have run.
+ * first sends AUTH (with a password, and a Redis 6 ACL username when given) and SELECT (with a db
+ * other than 0), pipelined ahead of the commands that made it open; if either fails, the connection
+ * is dropped. A dropped or failed connection answers every command on it with the reason, and the
+ * next command opens a new one: nothing is retried, since a command that was sent may have run.
  *
  * Every command has a timeout. When it passes, the caller is answered "timeout" and the reply
  * that arrives later is read and discarded, so the connection stays in step. If the connection
@@ -52,6 +52,7 @@ struct redis_cmd;
 struct redis_client {
     const char *host;      /* name, IPv4 or IPv6 address, or "unix:/path/to/socket" */
     int port;              /* ignored for a Unix socket */
+    const char *username;  /* NULL: AUTH <password> (the default user); else AUTH <user> <pw> */
     const char *password;  /* NULL: no AUTH */
     int db;                /* 0: no SELECT */
     const char *pool_name; /* NULL, or a name that keeps these connections apart */

@@ -172,8 +172,9 @@ local function prepare(conf)
     local timeout = pick("timeout", "redis_timeout", "number") or 2000
     local password = pick("password", "redis_password", "string")
     if password == "" then password = nil end
+    local username = pick("username", "redis_username", "string")
     c.redis = weir.redis.connect{ host = host, port = port, db = db, timeout = timeout,
-                                  password = password }
+                                  username = username, password = password }
     c.redis_timeout = timeout
     c.target = format("%s:%d/%d", host, port, db)
     -- the constant arguments as strings, formatted once (numbers would be on every request)

@@ -548,6 +548,27 @@ def test_auth_and_select_are_sent_on_new_connections():
     red.stop()
 
 
+def test_an_acl_username_is_sent_with_the_password():
+    red = RedisServer(password="admin-pw")
+    r = red.client()
+    assert_eq(r.call("ACL", "SETUSER", "limiter", "on", ">limiter-pw", "~rl:*", "+@all"), "OK",
+              "an ACL user that may only touch rl:* keys")
+    r.close()
+    with redis_gateway({"port": red.port, "username": "limiter", "password": "limiter-pw"}) as (w, b):
+        assert_eq(value(w, "INCR", "rl:a"), 1, "authenticated as limiter")
+        res = one(w, "SET", "other", "x")
+        check("NOPERM" in (res.get("err") or ""), "the ACL applies, so this is limiter: %r" % res)
+        assert_eq(value(w, "ACL", "WHOAMI"), "limiter", "whoami")
+    with redis_gateway({"port": red.port, "username": "limiter", "password": "wrong"}) as (w, b):
+        res = one(w, "GET", "rl:a")
+        check(res.get("err", "").startswith("AUTH failed: WRONGPASS"), "a wrong password: %r" % res)
+    with redis_gateway({"port": red.port, "username": "limiter"}) as (w, b):
+        r = get(w.port, "/", headers={"X-Redis": "[]"})
+        assert_eq(r.status, 500, "a username without a password is a plugin error", r)
+        check("a username needs a password" in w.stderr_text(), w.stderr_text())
+    red.stop()
+
+
 def test_a_host_name_is_resolved_and_a_unix_socket_works():
     red = RedisServer(unixsocket=True)
     red.call("SET", "k", "v")

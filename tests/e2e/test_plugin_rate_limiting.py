@@ -125,8 +125,10 @@ def test_config_errors_say_what_is_wrong():
          "must set one of 'config.redis.host'"),
         ({"minute": 5, "policy": "redis", "redis": {"host": "h", "ssl": True}}, "config.redis.ssl",
          "TLS to Redis is not supported yet"),
-        ({"minute": 5, "redis": {"host": "h", "username": "bob"}}, "config.redis.username",
-         "ACL users"),
+        ({"minute": 5, "redis": {"host": "h", "username": "bob"}}, "config.redis",
+         "a Redis ACL username needs its password"),
+        ({"minute": 5, "redis_host": "h", "redis_username": "bob"}, "config",
+         "a Redis ACL username needs its password"),
         ({"minute": 5, "redis": {"host": "h", "port": 0}}, "config.redis.port", ""),
         ({"minute": 5, "redis": {"host": "h", "timeout": 0}}, "config.redis.timeout", ""),
         ({"minute": 5, "algorithm": "leaky-bucket"}, "config.algorithm", ""),
@@ -141,9 +143,9 @@ def test_config_errors_say_what_is_wrong():
             check(field in doc["fields"], "%r: no error for %s: %r" % (conf, field, doc))
             check(text in doc["fields"][field], "%r: %r not in %r" % (conf, text, doc))
         assert_eq(api.ok("GET", "/plugins")["data"], [], "nothing was stored")
-        # with "redis" and a valid username
+        # with "redis" and an ACL username with its password
         api.ok("POST", "/plugins", {"name": "rate-limiting", "config": {
-            "minute": 5, "redis": {"host": "h", "username": "default"}}})
+            "minute": 5, "redis": {"host": "h", "username": "bob", "password": "pw"}}})
 
 
 def test_a_bad_config_in_a_declarative_file_stops_the_start():
@@ -426,6 +428,25 @@ def test_redis_fixed_window_password_and_database_nested_and_kong_shorthand():
             check(0 < list(keys.values())[0] <= 3601,
                   "a fixed window's key lives one window: %r" % keys)
     assert_eq(rl_keys(red), {}, "nothing in database 0")
+    red.stop()
+
+
+def test_redis_acl_username_counts_as_that_user():
+    red = RedisServer(password="admin-pw")
+    r = red.client()
+    # a user that may only run scripts on Weir's counters: the plugin's keys are weir:rl:*
+    assert_eq(r.call("ACL", "SETUSER", "limiter", "on", ">limiter-pw", "~weir:rl:*",
+                     "+evalsha", "+eval", "+mget", "+incr", "+expire"), "OK", "ACL user")
+    r.close()
+    conf = {"hour": 2, "limit_by": "ip", "policy": "redis", "fault_tolerant": False,
+            "redis": {"host": "127.0.0.1", "port": red.port, "username": "limiter",
+                      "password": "limiter-pw"}}
+    with rl_gateway(conf) as (w, b):
+        assert_eq(statuses(w.port, 3), [200, 200, 429], "counted as limiter")
+    conf["redis"]["password"] = "wrong"
+    with rl_gateway(conf) as (w, b):
+        assert_eq(statuses(w.port, 1), [503], "a wrong password: Redis unavailable, no count")
+        check("WRONGPASS" in w.stderr_text(), w.stderr_text())
     red.stop()
 
 
