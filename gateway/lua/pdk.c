@@ -9,6 +9,7 @@
 #include "lua/pdk_jwt.h"
 #include "lua/pdk_re.h"
 #include "lua/pdk_shared.h"
+#include "lua/pdk_zlib.h"
 
 void pdk_push_json(lua_State *L, const json_t *v) {
     pdk_json_push(L, v);
@@ -36,5 +37,6 @@ void pdk_install(lua_State *L, struct shared_dict *const *dicts, size_t n_dicts)
     pdk_codec_register(L, weir);
     pdk_redis_register(L, weir);
     pdk_http_register(L, weir);
+    pdk_zlib_register(L, weir);
     lua_setglobal(L, "weir");
 }

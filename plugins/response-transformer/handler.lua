@@ -12,6 +12,10 @@ local ResponseTransformer = {
 
 local lower = string.lower
 
+-- A compressed body is inflated up to this size (a small gzip must not expand into gigabytes);
+-- a larger one passes unchanged, with a warning.
+local MAX_INFLATED = 16 * 1024 * 1024
+
 -- conf -> split "name:value" lists and flags, computed once per configuration
 local prepared = setmetatable({}, { __mode = "k" })
 
@@ -84,14 +88,6 @@ local function is_json(content_type)
   return mime == "application/json" or mime:match("^application/[^/]+%+json$") ~= nil
 end
 
--- The upstream is asked for an uncompressed body when JSON keys are to be changed: the PDK
--- gives the body as received and has no gzip, so a compressed body could not be transformed.
-function ResponseTransformer:access(conf)
-  if prepare(conf).has_json then
-    weir.service.request.set_header("Accept-Encoding", "identity")
-  end
-end
-
 local function transform_headers(p)
   local resp = weir.response
   local function present(name) return resp.get_header(name) ~= nil end
@@ -142,18 +138,39 @@ end
 
 local function transform_body(p)
   if not is_json(weir.response.get_header("Content-Type")) then return end
+  -- gzip and deflate bodies are inflated, changed and compressed again in the same format, as
+  -- Kong does; other encodings (br, ...) pass unchanged
   local encoding = weir.response.get_header("Content-Encoding")
-  if encoding and lower(encoding) ~= "identity" then
-    weir.log.debug("response-transformer: a ", encoding, " body is passed on unchanged")
-    return
+  local format
+  if encoding then
+    encoding = lower(encoding)
+    if encoding == "gzip" or encoding == "x-gzip" then
+      format = "gzip"
+    elseif encoding == "deflate" then
+      format = "zlib"
+    elseif encoding ~= "identity" then
+      weir.log.debug("response-transformer: a ", encoding, " body is passed on unchanged")
+      return
+    end
   end
   local body = weir.response.get_raw_body()
+  if not body or body == "" then return end
+  if format then
+    local plain, err = weir.zlib.inflate(body, MAX_INFLATED)
+    if not plain then
+      weir.log.warn("response-transformer: a ", encoding, " body is passed on unchanged: ", err)
+      return
+    end
+    body = plain
+  end
   -- only a JSON object has keys: an array, a scalar, invalid JSON or no body are left alone
-  if not body or not body:find("^%s*{") then return end
+  if not body:find("^%s*{") then return end
   local doc = weir.json.decode(body)
   if type(doc) ~= "table" then return end
   transform_json(p, doc)
-  weir.response.set_raw_body(assert(weir.json.encode(doc)))
+  body = assert(weir.json.encode(doc))
+  if format then body = weir.zlib.deflate(body, format) end
+  weir.response.set_raw_body(body)
 end
 
 function ResponseTransformer:response(conf)

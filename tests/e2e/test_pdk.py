@@ -615,3 +615,35 @@ end"""
                   "the service's instance")
         wait_until(lambda: "in a timer: false" in w.stderr_text(), what="the timer's error")
         check("weir.plugin.get_id: " in w.stderr_text(), w.stderr_text())
+
+
+def test_zlib_inflates_gzip_and_zlib_bounded_and_deflates():
+    import gzip
+    import zlib
+    src = """
+function P:access(conf)
+  local body = weir.request.get_raw_body()
+  local op = weir.request.get_query_arg("op")
+  if op == "deflate" then
+    return weir.response.exit(200, weir.zlib.deflate(body, weir.request.get_query_arg("format")))
+  end
+  local out, err = weir.zlib.inflate(body, tonumber(weir.request.get_query_arg("max")))
+  if not out then return weir.response.exit(422, err) end
+  return weir.response.exit(200, out)
+end"""
+    text = b'{"hello": "world"}' * 1000
+    with probe_gateway(src) as (w, b):
+        for data in (gzip.compress(text), zlib.compress(text)):
+            r = http("POST", w.port, "/?op=inflate", body=data)
+            assert_eq((r.status, r.body), (200, text), "inflated %r" % data[:2])
+        bomb = gzip.compress(b"\0" * (64 * 1024 * 1024))
+        r = http("POST", w.port, "/?op=inflate&max=1048576", body=bomb)
+        assert_eq((r.status, r.body), (422, b"too large"), "a zip bomb stops at max_bytes")
+        r = http("POST", w.port, "/?op=inflate", body=b"plain text, not compressed")
+        assert_eq((r.status, r.body), (422, b"not gzip or zlib data"), "not compressed")
+        r = http("POST", w.port, "/?op=inflate", body=gzip.compress(text)[:-30])
+        assert_eq((r.status, r.body), (422, b"truncated"), "cut short")
+        r = http("POST", w.port, "/?op=deflate", body=text)
+        assert_eq(gzip.decompress(r.body), text, "deflate makes gzip by default")
+        r = http("POST", w.port, "/?op=deflate&format=zlib", body=text)
+        assert_eq(zlib.decompress(r.body), text, "or zlib")

@@ -5,6 +5,7 @@ re-encoded with a correct Content-Length, bodies of other types untouched, and $
 headers Weir writes itself refused at config time. Real gateway, real backends."""
 
 import gzip
+import zlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -242,7 +243,16 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.endswith("/invalid"):
             body = b'{"gone": 1'
         elif path.endswith("/gzip"):
-            body = gzip.compress(b'{"gone": 1}')
+            body = gzip.compress(b'{"gone": 1, "kept": 2}')
+            headers.append(("Content-Encoding", "gzip"))
+        elif path.endswith("/deflate"):
+            body = zlib.compress(b'{"gone": 1, "kept": 2}')
+            headers.append(("Content-Encoding", "deflate"))
+        elif path.endswith("/br"):
+            body = b"not really brotli"
+            headers.append(("Content-Encoding", "br"))
+        elif path.endswith("/badgzip"):
+            body = b"\x1f\x8bnot gzip at all"
             headers.append(("Content-Encoding", "gzip"))
         else:  # /headers
             body = b"{}"
@@ -338,15 +348,27 @@ def test_response_json_operations_and_json_types():
             assert_eq(int(r.header("Content-Length")), len(body), path + " Content-Length")
 
 
-def test_response_json_ops_ask_for_identity_and_leave_compressed_bodies_alone():
+def test_response_json_ops_change_gzip_and_deflate_bodies_and_keep_their_encoding():
     with JsonBackend() as jb, gateway(lambda *_: resp_config(jb.port), backends=0) as (w, _):
         r = get(w.port, "/rj/json", headers={"Accept-Encoding": "gzip, br"})
-        assert_eq(r.header("X-Got-Accept-Encoding"), "identity", "upstream asked for identity")
+        assert_eq(r.header("X-Got-Accept-Encoding"), "gzip, br", "Accept-Encoding untouched")
         check("gone" not in json.loads(r.body), "transformed", r)
-        # an upstream that compresses anyway: the body is passed on as received
         r = get(w.port, "/rj/gzip", headers={"Accept-Encoding": "gzip"})
         assert_eq(r.header("Content-Encoding"), "gzip", "still gzip", r)
-        assert_eq(json.loads(gzip.decompress(r.body)), {"gone": 1}, "unchanged gzip body")
+        doc = json.loads(gzip.decompress(r.body))
+        check("gone" not in doc and doc.get("kept") == 2, "the gzip body was transformed: %r" % doc)
+        assert_eq(int(r.header("Content-Length")), len(r.body), "its new length")
+        r = get(w.port, "/rj/deflate")
+        assert_eq(r.header("Content-Encoding"), "deflate", "still deflate", r)
+        doc = json.loads(zlib.decompress(r.body))
+        check("gone" not in doc and doc.get("kept") == 2, "the deflate body was transformed")
+        r = get(w.port, "/rj/br")
+        assert_eq((r.header("Content-Encoding"), r.body), ("br", b"not really brotli"),
+                  "another encoding passes unchanged")
+        r = get(w.port, "/rj/badgzip")
+        assert_eq(r.body, b"\x1f\x8bnot gzip at all", "a broken gzip body passes unchanged")
+        check("a gzip body is passed on unchanged: not gzip or zlib data" in w.stderr_text(),
+              w.stderr_text())
 
 
 def test_response_transformer_config_errors():
