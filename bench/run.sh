@@ -49,8 +49,12 @@ WEIR_PORT=18083
 WEIR_ADMIN_PORT=18084
 REDIS_PORT=18085
 NGINX_LUA_PORT=18086
+WEIR_TLS_PORT=18087
+NGINX_TLS_PORT=18088
+HAPROXY_TLS_PORT=18089
+SCHEME=http # of the proxy being loaded: https for the *_tls ones
 BACKEND_BODY="hello from backend"
-ALL_PROXIES=(nginx haproxy weir weir_lua nginx_lua weir_policy)
+ALL_PROXIES=(nginx haproxy weir weir_lua nginx_lua weir_policy nginx_tls haproxy_tls weir_tls)
 # The policy pair (weir_policy, nginx_lua) is sent GET $POLICY_PATH with a JWT;
 # both rewrite it to /v2/... (the backend answers 404 to an unrewritten /api/).
 POLICY_PATH=/api/items/7
@@ -70,8 +74,9 @@ while (($# > 0)); do
 done
 for n in "${only[@]}"; do
 	case $n in
-	weir | weir_lua | nginx | haproxy | weir_policy | nginx_lua | router | router_scale | changes) ;;
-	*) echo "run.sh: --only: unknown name '$n' (weir, weir_lua, nginx, haproxy, weir_policy, nginx_lua, router, changes)" >&2; exit 2 ;;
+	weir | weir_lua | nginx | haproxy | weir_policy | nginx_lua | weir_tls | nginx_tls | haproxy_tls | \
+		router | router_scale | changes) ;;
+	*) echo "run.sh: --only: unknown name '$n' (weir, weir_lua, nginx, haproxy, weir_policy, nginx_lua, weir_tls, nginx_tls, haproxy_tls, router, changes)" >&2; exit 2 ;;
 	esac
 done
 for v in ROUNDS CONNECTIONS THREADS PROXY_CPU LOAD_CPU; do
@@ -207,6 +212,9 @@ selected haproxy && ports+=("$HAPROXY_PORT")
 { selected weir || selected weir_lua || selected weir_policy; } && ports+=("$WEIR_PORT" "$WEIR_ADMIN_PORT")
 { selected weir_policy || selected nginx_lua; } && ports+=("$REDIS_PORT")
 selected nginx_lua && ports+=("$NGINX_LUA_PORT")
+selected weir_tls && ports+=("$WEIR_TLS_PORT" "$WEIR_ADMIN_PORT")
+selected nginx_tls && ports+=("$NGINX_TLS_PORT")
+selected haproxy_tls && ports+=("$HAPROXY_TLS_PORT")
 for port in "${ports[@]}"; do
 	if port_busy "$port"; then
 		echo "run.sh: 127.0.0.1:$port is already in use; stop whatever listens there" >&2
@@ -225,7 +233,7 @@ wait_ready() {
 			echo "$name: exited during start-up" >&2
 			return 1
 		fi
-		if body=$(curl -sS --max-time 1 "${hdr[@]}" "http://127.0.0.1:$port$path" 2>/dev/null) &&
+		if body=$(curl -sSk --max-time 1 "${hdr[@]}" "$SCHEME://127.0.0.1:$port$path" 2>/dev/null) &&
 			[[ $body == "$BACKEND_BODY" ]]; then
 			return 0
 		fi
@@ -408,6 +416,132 @@ EOF
 }
 
 start_weir_lua() { start_weir lua; }
+
+# ------------------------------------------------------------ TLS termination
+# weir_tls, nginx_tls, haproxy_tls: the same proxying behind a TLS listener with one RSA-2048
+# certificate (made here with the openssl CLI), TLS 1.2 and 1.3, session cache and tickets.
+# wrk measures keep-alive requests over TLS; then `openssl s_time` measures new connections per
+# second, full handshakes (-new) and resumed ones (-reuse), each with one request (-www /).
+tls_cert() { # the certificate and key (and HAProxy's combined file) in $tmp/tls, once
+	[[ -f $tmp/tls/cert.pem ]] && return 0
+	mkdir -p "$tmp/tls"
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/tls/key.pem" -out "$tmp/tls/cert.pem" \
+		-days 2 -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+		>/dev/null 2>&1 || { echo "openssl could not make a certificate" >&2; return 1; }
+	cat "$tmp/tls/cert.pem" "$tmp/tls/key.pem" >"$tmp/tls/combined.pem"
+}
+
+start_weir_tls() {
+	tls_cert || return 1
+	build_weir || return 1
+	local d=$tmp/weir_tls
+	mkdir -p "$d"
+	cat >"$d/weir.json" <<EOF
+{"_format_version":"3.0",
+ "weir":{"proxy_listen":["127.0.0.1:$WEIR_TLS_PORT ssl"],"admin_listen":["127.0.0.1:$WEIR_ADMIN_PORT"],
+         "workers":1,"access_log":"off","log_level":"warn",
+         "ssl_cert":"$tmp/tls/cert.pem","ssl_cert_key":"$tmp/tls/key.pem"},
+ "services":[{"name":"bench","url":"http://127.0.0.1:$BACKEND_PORT",
+              "routes":[{"name":"bench","paths":["/"]}]}]}
+EOF
+	proxy_log=$d/weir.log
+	spawn "$PROXY_CPU" "$proxy_log" "$WEIR_BIN" -c "$d/weir.json"
+	proxy_pid=$spawned_pid
+	wait_ready weir_tls "$proxy_pid" "$WEIR_TLS_PORT"
+}
+
+start_nginx_tls() {
+	tls_cert || return 1
+	local d=$tmp/nginx_tls
+	mkdir -p "$d"
+	{
+		nginx_common "$d"
+		cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$d")
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+        ssl_certificate $tmp/tls/cert.pem;
+        ssl_certificate_key $tmp/tls/key.pem;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+	} >"$d/nginx.conf"
+	proxy_log=$d/error.log
+	spawn "$PROXY_CPU" "$d/stdout.log" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf"
+	proxy_pid=$spawned_pid
+	wait_ready nginx_tls "$proxy_pid" "$NGINX_TLS_PORT"
+}
+
+start_haproxy_tls() {
+	tls_cert || return 1
+	local d=$tmp/haproxy_tls
+	mkdir -p "$d"
+	local hard maxconn=4096
+	hard=$(ulimit -Hn)
+	if [[ $hard != unlimited ]] && ((hard / 2 - 100 < maxconn)); then
+		maxconn=$((hard / 2 - 100))
+	fi
+	cat >"$d/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $maxconn
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-request 10s
+    timeout http-keep-alive 300s
+
+frontend bench
+    bind 127.0.0.1:$HAPROXY_TLS_PORT ssl crt $tmp/tls/combined.pem
+    default_backend backend
+
+backend backend
+    server backend 127.0.0.1:$BACKEND_PORT
+EOF
+	proxy_log=$d/haproxy.log
+	spawn "$PROXY_CPU" "$proxy_log" haproxy -db -f "$d/haproxy.cfg"
+	proxy_pid=$spawned_pid
+	wait_ready haproxy_tls "$proxy_pid" "$HAPROXY_TLS_PORT"
+}
+
+# s_time_rate PORT MODE: new TLS connections per second (-new: full handshakes, -reuse: resumed
+# sessions), each fetching / once, over 4 s from 4 openssl processes at once on LOAD_CPU (one
+# alone would measure its own round trips, not the proxy); empty on failure.
+s_time_rate() {
+	local i pids=()
+	for ((i = 0; i < 4; i++)); do
+		pin "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$1" "$2" -time 4 -www / \
+			>"$tmp/s_time.$i" 2>/dev/null &
+		pids+=($!)
+	done
+	wait "${pids[@]}" || true # (a bare wait would wait for the proxy too)
+	cat "$tmp"/s_time.? | awk '/connections in [0-9.]+ real seconds/ { if ($4 > 0) r += $1 / $4; n++ }
+		END { if (n == 4 && r > 0) printf "%.0f", r }'
+}
 
 # ------------------------------------------------- policy: JWT + Redis + rewrite
 # Both policy proxies verify an HS256 JWT whose iss names a consumer's key,
@@ -635,7 +769,7 @@ run_wrk() { # run_wrk DURATION PORT OUT [PATH [HEADER]]: wrk in the background, 
 	local hdr=()
 	[[ -n ${5:-} ]] && hdr=(-H "$5")
 	spawn "$LOAD_CPU" "$3" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" --latency "${hdr[@]}" \
-		"http://127.0.0.1:$2${4:-/}"
+		"$SCHEME://127.0.0.1:$2${4:-/}"
 	local pid=$spawned_pid
 	local rc=0
 	wait "$pid" || rc=$?
@@ -647,10 +781,13 @@ run_wrk() { # run_wrk DURATION PORT OUT [PATH [HEADER]]: wrk in the background, 
 declare -A RES
 declare -A UNAVAILABLE # name -> 1 once it failed to start or to run
 declare -A SUCCEEDED   # name -> 1 once it completed a round
+declare -A HS_NEW HS_REUSE # [name,round]: TLS connections/s, full and resumed handshakes
 
 bench_one() { # bench_one NAME PORT ROUND
 	local name=$1 port=$2 round=$3 pids out line
 	proxy_pid='' proxy_log=''
+	SCHEME=http
+	[[ $name == *_tls ]] && SCHEME=https
 	echo
 	if ((ROUNDS > 1)); then
 		echo "== $name (127.0.0.1:$port), round $round/$ROUNDS"
@@ -687,6 +824,12 @@ bench_one() { # bench_one NAME PORT ROUND
 	run_wrk "$DURATION" "$port" "$out" "$path" "$hdr" || wrk_rc=$?
 	after=$(cpu_ticks "${pids[@]}")
 	sed 's/^/    /' "$out"
+	if [[ $name == *_tls ]] && alive "$proxy_pid"; then
+		HS_NEW[$name,$round]=$(s_time_rate "$port" -new)
+		HS_REUSE[$name,$round]=$(s_time_rate "$port" -reuse)
+		echo "   new TLS connections/s (openssl s_time, one request each): full handshake" \
+			"${HS_NEW[$name,$round]:-failed}, resumed ${HS_REUSE[$name,$round]:-failed}"
+	fi
 	if ! alive "$proxy_pid"; then
 		echo "$name: died during the run: not available"
 		show_log "$proxy_log"
@@ -764,6 +907,9 @@ port_of() {
 	haproxy) echo "$HAPROXY_PORT" ;;
 	weir | weir_lua | weir_policy) echo "$WEIR_PORT" ;;
 	nginx_lua) echo "$NGINX_LUA_PORT" ;;
+	weir_tls) echo "$WEIR_TLS_PORT" ;;
+	nginx_tls) echo "$NGINX_TLS_PORT" ;;
+	haproxy_tls) echo "$HAPROXY_TLS_PORT" ;;
 	esac
 }
 
@@ -858,6 +1004,38 @@ if ((${#proxies[@]} > 0)); then
 				"$(ratio "${M_RPS[weir_policy]}" "${M_RPS[nginx_lua]}")" \
 				"$(ratio "${M_P99[weir_policy]}" "${M_P99[nginx_lua]}")" \
 				"$(ratio "${M_CPU[weir_policy]:-}" "${M_CPU[nginx_lua]:-}")"
+		fi
+		tls_rows=()
+		for p in weir_tls nginx_tls haproxy_tls; do
+			[[ " ${proxies[*]} " == *" $p "* && -n ${M_RPS[$p]:-} ]] && tls_rows+=("$p")
+		done
+		if ((${#tls_rows[@]} > 0)); then
+			declare -A M_NEW M_REUSE
+			echo
+			echo "TLS termination (RSA-2048; keep-alive req/s from wrk, new connections/s from openssl s_time):"
+			printf '%-12s %14s %16s %16s %12s\n' proxy "keep-alive r/s" "full handshake/s" \
+				"resumed/s" "CPU us/req"
+			for p in "${tls_rows[@]}"; do
+				nw=() ru=()
+				for ((round = 1; round <= ROUNDS; round++)); do
+					nw+=("${HS_NEW[$p,$round]:-}") ru+=("${HS_REUSE[$p,$round]:-}")
+				done
+				M_NEW[$p]=$(median "${nw[@]}") M_REUSE[$p]=$(median "${ru[@]}")
+				printf '%-12s %14.0f %16s %16s %12s\n' "$p" "${M_RPS[$p]}" "${M_NEW[$p]:-n/a}" \
+					"${M_REUSE[$p]:-n/a}" "${M_CPU[$p]}"
+			done
+			if [[ -n ${M_RPS[weir_tls]:-} ]]; then
+				printf '%-17s %14s %16s %16s %12s\n' ratio "keep-alive r/s" "full handshake/s" \
+					"resumed/s" "CPU/req"
+				for p in nginx_tls haproxy_tls; do
+					[[ -n ${M_RPS[$p]:-} ]] || continue
+					printf '%-17s %14s %16s %16s %12s\n' "weir_tls/$p" \
+						"$(ratio "${M_RPS[weir_tls]}" "${M_RPS[$p]}")" \
+						"$(ratio "${M_NEW[weir_tls]:-}" "${M_NEW[$p]:-}")" \
+						"$(ratio "${M_REUSE[weir_tls]:-}" "${M_REUSE[$p]:-}")" \
+						"$(ratio "${M_CPU[weir_tls]:-}" "${M_CPU[$p]:-}")"
+				done
+			fi
 		fi
 		if ((${#failed[@]} > 0)); then
 			echo
