@@ -38,7 +38,8 @@ struct worker {
     struct client_conn *conns; /* every open client connection */
     size_t n_conns;
     bool stopping;
-    uint64_t rng[2]; /* xorshift128+ state for request ids */
+    uint64_t rng[2];       /* xorshift128+ state for request ids */
+    uint64_t conn_serials; /* client connections accepted (their serial numbers) */
     /* Requests answered; written by this worker only (relaxed, no RMW
      * contention), read by the admin API on the control thread. */
     atomic_uint_fast64_t requests;

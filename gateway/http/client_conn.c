@@ -185,6 +185,7 @@ void client_conn_new(struct worker *w, int fd, const struct sockaddr *peer, int 
     if (!c) abort();
     c->worker = w;
     c->listen_port = listen_port;
+    c->serial = ++w->conn_serials;
     c->tls = c->tls_handshaking = tls != NULL;
     if (peer->sa_family == AF_INET6) {
         memcpy(&c->peer, peer, sizeof(struct sockaddr_in6));
@@ -669,6 +670,7 @@ static const char *route_header_lookup(void *ctx, const char *name, size_t index
 static void handle_request(struct client_conn *c) {
     struct request *r = &c->req;
     const char *why = NULL;
+    c->n_requests++;
     int status = check_request_headers(c, &why);
     if (!status) {
         enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);

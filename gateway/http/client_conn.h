@@ -143,6 +143,8 @@ struct client_conn {
     bool client_read_paused; /* back-pressure from the upstream side */
     bool eof;                /* client closed its sending side */
     int listen_port;
+    uint64_t serial;      /* the worker's count of accepted connections, this one included */
+    unsigned n_requests;  /* request heads received on this connection, the current one included */
     bool tls;             /* the client speaks TLS (X-Forwarded-Proto: https) */
     bool tls_handshaking; /* the TLS handshake has not finished */
     /* The verified client certificate (weir.ssl_verify_client), NULL/"" when none: its subject

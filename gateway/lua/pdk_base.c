@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "core/log.h"
@@ -87,6 +88,21 @@ static int plugin_get_scope(lua_State *L) {
     set_or_nil(L, "route", p->route_id);
     set_or_nil(L, "service", p->service_id);
     set_or_nil(L, "consumer", p->consumer_id);
+    return 1;
+}
+
+/* ---- weir.worker ----------------------------------------------------------------------------- */
+
+/* id(): this worker's number (0 to workers - 1); pid(): the process id, the same for every worker
+ * (workers are threads of one process), as ngx.worker.pid() for Kong's correlation-id tracker. */
+static int worker_id_fn(lua_State *L) {
+    struct lua_vm *vm = lua_vm_self();
+    lua_pushinteger(L, vm ? vm->worker_id : 0);
+    return 1;
+}
+
+static int worker_pid_fn(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)getpid());
     return 1;
 }
 
@@ -319,4 +335,9 @@ void pdk_base_register(lua_State *L, int weir) {
     set_fn(L, "get_id", plugin_get_id);
     set_fn(L, "get_scope", plugin_get_scope);
     lua_setfield(L, weir, "plugin");
+
+    lua_newtable(L);
+    set_fn(L, "id", worker_id_fn);
+    set_fn(L, "pid", worker_pid_fn);
+    lua_setfield(L, weir, "worker");
 }

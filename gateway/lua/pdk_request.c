@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include "config/model.h"
+#include "core/conn.h"
 #include "core/fmt.h"
 #include "http/client_conn.h"
 #include "lua/lua_vm.h"
@@ -439,6 +441,40 @@ static int client_get_port(lua_State *L) {
     return 1;
 }
 
+/* get_connection(): {server_addr, server_port, id, requests}: the local address the client
+ * connected to (nginx's $server_addr, $server_port), the connection's serial number in its
+ * worker ($connection, unique per worker) and this request's number on it ($connection_requests,
+ * 1 for the first). */
+static int client_get_connection(lua_State *L) {
+    struct client_conn *c = conn_of(L, "weir.client.get_connection");
+    struct sockaddr_storage local;
+    socklen_t len = sizeof local;
+    char addr[INET6_ADDRSTRLEN] = "";
+    int port = c->listen_port;
+    int fd = c->conn ? conn_fd(c->conn) : -1;
+    if (fd >= 0 && getsockname(fd, (struct sockaddr *)&local, &len) == 0) {
+        if (local.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&local;
+            inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof addr);
+            port = ntohs(s6->sin6_port);
+        } else if (local.ss_family == AF_INET) {
+            const struct sockaddr_in *s4 = (const struct sockaddr_in *)&local;
+            inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof addr);
+            port = ntohs(s4->sin_port);
+        }
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, addr);
+    lua_setfield(L, -2, "server_addr");
+    lua_pushinteger(L, port);
+    lua_setfield(L, -2, "server_port");
+    lua_pushnumber(L, (lua_Number)c->serial);
+    lua_setfield(L, -2, "id");
+    lua_pushinteger(L, (lua_Integer)c->n_requests);
+    lua_setfield(L, -2, "requests");
+    return 1;
+}
+
 static int push_ref(lua_State *L, int ref) {
     if (ref == LUA_NOREF)
         lua_pushnil(L);
@@ -656,6 +692,7 @@ void pdk_request_register(lua_State *L, int weir) {
         {"get_ip", client_get_ip},
         {"get_forwarded_ip", client_get_forwarded_ip},
         {"get_port", client_get_port},
+        {"get_connection", client_get_connection},
         {"get_tls", client_get_tls},
         {"get_consumer", client_get_consumer},
         {"get_credential", client_get_credential},

@@ -22,40 +22,6 @@ local format = string.format
 local worker_uuid
 local worker_counter = 0
 
--- Per worker VM, for "tracker": the process id, and a serial and request count per client
--- connection, known by its peer address and port (the PDK has no connection id; a connection
--- reusing a recent peer port continues the old one's count). Bounded: forgotten past MAX_CONNS.
-local pid
-local conns, n_conns, conn_serial = {}, 0, 0
-local MAX_CONNS = 4096
-
-local function process_id()
-  if pid == nil then
-    pid = 0
-    local ok, ffi = pcall(require, "ffi")
-    if ok then
-      pcall(ffi.cdef, "int getpid(void);")
-      local got, v = pcall(function() return ffi.C.getpid() end)
-      if got then pid = tonumber(v) end
-    end
-  end
-  return pid
-end
-
-local function connection()
-  local key = weir.client.get_ip() .. "|" .. weir.client.get_port()
-  local c = conns[key]
-  if not c then
-    if n_conns >= MAX_CONNS then conns, n_conns = {}, 0 end
-    conn_serial = conn_serial + 1
-    c = { serial = conn_serial, requests = 0 }
-    conns[key] = c
-    n_conns = n_conns + 1
-  end
-  c.requests = c.requests + 1
-  return c.serial, c.requests
-end
-
 local generators = {
   ["uuid"] = function()
     return weir.uuid()
@@ -65,12 +31,12 @@ local generators = {
     worker_counter = worker_counter + 1
     return worker_uuid .. "#" .. worker_counter
   end,
-  -- Kong's "server_addr-server_port-pid-connection-connection_requests-time"; Weir's PDK gives
-  -- the host the client addressed rather than the local address.
+  -- Kong's "server_addr-server_port-pid-connection-connection_requests-time" (nginx's
+  -- $server_addr, $server_port, worker pid, $connection, $connection_requests, ngx.now())
   ["tracker"] = function()
-    local serial, requests = connection()
-    return format("%s-%d-%d-%d-%d-%0.3f", weir.request.get_host(), weir.request.get_port(),
-                  process_id(), serial, requests, weir.time.now())
+    local c = weir.client.get_connection()
+    return format("%s-%d-%d-%d-%d-%0.3f", c.server_addr, c.server_port, weir.worker.pid(), c.id,
+                  c.requests, weir.time.now())
   end,
 }
 

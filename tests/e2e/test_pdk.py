@@ -647,3 +647,23 @@ end"""
         assert_eq(gzip.decompress(r.body), text, "deflate makes gzip by default")
         r = http("POST", w.port, "/?op=deflate&format=zlib", body=text)
         assert_eq(zlib.decompress(r.body), text, "or zlib")
+
+
+def test_client_get_connection_and_worker_ids():
+    from harness import Conn
+    src = """
+function P:access(conf)
+  local c = weir.client.get_connection()
+  return weir.response.exit(200, { addr = c.server_addr, port = c.server_port, id = c.id,
+    requests = c.requests, worker = weir.worker.id(), pid = weir.worker.pid() })
+end"""
+    with probe_gateway(src) as (w, b):
+        with Conn(w.port) as c:
+            one, two = [json.loads(c.request("GET", "/").body) for _ in range(2)]
+        with Conn(w.port) as c:
+            other = json.loads(c.request("GET", "/").body)
+        assert_eq((one["addr"], one["port"], one["pid"], one["worker"]),
+                  ("127.0.0.1", w.port, w.pid, 0), "local address, port, pid, worker")
+        assert_eq((one["id"], one["requests"], two["id"], two["requests"]),
+                  (one["id"], 1, one["id"], 2), "one connection: its requests are counted")
+        check(other["id"] != one["id"] and other["requests"] == 1, "another connection: %r" % other)
