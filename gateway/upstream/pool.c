@@ -26,11 +26,15 @@ struct pool_key {
 };
 
 #define POOL_BUCKETS 256
+/* TLS keys are never freed before the pool, and with preserve_host their server name is the
+ * client's Host: past this many, new names get neither pooling nor resumption. */
+#define POOL_MAX_TLS_KEYS 1024
 
 struct pool {
     struct event_base *base;
     int max_idle;
     int idle_timeout_ms;
+    int n_tls_keys;
     struct pool_key *buckets[POOL_BUCKETS];
 };
 
@@ -53,7 +57,7 @@ static struct pool_key *key_find(struct pool *p, const struct sockaddr *a, sockl
     unsigned h = addr_hash(a, len);
     for (struct pool_key *k = p->buckets[h]; k; k = k->next_key)
         if (k->len == len && memcmp(&k->addr, a, len) == 0 && key_tls_equal(k, tls)) return k;
-    if (!create) return NULL;
+    if (!create || (tls && p->n_tls_keys >= POOL_MAX_TLS_KEYS)) return NULL;
     struct pool_key *k = calloc(1, sizeof *k);
     if (!k) abort();
     memcpy(&k->addr, a, len);
@@ -63,6 +67,7 @@ static struct pool_key *key_find(struct pool *p, const struct sockaddr *a, sockl
         memcpy(k->digest, tls->digest, sizeof k->digest);
         k->name = strdup(tls->name);
         if (!k->name) abort();
+        p->n_tls_keys++;
     }
     k->next_key = p->buckets[h];
     p->buckets[h] = k;
@@ -132,6 +137,10 @@ void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
         return;
     }
     struct pool_key *k = key_find(p, addr, len, tls, 1);
+    if (!k) {
+        conn_free(conn);
+        return;
+    }
     if (k->count >= p->max_idle) close_conn(k->tail);
     struct pool_conn *c = calloc(1, sizeof *c);
     if (!c) abort();
@@ -158,6 +167,10 @@ void pool_save_session(struct pool *p, const struct sockaddr *addr, socklen_t le
                        const struct pool_tls *tls, SSL_SESSION *session) {
     if (!session) return;
     struct pool_key *k = key_find(p, addr, len, tls, 1);
+    if (!k) {
+        SSL_SESSION_free(session);
+        return;
+    }
     SSL_SESSION_free(k->session);
     k->session = session;
 }

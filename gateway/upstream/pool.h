@@ -3,12 +3,14 @@
  * Keyed by target address and, for TLS connections (https upstreams), by the server name and
  * the digest of the client context's settings (tls/tls_upstream.h): a plain and a TLS
  * connection to one address never mix. Each TLS key also keeps the newest session for the
- * resumption of new connections. Bounded: at most `max_idle` connections per
- * address (the oldest is closed to make room) and each closes after
- * `idle_timeout_ms` idle; an idle connection the server closes (or that
- * receives unexpected bytes) is dropped at once. Most recently released is
- * reused first (its socket is the least likely to have been closed by the
- * server). One pool per worker thread; not thread-safe. */
+ * resumption of new connections. TLS keys are bounded (1024 per pool: with preserve_host the
+ * name comes from the client); past that, new names are neither pooled nor resumed.
+ *
+ * Bounded: at most `max_idle` connections per key (the oldest is closed to make room) and
+ * each closes after `idle_timeout_ms` idle; an idle connection the server closes (or that
+ * receives unexpected bytes) is dropped at once. Most recently released is reused first (its
+ * socket is the least likely to have been closed by the server). One pool per worker thread;
+ * not thread-safe. */
 #ifndef WEIR_POOL_H
 #define WEIR_POOL_H
 
