@@ -254,6 +254,7 @@ void config_free(struct config *c) {
     for (size_t i = 0; i < c->n_services; i++) {
         free(c->services[i].host_header);
         free(c->services[i].tags);
+        free(c->services[i].ca_certificates);
     }
     for (size_t i = 0; i < c->n_routes; i++) {
         struct route *r = &c->routes[i];

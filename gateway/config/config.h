@@ -128,7 +128,7 @@ struct upstream {
 struct service {
     char id[WEIR_UUID_LEN + 1];
     const char *name;     /* may be NULL (model) */
-    const char *protocol; /* "http" (model) */
+    const char *protocol; /* "http" or "https" (model) */
     const char *host;     /* (model) */
     int port;
     const char *path;       /* NULL when none (model) */
@@ -143,6 +143,13 @@ struct service {
     char *host_header; /* "host" or "host:port" (non-default port) */
     const char **tags; /* array owned, strings model */
     size_t n_tags;
+    /* https upstreams (docs/tls.md): protocol "https", with Kong's fields */
+    bool tls;
+    bool tls_verify;              /* default true (Kong: false) */
+    int tls_verify_depth;         /* -1: OpenSSL's default */
+    const char **ca_certificates; /* ca_certificates entity ids; array owned, strings model */
+    size_t n_ca_certificates;
+    const char *client_certificate; /* certificates entity id, or NULL (model) */
 };
 
 struct route_header {

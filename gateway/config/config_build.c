@@ -136,6 +136,33 @@ static void build_upstreams(struct build *b) {
     json_decref(index);
 }
 
+/* ca_certificates and client_certificate must name entities of this configuration (ids are
+ * compared in lower case, as the model stores them). */
+static bool entity_exists(const struct build *b, enum entity_kind k, const char *id) {
+    char low[WEIR_UUID_LEN + 1];
+    size_t n = strlen(id);
+    if (n > WEIR_UUID_LEN) return false;
+    for (size_t i = 0; i <= n; i++)
+        low[i] = (char)((id[i] >= 'A' && id[i] <= 'Z') ? id[i] + 32 : id[i]);
+    return model_find(b->c->model, k, low, NULL, NULL) >= 0;
+}
+
+static void tls_references_check(struct build *b, const struct service *s, size_t i) {
+    char buf[FIELD_PATH_MAX];
+    const char *path = NULL;
+    for (size_t k = 0; k < s->n_ca_certificates; k++)
+        if (!entity_exists(b, ENTITY_CA_CERTIFICATE, s->ca_certificates[k])) {
+            if (!path) path = where(b, ENTITY_SERVICE, i, buf, sizeof buf);
+            field_error(b->errs, path, "ca_certificates", "no ca_certificate with id %s",
+                        s->ca_certificates[k]);
+        }
+    if (s->client_certificate && !entity_exists(b, ENTITY_CERTIFICATE, s->client_certificate)) {
+        if (!path) path = where(b, ENTITY_SERVICE, i, buf, sizeof buf);
+        field_error(b->errs, path, "client_certificate", "no certificate with id %s",
+                    s->client_certificate);
+    }
+}
+
 static void build_services(struct build *b) {
     struct config *c = b->c;
     json_t *items = model_items(c->model, ENTITY_SERVICE);
@@ -157,6 +184,13 @@ static void build_services(struct build *b) {
         s->retries = int_or(e, "retries", 5);
         s->enabled = bool_or(e, "enabled", true);
         s->tags = strings(json_object_get(e, "tags"), &s->n_tags);
+        s->tls = !strcmp(s->protocol, "https");
+        s->tls_verify = bool_or(e, "tls_verify", true);
+        s->tls_verify_depth = int_or(e, "tls_verify_depth", -1);
+        s->ca_certificates = strings(json_object_get(e, "ca_certificates"), &s->n_ca_certificates);
+        json_t *cc = json_object_get(e, "client_certificate");
+        s->client_certificate = json_string_value(json_object_get(cc, "id"));
+        tls_references_check(b, s, i);
         json_t *u = json_object_get(b->upstream_names, s->host); /* both lower case */
         if (u) s->upstream = &c->upstreams[json_integer_value(u)];
         if (!s->upstream) {
@@ -171,7 +205,8 @@ static void build_services(struct build *b) {
         size_t len = strlen(s->host) + 16;
         s->host_header = field_xcalloc(len, 1);
         snprintf(s->host_header, len, "%s%s%s", v6 ? "[" : "", s->host, v6 ? "]" : "");
-        if (s->port != 80) snprintf(s->host_header + strlen(s->host_header), 8, ":%d", s->port);
+        if (s->port != (s->tls ? 443 : 80))
+            snprintf(s->host_header + strlen(s->host_header), 8, ":%d", s->port);
     }
 }
 

@@ -94,7 +94,10 @@ static void service_split_url(json_t *e, const char *url) {
     if (field_url_split(url, &u)) return; /* the schema's pattern admits only valid URLs */
     json_object_set_new(e, "protocol", json_string(u.protocol));
     json_object_set_new(e, "host", json_string(u.host));
-    if (u.port) json_object_set_new(e, "port", json_integer(u.port));
+    if (u.port)
+        json_object_set_new(e, "port", json_integer(u.port));
+    else if (!strcmp(u.protocol, "https"))
+        json_object_set_new(e, "port", json_integer(443)); /* as Kong does for an https url */
     if (u.path) json_object_set_new(e, "path", json_string(u.path));
     field_url_parts_free(&u);
 }

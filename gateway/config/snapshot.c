@@ -4,6 +4,7 @@
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_chain.h"
 #include "tls/tls_server.h"
+#include "tls/tls_upstream.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -60,8 +61,17 @@ struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t vers
             return NULL;
         }
     }
+    bool tls_up_failed;
+    struct tls_upstreams *tls_up = tls_upstream_build(cfg, errs, &tls_up_failed);
+    if (tls_up_failed) {
+        tls_server_release(tls);
+        router_free(router);
+        config_free(cfg);
+        return NULL;
+    }
     struct snapshot *s = calloc(1, sizeof *s);
     if (!s) abort();
+    s->tls_upstreams = tls_up;
     atomic_init(&s->refs, 1);
     s->version = version;
     s->config = cfg;
@@ -116,6 +126,7 @@ static void snapshot_free(struct snapshot *s) {
     free(s->chain_slots);
     router_free(s->router);
     tls_server_release(s->tls);
+    tls_upstream_free(s->tls_upstreams);
     config_free(s->config);
     free(s);
 }

@@ -19,6 +19,7 @@
 
 struct plugin_instance;
 struct tls_server;
+struct tls_upstreams;
 
 /* The plugins a route runs before a consumer is known (lua/plugin_chain.h), resolved once per
  * snapshot: instances in order, and the union of their phases (enum plugin_phase bits). */
@@ -49,6 +50,8 @@ struct snapshot {
     /* TLS termination's certificates (tls/tls_server.h): built when the config has an ssl
      * listener or a default certificate, else NULL. A TLS connection takes its own reference. */
     struct tls_server *tls;
+    /* Client contexts of https services (tls/tls_upstream.h), NULL when there is none. */
+    struct tls_upstreams *tls_upstreams;
 };
 
 /* Takes ownership of cfg (freed on failure too). Returns a snapshot holding

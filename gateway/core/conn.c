@@ -408,7 +408,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     struct conn *c = arg;
     if (c->closed) return;
-    if (c->tls) {
+    if (c->tls && !c->connecting) {
         tls_writable(c);
         return;
     }
@@ -426,6 +426,14 @@ static void on_writable(evutil_socket_t fd, short what, void *arg) {
         if (err) {
             errno = err;
             fail(c, CONN_ERROR);
+            return;
+        }
+        if (c->tls) {
+            /* the client handshake, bounded by the connect timeout as a read timeout until
+             * the owner sets its own at CONN_CONNECTED */
+            c->rto_ms = c->wto_ms;
+            update_read_event(c);
+            CALLBACK(c, tls_handshake(c));
             return;
         }
         if (c->eventcb && !CALLBACK(c, c->eventcb(c, CONN_CONNECTED, c->arg))) return;
@@ -502,6 +510,11 @@ struct conn *conn_new_tls(struct event_base *base, int fd, struct tls_conn *tls)
     c->tls = tls;
     c->tls_handshaking = true;
     return c;
+}
+
+void conn_start_tls(struct conn *c, struct tls_conn *tls) {
+    c->tls = tls;
+    c->tls_handshaking = true;
 }
 
 bool conn_is_tls(const struct conn *c) {

@@ -70,6 +70,12 @@ const char *conn_tls_error(const struct conn *c);
  * sent once it is. Returns NULL only when no socket could be created. */
 struct conn *conn_connect(struct event_base *base, const struct sockaddr *sa, socklen_t len,
                           const struct timeval *connect_timeout);
+/* Makes a connection from conn_connect() a TLS client: the conn takes tls (tls/tls_conn.h,
+ * made with conn_fd(c)) and runs the client handshake once the TCP connect is done, bounded by
+ * the connect timeout; CONN_CONNECTED then means the handshake is done, and a failed handshake
+ * is CONN_ERROR|CONN_HANDSHAKE (or CONN_EOF|CONN_HANDSHAKE, or CONN_READING|CONN_TIMEOUT). Call
+ * it right after conn_connect(), before returning to the loop. */
+void conn_start_tls(struct conn *c, struct tls_conn *tls);
 void conn_free(struct conn *c);
 
 void conn_setcb(struct conn *c, conn_data_cb readcb, conn_data_cb writecb, conn_event_cb eventcb,

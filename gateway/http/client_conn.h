@@ -25,6 +25,7 @@
 #include "http/head_check.h"
 #include "http/headers.h"
 #include "router/router.h"
+#include "upstream/pool.h"
 
 struct worker;
 struct plugin_run;
@@ -126,6 +127,10 @@ struct upstream_side {
     bool chunked; /* upstream body is chunked */
     bool message_done;
     struct chunk_check chunk; /* framing check of a chunked upstream body */
+    /* https upstreams: NULL for a plain one, else &tls_key (the pool's key beside addr) */
+    const struct pool_tls *tls;
+    struct pool_tls tls_key;
+    char tls_name[256]; /* SNI and the name the certificate must carry */
 };
 
 struct client_conn {

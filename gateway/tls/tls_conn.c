@@ -1,13 +1,16 @@
 #include "tls/tls_conn.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 
 #include "tls/tls_server.h"
@@ -16,10 +19,12 @@ struct tls_conn {
     SSL *ssl;
     struct tls_server *server;
     int fd;
-    bool peeked;      /* the first byte was looked at */
-    bool established; /* the handshake finished */
-    bool failed;      /* a fatal error: no close_notify may follow */
-    bool notified;    /* close_notify was sent */
+    bool peeked;          /* the first byte was looked at */
+    bool established;     /* the handshake finished */
+    bool failed;          /* a fatal error: no close_notify may follow */
+    bool notified;        /* close_notify was sent */
+    bool client;          /* connecting to an upstream */
+    SSL_SESSION *session; /* client: the newest session the server gave */
     char error[160];
 };
 
@@ -43,9 +48,80 @@ struct tls_conn *tls_conn_new(struct tls_server *ts, int fd) {
     return t;
 }
 
+static int client_session_index = -1;
+
+/* OpenSSL reports each new client session (TLS 1.3: each ticket, after the handshake): keep the
+ * newest. Returning 1 takes the reference. */
+static int new_client_session(SSL *ssl, SSL_SESSION *sess) {
+    struct tls_conn *t = SSL_get_ex_data(ssl, client_session_index);
+    if (!t) return 0;
+    SSL_SESSION_free(t->session);
+    t->session = sess;
+    return 1;
+}
+
+static pthread_once_t client_session_once = PTHREAD_ONCE_INIT;
+
+static void make_client_session_index(void) {
+    client_session_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+void tls_conn_client_ctx_setup(SSL_CTX *ctx) {
+    /* before any connection is made with a client context: the index is set by then */
+    pthread_once(&client_session_once, make_client_session_index);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_client_session);
+}
+
+struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, int fd, const char *name, SSL_SESSION *session) {
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_connect_state(ssl);
+    unsigned char ip[16];
+    bool is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    if (is_ip) {
+        X509_VERIFY_PARAM_set1_ip_asc(param, name); /* no SNI for an address (RFC 6066) */
+    } else {
+        SSL_set_tlsext_host_name(ssl, name);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        X509_VERIFY_PARAM_set1_host(param, name, 0);
+    }
+    if (session) SSL_set_session(ssl, session);
+    ERR_clear_error();
+    struct tls_conn *t = calloc(1, sizeof *t);
+    if (!t) abort();
+    t->ssl = ssl;
+    t->fd = fd;
+    t->client = true;
+    t->peeked = true;
+    SSL_set_ex_data(ssl, client_session_index, t);
+    return t;
+}
+
+SSL_SESSION *tls_conn_take_session(struct tls_conn *t) {
+    SSL_SESSION *s = t->session;
+    t->session = NULL;
+    if (s && !SSL_SESSION_is_resumable(s)) {
+        SSL_SESSION_free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+bool tls_conn_session_reused(const struct tls_conn *t) {
+    return SSL_session_reused(t->ssl) == 1;
+}
+
 void tls_conn_free(struct tls_conn *t, bool notify) {
     if (!t) return;
     if (notify) tls_conn_close_notify(t);
+    if (t->client) SSL_set_ex_data(t->ssl, client_session_index, NULL);
+    SSL_SESSION_free(t->session);
     SSL_free(t->ssl);
     tls_server_release(t->server);
     free(t);
@@ -70,7 +146,8 @@ static enum tls_io failure(struct tls_conn *t, int ret) {
         if (q)
             snprintf(t->error, sizeof t->error, "%s", ERR_reason_error_string(q));
         else if (ret == 0 || e == 0)
-            snprintf(t->error, sizeof t->error, "connection closed by the client");
+            snprintf(t->error, sizeof t->error, "connection closed by the %s",
+                     t->client ? "server" : "client");
         else
             snprintf(t->error, sizeof t->error, "%s", strerror(e));
         ERR_clear_error();
@@ -85,6 +162,11 @@ static enum tls_io failure(struct tls_conn *t, int ret) {
             /* the server name callback refused it (tls_server.c) */
             snprintf(t->error, sizeof t->error,
                      "unknown server name \"%.100s\" (weir.ssl_reject_unknown_sni)", name);
+        else if (ERR_GET_LIB(q) == ERR_LIB_SSL &&
+                 ERR_GET_REASON(q) == SSL_R_CERTIFICATE_VERIFY_FAILED)
+            /* the chain or the name did not check out: say which way */
+            snprintf(t->error, sizeof t->error, "%s: %s", r,
+                     X509_verify_cert_error_string(SSL_get_verify_result(t->ssl)));
         else
             snprintf(t->error, sizeof t->error, "%s", r ? r : "TLS error");
         ERR_clear_error();

@@ -1,4 +1,5 @@
-/* tls_conn: one server-side TLS session on an accepted socket, for core/conn.c.
+/* tls_conn: one TLS session on a socket, for core/conn.c: server side on an accepted socket,
+ * client side (tls_conn_new_client) on a connection to an https upstream.
  *
  * The calls mirror non-blocking socket I/O and never block: each returns TLS_IO_DONE or says
  * what the session waits for (the socket readable or writable), that the peer closed, or that the
@@ -32,6 +33,21 @@ enum tls_io {
 
 /* A session accepting on fd with ts's current certificates (a reference is taken). */
 struct tls_conn *tls_conn_new(struct tls_server *ts, int fd);
+/* A client session on fd (connected) with ctx (tls/tls_upstream.h, a reference is taken by
+ * OpenSSL): `name` is sent as SNI unless it is an IP address, and checked against the peer's
+ * certificate when the context verifies; `session` (borrowed, may be NULL) is offered for
+ * resumption. */
+struct ssl_ctx_st;
+struct ssl_session_st;
+struct tls_conn *tls_conn_new_client(struct ssl_ctx_st *ctx, int fd, const char *name,
+                                     struct ssl_session_st *session);
+/* For tls_upstream.c: client session caching on ctx, the sessions going to the tls_conn. */
+void tls_conn_client_ctx_setup(struct ssl_ctx_st *ctx);
+/* The newest resumable session the server gave a client session (the caller owns the reference
+ * returned), or NULL. */
+struct ssl_session_st *tls_conn_take_session(struct tls_conn *t);
+/* Whether the handshake resumed a session. */
+bool tls_conn_session_reused(const struct tls_conn *t);
 /* Sends close_notify first when `notify` and the session is sound (best effort: one
  * non-blocking attempt), then frees the session. NULL is ignored. */
 void tls_conn_free(struct tls_conn *t, bool notify);

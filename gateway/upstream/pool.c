@@ -1,6 +1,7 @@
 #include "upstream/pool.h"
 
 #include <event2/buffer.h>
+#include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,14 +19,22 @@ struct pool_key {
     socklen_t len;
     struct pool_conn *head, *tail;
     int count;
+    bool tls;
+    unsigned char digest[32];
+    char *name;
+    SSL_SESSION *session;
 };
 
 #define POOL_BUCKETS 256
+/* TLS keys are never freed before the pool, and with preserve_host their server name is the
+ * client's Host: past this many, new names get neither pooling nor resumption. */
+#define POOL_MAX_TLS_KEYS 1024
 
 struct pool {
     struct event_base *base;
     int max_idle;
     int idle_timeout_ms;
+    int n_tls_keys;
     struct pool_key *buckets[POOL_BUCKETS];
 };
 
@@ -37,16 +46,29 @@ static unsigned addr_hash(const struct sockaddr *a, socklen_t len) {
     return h % POOL_BUCKETS;
 }
 
+static bool key_tls_equal(const struct pool_key *k, const struct pool_tls *tls) {
+    if (!tls) return !k->tls;
+    return k->tls && memcmp(k->digest, tls->digest, sizeof k->digest) == 0 &&
+           strcmp(k->name, tls->name) == 0;
+}
+
 static struct pool_key *key_find(struct pool *p, const struct sockaddr *a, socklen_t len,
-                                 int create) {
+                                 const struct pool_tls *tls, int create) {
     unsigned h = addr_hash(a, len);
     for (struct pool_key *k = p->buckets[h]; k; k = k->next_key)
-        if (k->len == len && memcmp(&k->addr, a, len) == 0) return k;
-    if (!create) return NULL;
+        if (k->len == len && memcmp(&k->addr, a, len) == 0 && key_tls_equal(k, tls)) return k;
+    if (!create || (tls && p->n_tls_keys >= POOL_MAX_TLS_KEYS)) return NULL;
     struct pool_key *k = calloc(1, sizeof *k);
     if (!k) abort();
     memcpy(&k->addr, a, len);
     k->len = len;
+    if (tls) {
+        k->tls = true;
+        memcpy(k->digest, tls->digest, sizeof k->digest);
+        k->name = strdup(tls->name);
+        if (!k->name) abort();
+        p->n_tls_keys++;
+    }
     k->next_key = p->buckets[h];
     p->buckets[h] = k;
     return k;
@@ -93,8 +115,9 @@ struct pool *pool_new(struct event_base *base, int max_idle, int idle_timeout_ms
     return p;
 }
 
-struct conn *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len) {
-    struct pool_key *k = key_find(p, addr, len, 0);
+struct conn *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t len,
+                          const struct pool_tls *tls) {
+    struct pool_key *k = key_find(p, addr, len, tls, 0);
     if (!k || !k->head) return NULL;
     struct pool_conn *c = k->head;
     struct conn *conn = c->conn;
@@ -107,12 +130,17 @@ struct conn *pool_acquire(struct pool *p, const struct sockaddr *addr, socklen_t
     return conn;
 }
 
-void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len, struct conn *conn) {
+void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len,
+                  const struct pool_tls *tls, struct conn *conn) {
     if (p->max_idle <= 0 || evbuffer_get_length(conn_input(conn)) != 0) {
         conn_free(conn);
         return;
     }
-    struct pool_key *k = key_find(p, addr, len, 1);
+    struct pool_key *k = key_find(p, addr, len, tls, 1);
+    if (!k) {
+        conn_free(conn);
+        return;
+    }
     if (k->count >= p->max_idle) close_conn(k->tail);
     struct pool_conn *c = calloc(1, sizeof *c);
     if (!c) abort();
@@ -129,6 +157,24 @@ void pool_release(struct pool *p, const struct sockaddr *addr, socklen_t len, st
     conn_read_enable(conn);
 }
 
+SSL_SESSION *pool_session(struct pool *p, const struct sockaddr *addr, socklen_t len,
+                          const struct pool_tls *tls) {
+    struct pool_key *k = key_find(p, addr, len, tls, 0);
+    return k ? k->session : NULL;
+}
+
+void pool_save_session(struct pool *p, const struct sockaddr *addr, socklen_t len,
+                       const struct pool_tls *tls, SSL_SESSION *session) {
+    if (!session) return;
+    struct pool_key *k = key_find(p, addr, len, tls, 1);
+    if (!k) {
+        SSL_SESSION_free(session);
+        return;
+    }
+    SSL_SESSION_free(k->session);
+    k->session = session;
+}
+
 void pool_close_all(struct pool *p) {
     for (int i = 0; i < POOL_BUCKETS; i++)
         for (struct pool_key *k = p->buckets[i]; k; k = k->next_key)
@@ -143,6 +189,8 @@ void pool_free(struct pool *p) {
         struct pool_key *k = p->buckets[i];
         while (k) {
             struct pool_key *next = k->next_key;
+            SSL_SESSION_free(k->session);
+            free(k->name);
             free(k);
             k = next;
         }

@@ -15,6 +15,8 @@
 #include "http/path.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_run.h"
+#include "tls/tls_conn.h"
+#include "tls/tls_upstream.h"
 #include "upstream/balancer.h"
 #include "upstream/pool.h"
 
@@ -268,6 +270,25 @@ static void send_head(struct client_conn *c) {
     if (body && len) evbuffer_add(out, body, len);
 }
 
+/* The server name of an https upstream, sent as SNI and checked against its certificate: as
+ * in Kong, the service's host, or the client's Host (without its port) with preserve_host. */
+static void tls_server_name(struct client_conn *c, const struct service *svc, char *out,
+                            size_t len) {
+    const char *h = svc->host;
+    size_t n = strlen(h);
+    if (c->req.match.route->preserve_host && c->req.host && c->req.host_len) {
+        h = c->req.host;
+        n = c->req.host_len;
+        if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+            h++;
+            n -= 2;
+        }
+    }
+    if (n >= len) n = len - 1;
+    memcpy(out, h, n);
+    out[n] = '\0';
+}
+
 static void connect_attempt(struct client_conn *c, bool allow_pool) {
     struct request *r = &c->req;
     const struct service *svc = r->match.route->service;
@@ -305,7 +326,17 @@ static void connect_attempt(struct client_conn *c, bool allow_pool) {
     up->n_headers = 0;
     clock_gettime(CLOCK_MONOTONIC, &up->start);
 
-    up->conn = allow_pool ? pool_acquire(c->worker->pool, up->addr, up->addrlen) : NULL;
+    const struct tls_upstream_ctx *tx = NULL;
+    up->tls = NULL;
+    if (svc->tls) {
+        tx = tls_upstream_for(r->snap->tls_upstreams, (size_t)(svc - r->snap->config->services));
+        WEIR_BUG_ON(!tx);
+        tls_server_name(c, svc, up->tls_name, sizeof up->tls_name);
+        up->tls_key.digest = tx->digest;
+        up->tls_key.name = up->tls_name;
+        up->tls = &up->tls_key;
+    }
+    up->conn = allow_pool ? pool_acquire(c->worker->pool, up->addr, up->addrlen, up->tls) : NULL;
     up->reused = up->conn != NULL;
     if (up->reused) {
         conn_setcb(up->conn, up_read_cb, up_write_cb, up_event_cb, c);
@@ -321,6 +352,17 @@ static void connect_attempt(struct client_conn *c, bool allow_pool) {
         log_err("cannot create a socket for upstream %s", proxy_upstream_addr(c));
         fail(c, 502, MSG_CONNECT);
         return;
+    }
+    if (tx) {
+        struct tls_conn *t =
+            tls_conn_new_client(tx->ctx, conn_fd(up->conn), up->tls_name,
+                                pool_session(c->worker->pool, up->addr, up->addrlen, up->tls));
+        if (!t) {
+            log_err("upstream TLS: cannot start a session with %s", proxy_upstream_addr(c));
+            fail(c, 502, MSG_CONNECT);
+            return;
+        }
+        conn_start_tls(up->conn, t);
     }
     conn_setcb(up->conn, up_read_cb, up_write_cb, up_event_cb, c);
     conn_set_watermarks(up->conn, PROXY_HIGH_WATERMARK, PROXY_LOW_WATERMARK);
@@ -340,7 +382,6 @@ static bool may_retry(struct client_conn *c, bool connect_failed) {
 }
 
 static void up_event_cb(struct conn *conn, short what, void *arg) {
-    (void)conn;
     struct client_conn *c = arg;
     struct upstream_side *up = &c->up;
     if (what & CONN_CONNECTED) {
@@ -349,8 +390,14 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
     }
     if (up->state == UP_CONNECTING) {
         bool timeout = what & CONN_TIMEOUT;
-        log_warn("upstream %s: %s", proxy_upstream_addr(c),
-                 timeout ? "connect timed out" : "connect failed");
+        if ((what & CONN_HANDSHAKE) && !timeout)
+            log_err("upstream TLS: %s (upstream %s, server name \"%s\")", conn_tls_error(conn),
+                    proxy_upstream_addr(c), up->tls_name);
+        else
+            log_warn("upstream %s: %s", proxy_upstream_addr(c),
+                     timeout
+                         ? (up->tls ? "connect or TLS handshake timed out" : "connect timed out")
+                         : "connect failed");
         free_upstream_bev(c);
         if (up->target >= 0 && up->n_tried < sizeof up->tried / sizeof up->tried[0])
             up->tried[up->n_tried++] = up->target;
@@ -374,8 +421,13 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
             connect_attempt(c, false);
             return;
         }
-        log_warn("upstream %s: closed the connection before the response head",
-                 proxy_upstream_addr(c));
+        if (up->tls && (what & CONN_ERROR))
+            /* e.g. a TLS 1.3 server refusing the client certificate after the handshake */
+            log_err("upstream TLS: %s (upstream %s, server name \"%s\")", conn_tls_error(conn),
+                    proxy_upstream_addr(c), up->tls_name);
+        else
+            log_warn("upstream %s: closed the connection before the response head",
+                     proxy_upstream_addr(c));
         fail(c, 502, MSG_BAD_RESPONSE);
         return;
     }
@@ -614,8 +666,11 @@ static void finish_response(struct client_conn *c) {
     bool reusable = http_should_keep_alive(&up->parser) && r->body_done && !r->upgrade &&
                     evbuffer_get_length(conn_input(up->conn)) == 0 &&
                     evbuffer_get_length(conn_output(up->conn)) == 0 && !c->worker->stopping;
+    if (up->tls) /* a session the server gave for resuming later connections */
+        pool_save_session(c->worker->pool, up->addr, up->addrlen, up->tls,
+                          tls_conn_take_session(conn_tls(up->conn)));
     if (reusable) {
-        pool_release(c->worker->pool, up->addr, up->addrlen, up->conn);
+        pool_release(c->worker->pool, up->addr, up->addrlen, up->tls, up->conn);
         up->conn = NULL;
     }
     free_upstream_bev(c);

@@ -93,11 +93,22 @@ def test_check_mode_requires_format_version_3():
 
 def test_check_mode_rejects_kong_fields_weir_does_not_support():
     cfg = good_config()
-    cfg["services"][0]["client_certificate"] = {"id": "8d2b0f4e-4f6a-4e0b-9d6b-1d1f0f3c2a11"}
+    cfg["upstreams"][0]["client_certificate"] = {"id": "8d2b0f4e-4f6a-4e0b-9d6b-1d1f0f3c2a11"}
     rc, out, err = run_weir(["-t", "-c", write(cfg)])
     assert_eq(rc, 1, "exit status", out + err)
-    check(field_error(out + err, "services[0].client_certificate"),
+    check(field_error(out + err, "upstreams[0].client_certificate"),
           "the unsupported field is not named:\n%s" % (out + err))
+
+
+def test_check_mode_rejects_a_service_naming_unknown_tls_entities():
+    cfg = good_config()
+    cfg["services"][0]["client_certificate"] = {"id": "8d2b0f4e-4f6a-4e0b-9d6b-1d1f0f3c2a11"}
+    cfg["services"][0]["ca_certificates"] = ["9d2b0f4e-4f6a-4e0b-9d6b-1d1f0f3c2a11"]
+    rc, out, err = run_weir(["-t", "-c", write(cfg)])
+    assert_eq(rc, 1, "exit status", out + err)
+    for field in ("client_certificate", "ca_certificates"):
+        check(field_error(out + err, "services[0]." + field),
+              "the dangling %s is not named:\n%s" % (field, out + err))
 
 
 def test_check_mode_rejects_bad_values():

@@ -24,7 +24,7 @@
 /* DOC(members...) builds a "3.0" document; the members are written as plain
  * JSON and stringized by the preprocessor. */
 #define URL_MESSAGE                                                                                \
-    "services[0].url: must be a URL such as \"http://host:port/path\" (only http for now; no "    \
+    "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no "      \
     "user info, query or fragment)"
 
 #define DOC(...) "{\"_format_version\": \"3.0\", " #__VA_ARGS__ "}"
@@ -368,16 +368,16 @@ static void test_bad_urls_are_reported(void **state) {
                  URL_MESSAGE);
     expect_error(DOC("services"
                      : [ {"url" : "http://127.0.0.1:0"} ]),
-                 "services[0].url: must be a URL such as \"http://host:port/path\" (only http for now; no user info, query or fragment)");
+                 "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no user info, query or fragment)");
     expect_error(DOC("services"
                      : [ {"url" : "http://u:p@127.0.0.1"} ]),
-                 "services[0].url: must be a URL such as \"http://host:port/path\" (only http for now; no user info, query or fragment)");
+                 "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no user info, query or fragment)");
     expect_error(DOC("services"
                      : [ {"url" : "http://127.0.0.1/a?b=1"} ]),
-                 "services[0].url: must be a URL such as \"http://host:port/path\" (only http for now; no user info, query or fragment)");
+                 "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no user info, query or fragment)");
     expect_error(DOC("services"
                      : [ {"url" : "ftp://127.0.0.1"} ]),
-                 "services[0].url: must be a URL such as \"http://host:port/path\" (only http for now; no user info, query or fragment)");
+                 "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no user info, query or fragment)");
     expect_error(DOC("services"
                      : [ {"url" : "http://127.0.0.1", "port" : 80} ]),
                  "services[0].port: cannot be given together with url");
@@ -662,11 +662,12 @@ static void test_unsupported_features_are_refused(void **state) {
                  "services[0].plugins[0].name: no plugin named \"no-such-plugin\" (bundled "
                  "plugins and those in weir.plugin_paths can be enabled)");
     expect_error(DOC("services"
-                     : [ {"url" : "https://127.0.0.1"} ]),
+                     : [ {"url" : "grpcs://127.0.0.1"} ]),
                  URL_MESSAGE);
     expect_error(DOC("services"
-                     : [ {"host" : "127.0.0.1", "tls_verify" : true} ]),
-                 "services[0].tls_verify: not supported yet (only null or [] is accepted)");
+                     : [ {"host" : "127.0.0.1", "protocol" : "grpcs"} ]),
+                 "services[0].protocol: must be \"http\" or \"https\" (other protocols are not "
+                 "supported yet)");
     expect_error(DOC("weir"
                      : {"proxy_listen" : ["0.0.0.0:8443 http2"]}),
                  "weir.proxy_listen[0]: must be \"ip:port\" or \"ip:port ssl\" with a numeric IP address, such as \"127.0.0.1:8000\", \"[::1]:8000\" or \"0.0.0.0:8443 ssl\" (other listener options such as \"http2\" or \"reuseport\" are not supported yet)");

@@ -557,12 +557,12 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
                  "trusted_ips": ["10.0.0.0/33"], "error_log": "off", "log_level": "INFO"},
         "services": [
             {"name": "a b", "id": "nope", "host": "h:80", "path": "/a b", "tags": ["a,b", ""],
-             "plugins": [{"name": "x"}], "tls_verify": true, "protocol": "https",
+             "plugins": [{"name": "x"}], "tls_verify": "yes", "protocol": "grpcs",
              "routes": [{"paths": ["/ok", "x", "/a b"], "hosts": ["a:80"], "methods": ["GE T"],
                          "headers": {"x y": ["v"], "Host": ["a"], "x": ["~*a"]}, "snis": ["a"],
                          "request_buffering": false, "path_handling": "v1",
                          "protocols": ["grpc"], "plugins": [{}], "service": 5}]},
-            {"url": "https://h"},
+            {"url": "grpcs://h"},
             {"url": "http://h", "port": 80},
             {"host": null}
         ],
@@ -592,8 +592,9 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "characters",
         "services[0].tags[1]: must be a non-empty string without \",\", \"/\" or control "
         "characters",
-        "services[0].tls_verify: not supported yet (only null or [] is accepted)",
-        "services[0].protocol: must be \"http\" (other protocols are not supported yet)",
+        "services[0].tls_verify: must be true or false",
+        "services[0].protocol: must be \"http\" or \"https\" (other protocols are not "
+        "supported yet)",
         "services[0].routes[0].paths[1]: must be a path starting with \"/\" (RFC 3986 "
         "characters, others percent-encoded, no query or fragment) or a regex starting with \"~\"",
         "services[0].routes[0].paths[2]: must be a path starting with \"/\" (RFC 3986 "
@@ -616,7 +617,7 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "services[0].routes[0].plugins[0].name: required field missing",
         "services[0].routes[0].service: must be a service name or id, or {\"id\": ...} or "
         "{\"name\": ...}",
-        "services[1].url: must be a URL such as \"http://host:port/path\" (only http for now; no "
+        "services[1].url: must be a URL such as \"https://host:port/path\" (http or https; no "
         "user info, query or fragment)",
         "services[2].port: cannot be given together with url",
         "services[3].host: required (or give url)",
