@@ -292,6 +292,11 @@ void server_run(struct server *s) {
 
 void server_stop(struct server *s, bool fast) {
     if (fast) atomic_store(&s->fast, true);
+    /* The workers close their listeners now rather than when the control loop gets round to
+     * teardown(): the control thread runs at nice 10, and on a busy machine its next loop
+     * iteration can come late, while a stopping gateway must refuse new connections at once. */
+    for (int i = 0; i < s->n_workers; i++)
+        worker_stop(s->workers[i], fast);
     uint64_t one = 1;
     ssize_t r = write(s->stop_fd, &one, sizeof one);
     (void)r;

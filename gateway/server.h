@@ -34,9 +34,10 @@ struct server *server_start(struct snapshot *snap, struct store *store, const ch
 struct event_base *server_event_base(struct server *s);
 /* Runs the control loop on the calling thread until server_stop(). */
 void server_run(struct server *s);
-/* Makes server_run() return; server_free() then stops the workers: at once when `fast` (open
- * connections are closed), else after in-flight requests finish (weir.limits.shutdown_timeout).
- * Any thread, and signal callbacks on the control loop. */
+/* Tells the workers to stop accepting (at once) and makes server_run() return; server_free()
+ * then waits for them: open connections are closed at once when `fast`, else in-flight requests
+ * finish first (weir.limits.shutdown_timeout). Any thread, and signal callbacks on the control
+ * loop. */
 void server_stop(struct server *s, bool fast);
 /* Installs a configuration file read again (SIGHUP), taking `cfg` over: NULL, or one that does
  * not build, logs the problems in `errs` and keeps the running configuration. With a store only

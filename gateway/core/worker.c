@@ -107,6 +107,8 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
     if (stop && !w->stopping) {
         w->stopping = true;
         close_listeners(w);
+        log_info("worker %d: stopped accepting; draining %zu connection%s", w->id, w->n_conns,
+                 w->n_conns == 1 ? "" : "s");
         pool_close_all(w->pool);
         for (struct client_conn *c = w->conns; c; c = c->next)
             client_conn_shutdown(c);

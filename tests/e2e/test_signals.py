@@ -147,14 +147,15 @@ def test_sighup_under_load_fails_no_request():
 
 
 def connection_refused(port):
+    """True when a connection to port is refused; else what happened instead (for the report)."""
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=1)
     except ConnectionRefusedError:
         return True
-    except OSError:
-        return False
+    except OSError as e:
+        return "connect failed: %r" % e
     s.close()
-    return False
+    return "accepted"
 
 
 def test_sigterm_lets_the_in_flight_request_finish_then_exits_0():
@@ -172,13 +173,15 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0():
         time.sleep(0.3)
         w.send_signal(signal.SIGTERM)
         sent = time.monotonic()
-        refused = False
+        refused, attempts = False, []
         while time.monotonic() - sent < 1.0:
-            if connection_refused(w.port):
+            outcome = connection_refused(w.port)
+            if outcome is True:
                 refused = True
                 break
+            attempts.append("%.3fs %s" % (time.monotonic() - sent, outcome))
             time.sleep(0.05)
-        check(refused, "new connections were still accepted 1s after SIGTERM")
+        check(refused, "new connections were still accepted 1s after SIGTERM: %s" % attempts)
         t.join(10)
         check("error" not in result, "the in-flight request failed: %r" % result.get("error"))
         assert_status(result.get("r"), 200, "the in-flight request")
