@@ -76,6 +76,21 @@ end
 
 -- ---- where the token is -----------------------------------------------------------------------
 
+local byte, sub, find = string.byte, string.sub, string.find
+
+-- s without trailing whitespace (%s), from `from`. A pattern like "(.-)%s*$" would do it, but
+-- Lua's matcher retries the tail at every byte of a lazy capture: for a 200-byte token that was
+-- a quarter of a policy route's instructions.
+local function trim_right(s, from)
+  local last = #s
+  while last >= from do
+    local b = byte(s, last)
+    if b ~= 32 and (b < 9 or b > 13) then break end
+    last = last - 1
+  end
+  return sub(s, from, last)
+end
+
 local function cookie_value(name)
   local lname = name:lower()
   local cookies = weir.request.get_headers()["cookie"]
@@ -83,8 +98,8 @@ local function cookie_value(name)
   if type(cookies) ~= "table" then cookies = { cookies } end
   for _, line in ipairs(cookies) do
     for pair in line:gmatch("[^;]+") do
-      local k, v = pair:match("^%s*([^=]-)%s*=%s*(.-)%s*$")
-      if k and k:lower() == lname then return v end
+      local k, rest = pair:match("^%s*([^=]-)%s*=%s*()")
+      if k and k:lower() == lname then return trim_right(pair, rest) end
     end
   end
   return nil
@@ -126,8 +141,8 @@ local function retrieve_token(conf)
   for _, name in ipairs(conf.header_names) do
     local value = weir.request.get_header(name)
     if value then
-      local token = value:match("^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+(.-)%s*$")
-      if token then first, list = add_token(first, list, token) end
+      local _, scheme_end = find(value, "^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+")
+      if scheme_end then first, list = add_token(first, list, trim_right(value, scheme_end + 1)) end
     end
   end
   return list or first
