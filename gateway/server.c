@@ -21,6 +21,7 @@
 #include "core/uuid.h"
 #include "core/worker.h"
 #include "lua/lua_vm.h"
+#include "lua/lua_watchdog.h"
 #include "lua/shared_dict.h"
 #include "store/store.h"
 #include "tls/tls_server.h"
@@ -171,6 +172,7 @@ static void teardown(struct server *s) {
         worker_stop(s->workers[i], atomic_load(&s->fast));
     for (int i = 0; i < s->n_workers && s->workers[i]; i++)
         worker_join_and_free(s->workers[i]);
+    lua_watchdog_stop(); /* after the workers: they are its registered threads */
     free(s->workers);
     if (s->dicts) close_shared_dicts(s);
     if (s->collector) event_free(s->collector);
@@ -258,6 +260,11 @@ struct server *server_start(struct snapshot *snap, struct store *store, const ch
         return NULL;
     }
     open_shared_dicts(s, snap->config->weir.shared_dicts);
+    if (lua_vm_watchdog_start() != 0) {
+        snprintf(err, errlen, "cannot start the Lua watchdog: %s", strerror(errno));
+        teardown(s);
+        return NULL;
+    }
     for (int i = 0; i < s->n_workers; i++) {
         s->workers[i] = worker_new(i, snap, s->access_log, err, errlen);
         if (!s->workers[i]) {

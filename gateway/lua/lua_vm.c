@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/paths.h"
 #include "lua/lua_task.h"
+#include "lua/lua_watchdog.h"
 #include "lua/pdk.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_chain.h"
@@ -90,13 +91,35 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
                vm->budget);
 }
 
+/* The watchdog's signal, on this thread, inside a stretch of Lua that has run long: from now on
+ * the budget is charged (lua_watchdog.h). */
+static void arm_budget_hook(void) {
+    struct lua_vm *vm = self;
+    if (vm && vm->budget_left && !lua_gethookmask(vm->L))
+        lua_sethook(vm->L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+}
+
+int lua_vm_watchdog_start(void) {
+    return lua_watchdog_start(arm_budget_hook);
+}
+
 void lua_vm_budget_begin(struct lua_vm *vm, long long *left) {
     vm->budget_left = vm->budget ? left : NULL;
+    if (!vm->budget) return;
+    vm->budget_depth++;
+    lua_watch_enter();
 }
 
 void lua_vm_budget_end(struct lua_vm *vm) {
-    if (vm->budget && vm->budget_left && *vm->budget_left < 0)
-        lua_sethook(vm->L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+    if (vm->budget) {
+        lua_watch_leave(); /* first: no arming after this */
+        if (--vm->budget_depth == 0) {
+            if (lua_gethookmask(vm->L)) lua_sethook(vm->L, NULL, 0, 0);
+        } else if (lua_gethookmask(vm->L)) {
+            /* an inner call that ran out left the every-instruction mode; the outer goes on */
+            lua_sethook(vm->L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
+        }
+    }
     vm->budget_left = NULL;
 }
 
@@ -163,7 +186,6 @@ struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct s
             return NULL;
         }
         lua_pop(L, 1);
-        lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_STEP);
     }
     lua_newtable(L);
     vm->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);

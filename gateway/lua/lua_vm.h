@@ -13,7 +13,8 @@
  * memory" error, a 500 for that request); C code pushing onto a stack outside plugin code may
  * go past it by a little (never fails, so it needs no protected call). With an instruction
  * budget the VM runs interpreted (jit.off): a LuaJIT count hook does not fire inside compiled
- * traces, so a budget on compiled code could not stop `while true do end`. */
+ * traces, so a budget on compiled code could not stop `while true do end`. The hook is armed
+ * only on calls that run long (lua_watchdog.h): the budget counts from there. */
 #ifndef WEIR_LUA_VM_H
 #define WEIR_LUA_VM_H
 
@@ -41,6 +42,7 @@ struct lua_vm {
     struct lua_vm *next_retired;
     long long budget;          /* instructions per phase call, 0: none */
     long long *budget_left;    /* counter the hook charges; NULL: nothing to charge */
+    int budget_depth;          /* nested lua_vm_budget_begin()s */
     struct lua_task *current;  /* the task whose coroutine runs now */
     uint64_t cache_version[2]; /* snapshot versions of the two cache slots (0: empty) */
     int cache_ref[2];          /* registry refs of {handlers=, confs=, catalog=} */
@@ -110,7 +112,11 @@ void lua_vm_on_close(struct lua_vm *vm, void (*fn)(void *arg), void *arg);
  * freeze); nil, after logging, when the VM is out of memory. */
 void lua_vm_push_frozen(struct lua_vm *vm, lua_State *L, const struct json_t *v);
 
-/* Charges the instruction budget to `left` while plugin code runs (NULL: stop charging). */
+/* Starts the watchdog that arms the budget hook on long calls (lua_watchdog.h); once per
+ * process, before the workers run Lua. 0, or -1 with errno. */
+int lua_vm_watchdog_start(void);
+/* Brackets plugin code: the instruction budget is charged to `left` once the watchdog has armed
+ * the hook (a call that runs longer than a watchdog period); they nest. */
 void lua_vm_budget_begin(struct lua_vm *vm, long long *left);
 void lua_vm_budget_end(struct lua_vm *vm);
 

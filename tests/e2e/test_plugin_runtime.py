@@ -233,6 +233,10 @@ function P:access(conf)
   if weir.request.get_path() == "/sneaky" then
     while true do pcall(function() while true do end end) end
   end
+  if weir.request.get_path() == "/after-a-wait" then
+    weir.sleep(0.01)
+    while true do end
+  end
 end
 """)
 
@@ -241,7 +245,7 @@ def test_the_instruction_budget_stops_runaway_loops_with_a_500():
     root = plugin_tree({"runaway": RUNAWAY})
     with run_gateway(root, [{"name": "runaway"}], ["runaway"], workers=1,
                      lua={"instruction_budget": 1000000}) as (w, b):
-        for path in ("/loop", "/sneaky"):
+        for path in ("/loop", "/sneaky", "/after-a-wait"):
             r = get(w.port, path, timeout=10)
             assert_eq(r.status, 500, path, r)
         assert_eq(get(w.port, "/fine").status, 200, "the gateway keeps serving")
