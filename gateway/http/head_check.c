@@ -44,6 +44,19 @@ static bool has_class(unsigned char c, unsigned cls) {
     return (byte_class[c] & cls) != 0;
 }
 
+bool head_is_token(const char *s, size_t len) {
+    if (len == 0) return false;
+    for (size_t i = 0; i < len; i++)
+        if (!has_class((unsigned char)s[i], C_TCHAR)) return false;
+    return true;
+}
+
+bool head_is_field_value(const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (has_class((unsigned char)s[i], C_CTL)) return false;
+    return true;
+}
+
 /* ---- message head ---------------------------------------------------- */
 
 /* Where the scan stands: the state names the byte expected next. */

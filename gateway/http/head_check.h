@@ -48,6 +48,11 @@ enum head_status head_check(const char *buf, size_t len, bool is_request, size_t
  * and sets *out; leaves *out alone on false. */
 bool head_parse_content_length(const char *v, size_t len, uint64_t *out);
 
+/* A field name as head_check() accepts one: a non-empty RFC 9110 token. */
+bool head_is_token(const char *s, size_t len);
+/* A field value as head_check() accepts one: no control bytes but HT (so no CR, LF or NUL). */
+bool head_is_field_value(const char *s, size_t len);
+
 /* Chunked body framing checker, fed the same bytes as http-parser after the
  * head. Refuses: chunk sizes that are empty, non-hex, prefixed ("0x"), longer
  * than 15 hex digits (overflow); a chunk-size line or trailer line with bare

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fmt.h"
 #include "lua/lua_task.h"
 #include "lua/lua_vm.h"
 #include "redis/redis_client.h"
@@ -196,9 +197,14 @@ static struct client_conf *check_client(lua_State *L) {
 /* Redis reads numbers from text: integral values go without exponent or fraction ("10", never
  * "1e+01"), others with every digit a double has. */
 static const char *number_text(lua_Number v, char *buf, size_t *len) {
-    int n = v == floor(v) && fabs(v) < 9e18 ? snprintf(buf, NUMBER_BUF, "%lld", (long long)v)
-                                            : snprintf(buf, NUMBER_BUF, "%.17g", v);
-    *len = (size_t)n;
+    if (v == floor(v) && fabs(v) < 9e18) { /* the common case, without snprintf */
+        size_t n = 0;
+        if (v < 0) buf[n++] = '-';
+        n += fmt_u64(buf + n, (uint64_t)fabs(v));
+        *len = n;
+        return buf;
+    }
+    *len = (size_t)snprintf(buf, NUMBER_BUF, "%.17g", v);
     return buf;
 }
 
@@ -341,7 +347,7 @@ static int client_eval(lua_State *L) {
     call->lens[1] = SHA1_HEX;
     p += SHA1_HEX;
     call->argv[2] = p;
-    call->lens[2] = (size_t)snprintf(p, NUMBER_BUF, "%d", nkeys);
+    call->lens[2] = fmt_u64(p, (uint64_t)nkeys);
     p += call->lens[2];
     int k = 3;
     copy_list(L, 3, nkeys, call, &k, &p);

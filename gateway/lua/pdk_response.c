@@ -68,7 +68,7 @@ static int resp_get_header(lua_State *L) {
     current_fields(run, &fields);
     const struct hfield *f = hlist_find(&fields, name, n);
     if (f)
-        lua_pushstring(L, f->value);
+        lua_pushlstring(L, f->value, f->vlen);
     else
         lua_pushnil(L);
     hlist_free(&fields);
@@ -84,9 +84,9 @@ static int resp_get_headers(lua_State *L) {
     if (!hs) abort();
     for (size_t i = 0; i < fields.n; i++) {
         hs[i].name = fields.v[i].name;
-        hs[i].name_len = strlen(fields.v[i].name);
+        hs[i].name_len = fields.v[i].nlen;
         hs[i].value = fields.v[i].value;
-        hs[i].value_len = strlen(fields.v[i].value);
+        hs[i].value_len = fields.v[i].vlen;
     }
     pdk_push_headers(L, hs, fields.n, max);
     free(hs);
@@ -108,16 +108,16 @@ static int resp_set_status(lua_State *L) {
     return 0;
 }
 
-static void add_op(struct plugin_run *run, enum resp_op_kind kind, const char *name, size_t n,
-                   const char *value, size_t vn) {
+static void add_op(lua_State *L, struct plugin_run *run, enum resp_op_kind kind, const char *name,
+                   size_t n, const char *value, size_t vn, const char *what) {
+    const char *nm = plugin_run_copy(L, run, name, n, what);
+    const char *v = value ? plugin_run_copy(L, run, value, vn, what) : NULL;
     if (run->n_resp_ops == run->cap_resp_ops) {
         run->cap_resp_ops = run->cap_resp_ops ? run->cap_resp_ops * 2 : 8;
         run->resp_ops = realloc(run->resp_ops, run->cap_resp_ops * sizeof *run->resp_ops);
         if (!run->resp_ops) abort();
     }
-    char *nm = strndup(name, n), *v = value ? strndup(value, vn) : NULL;
-    if (!nm || (value && !v)) abort();
-    run->resp_ops[run->n_resp_ops++] = (struct resp_op){kind, nm, v};
+    run->resp_ops[run->n_resp_ops++] = (struct resp_op){kind, nm, v, n, vn};
 }
 
 static int header_op(lua_State *L, enum resp_op_kind kind, const char *what) {
@@ -125,7 +125,7 @@ static int header_op(lua_State *L, enum resp_op_kind kind, const char *what) {
     size_t n, vn = 0;
     const char *name = pdk_check_header(L, 1, &n, false, what);
     const char *v = kind == RESP_CLEAR ? NULL : pdk_check_header_value(L, 2, &vn, what);
-    add_op(run, kind, name, n, v, vn);
+    add_op(L, run, kind, name, n, v, vn, what);
     return 0;
 }
 
@@ -153,7 +153,7 @@ static void each_header(lua_State *L, int idx, struct plugin_run *run, bool exit
         if (exit_list)
             hlist_clear(&run->exit_headers, name, n);
         else
-            add_op(run, RESP_CLEAR, name, n, NULL, 0);
+            add_op(L, run, RESP_CLEAR, name, n, NULL, 0, what);
         int vi = lua_gettop(L) - 1;
         bool many = lua_istable(L, vi);
         for (int i = 1;; i++) {
@@ -169,9 +169,9 @@ static void each_header(lua_State *L, int idx, struct plugin_run *run, bool exit
             size_t vn;
             const char *v = pdk_check_header_value(L, -1, &vn, what);
             if (exit_list)
-                hlist_add(&run->exit_headers, name, n, v, vn);
+                plugin_run_hlist_add(L, run, &run->exit_headers, name, n, v, vn, what);
             else
-                add_op(run, RESP_ADD, name, n, v, vn);
+                add_op(L, run, RESP_ADD, name, n, v, vn, what);
             lua_pop(L, 1);
             if (!many) break;
         }

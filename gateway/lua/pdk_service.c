@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "http/client_conn.h"
+#include "http/head_check.h"
 #include "http/path.h"
 #include "lua/pdk.h"
 #include "lua/pdk_json.h"
@@ -28,42 +29,34 @@ static struct plugin_run *run_in_request_phases(lua_State *L, const char *what) 
 }
 
 static bool header_name_ok(const char *s, size_t n) {
-    if (n == 0 || n > 256) return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!(isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch))) return false;
-    }
-    return true;
+    return n <= 256 && head_is_token(s, n);
 }
 
-static bool header_value_ok(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '\r' || ch == '\n' || ch == '\0' || (ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return false;
-    }
-    return true;
-}
+/* Names whose fields Weir writes itself, for both directions (`request_only` ones exist only
+ * in the upstream request). Compared by length first: few names a plugin sets have the length
+ * of one of these. */
+#define MANAGED(s, req) {s, sizeof s - 1, req}
+static const struct {
+    const char *name;
+    size_t len;
+    bool request_only;
+} managed[] = {
+    MANAGED("content-length", false),    MANAGED("transfer-encoding", false),
+    MANAGED("connection", false),        MANAGED("keep-alive", false),
+    MANAGED("te", false),                MANAGED("trailer", false),
+    MANAGED("upgrade", false),           MANAGED("proxy-connection", false),
+    MANAGED("x-forwarded-for", true),    MANAGED("x-forwarded-proto", true),
+    MANAGED("x-forwarded-host", true),   MANAGED("x-forwarded-port", true),
+    MANAGED("x-forwarded-prefix", true), MANAGED("x-real-ip", true),
+    MANAGED("x-request-id", true),       MANAGED("via", true),
+};
+#undef MANAGED
 
-/* Names whose fields Weir writes itself, for both directions (`request` adds what only the
- * upstream request has). */
 static bool header_managed(const char *name, size_t n, bool request) {
-    static const char *const both[] = {
-        "content-length", "transfer-encoding", "connection",       "keep-alive", "te",
-        "trailer",        "upgrade",           "proxy-connection", NULL};
-    static const char *const upstream[] = {"x-forwarded-for",
-                                           "x-forwarded-proto",
-                                           "x-forwarded-host",
-                                           "x-forwarded-port",
-                                           "x-forwarded-prefix",
-                                           "x-real-ip",
-                                           "x-request-id",
-                                           "via",
-                                           NULL};
-    for (const char *const *p = both; *p; p++)
-        if (strlen(*p) == n && !strncasecmp(*p, name, n)) return true;
-    for (const char *const *p = upstream; request && *p; p++)
-        if (strlen(*p) == n && !strncasecmp(*p, name, n)) return true;
+    for (size_t i = 0; i < sizeof managed / sizeof managed[0]; i++)
+        if (managed[i].len == n && (request || !managed[i].request_only) &&
+            !strncasecmp(managed[i].name, name, n))
+            return true;
     return false;
 }
 
@@ -80,19 +73,21 @@ const char *pdk_check_header_value(lua_State *L, int idx, size_t *n, const char 
     if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
         luaL_argerror(L, idx, "a header value must be a string or a number");
     const char *v = lua_tolstring(L, idx, n);
-    if (!header_value_ok(v, *n))
+    if (!head_is_field_value(v, *n))
         luaL_error(L, "%s: a header value may not contain control characters (CR, LF, NUL)", what);
     return v;
 }
 
-/* The client's forwarded fields become the list plugins edit, on the first edit. */
-static void materialize(struct plugin_run *run) {
+/* The client's forwarded fields become the list plugins edit, on the first edit (copied: the
+ * client's head may be gone by the time the upstream request is written). */
+static void materialize(lua_State *L, struct plugin_run *run, const char *what) {
     if (run->up_headers_set) return;
     struct client_conn *c = run->c;
     for (size_t i = 0; i < c->req.n_headers; i++) {
         const struct http_header *h = &c->headers[i];
         if (h->drop || h->kind != HDR_OTHER) continue;
-        hlist_add(&run->up_headers, h->name, h->name_len, h->value, h->value_len);
+        plugin_run_hlist_add(L, run, &run->up_headers, h->name, h->name_len, h->value,
+                             h->value_len, what);
     }
     run->up_headers_set = true;
 }
@@ -117,9 +112,9 @@ static int svc_set_header(lua_State *L) {
         set_host(run, v, vn);
         return 0;
     }
-    materialize(run);
+    materialize(L, run, what);
     hlist_clear(&run->up_headers, name, n);
-    hlist_add(&run->up_headers, name, n, v, vn);
+    plugin_run_hlist_add(L, run, &run->up_headers, name, n, v, vn, what);
     return 0;
 }
 
@@ -130,8 +125,8 @@ static int svc_add_header(lua_State *L) {
     const char *name = pdk_check_header(L, 1, &n, true, what);
     const char *v = pdk_check_header_value(L, 2, &vn, what);
     if (is_host(name, n)) return luaL_error(L, "%s: a request has one Host: use set_header", what);
-    materialize(run);
-    hlist_add(&run->up_headers, name, n, v, vn);
+    materialize(L, run, what);
+    plugin_run_hlist_add(L, run, &run->up_headers, name, n, v, vn, what);
     return 0;
 }
 
@@ -141,7 +136,7 @@ static int svc_clear_header(lua_State *L) {
     size_t n;
     const char *name = pdk_check_header(L, 1, &n, true, what);
     if (is_host(name, n)) return luaL_error(L, "%s: a request needs a Host", what);
-    materialize(run);
+    materialize(L, run, what);
     hlist_clear(&run->up_headers, name, n);
     return 0;
 }
@@ -151,7 +146,7 @@ static int svc_set_headers(lua_State *L) {
     const char *what = "weir.service.request.set_headers";
     struct plugin_run *run = run_in_request_phases(L, what);
     luaL_checktype(L, 1, LUA_TTABLE);
-    materialize(run);
+    materialize(L, run, what);
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         lua_pushvalue(L, -2); /* key copy at -1, value at -2 */
@@ -171,14 +166,14 @@ static int svc_set_headers(lua_State *L) {
                 }
                 size_t vn;
                 const char *v = pdk_check_header_value(L, -1, &vn, what);
-                hlist_add(&run->up_headers, name, n, v, vn);
+                plugin_run_hlist_add(L, run, &run->up_headers, name, n, v, vn, what);
                 lua_pop(L, 1);
             }
         } else {
             size_t vn;
             const char *v = pdk_check_header_value(L, -2, &vn, what);
             hlist_clear(&run->up_headers, name, n);
-            hlist_add(&run->up_headers, name, n, v, vn);
+            plugin_run_hlist_add(L, run, &run->up_headers, name, n, v, vn, what);
         }
         lua_pop(L, 2);
     }
@@ -452,9 +447,9 @@ static int svc_set_body(lua_State *L) {
                           what, mime);
     }
     if (!lua_isnoneornil(L, 2)) {
-        materialize(run);
+        materialize(L, run, what);
         hlist_clear(&run->up_headers, "content-type", 12);
-        hlist_add(&run->up_headers, "Content-Type", 12, mime, mn);
+        plugin_run_hlist_add(L, run, &run->up_headers, "Content-Type", 12, mime, mn, what);
     }
     return 0;
 }
@@ -503,7 +498,7 @@ static void upstream_fields(const struct plugin_run *run, struct hlist *out) {
     if (run->up_headers_set) {
         for (size_t i = 0; i < run->up_headers.n; i++) {
             const struct hfield *f = &run->up_headers.v[i];
-            hlist_add(out, f->name, strlen(f->name), f->value, strlen(f->value));
+            hlist_add(out, f->name, f->nlen, f->value, f->vlen);
         }
         return;
     }
@@ -530,7 +525,7 @@ static int svc_get_header(lua_State *L) {
     if (run->up_headers_set) {
         const struct hfield *f = hlist_find(&run->up_headers, name, n);
         if (f)
-            lua_pushstring(L, f->value);
+            lua_pushlstring(L, f->value, f->vlen);
         else
             lua_pushnil(L);
         return 1;
@@ -557,9 +552,9 @@ static int svc_get_headers(lua_State *L) {
     if (!hs) abort();
     for (size_t i = 0; i < fields.n; i++) {
         hs[i].name = fields.v[i].name;
-        hs[i].name_len = strlen(fields.v[i].name);
+        hs[i].name_len = fields.v[i].nlen;
         hs[i].value = fields.v[i].value;
-        hs[i].value_len = strlen(fields.v[i].value);
+        hs[i].value_len = fields.v[i].vlen;
     }
     pdk_push_headers(L, hs, fields.n, max);
     free(hs);

@@ -32,20 +32,17 @@ void hlist_add(struct hlist *l, const char *name, size_t nlen, const char *value
         l->v = realloc(l->v, l->cap * sizeof *l->v);
         if (!l->v) abort();
     }
-    l->v[l->n++] = (struct hfield){dupn(name, nlen), dupn(value, vlen)};
+    l->v[l->n++] = (struct hfield){name, value, nlen, vlen};
 }
 
 size_t hlist_clear(struct hlist *l, const char *name, size_t nlen) {
     size_t kept = 0, removed = 0;
     for (size_t i = 0; i < l->n; i++) {
         struct hfield *f = &l->v[i];
-        if (strlen(f->name) == nlen && !strncasecmp(f->name, name, nlen)) {
-            free(f->name);
-            free(f->value);
+        if (f->nlen == nlen && !strncasecmp(f->name, name, nlen))
             removed++;
-        } else {
+        else
             l->v[kept++] = *f;
-        }
     }
     l->n = kept;
     return removed;
@@ -53,17 +50,28 @@ size_t hlist_clear(struct hlist *l, const char *name, size_t nlen) {
 
 const struct hfield *hlist_find(const struct hlist *l, const char *name, size_t nlen) {
     for (size_t i = 0; i < l->n; i++)
-        if (strlen(l->v[i].name) == nlen && !strncasecmp(l->v[i].name, name, nlen)) return &l->v[i];
+        if (l->v[i].nlen == nlen && !strncasecmp(l->v[i].name, name, nlen)) return &l->v[i];
     return NULL;
 }
 
 void hlist_free(struct hlist *l) {
-    for (size_t i = 0; i < l->n; i++) {
-        free(l->v[i].name);
-        free(l->v[i].value);
-    }
     free(l->v);
     memset(l, 0, sizeof *l);
+}
+
+const char *plugin_run_copy(lua_State *L, struct plugin_run *run, const char *s, size_t n,
+                            const char *what) {
+    const char *d = arena_dup(&run->strings, s, n);
+    if (!d)
+        luaL_error(L, "%s: this request's header changes passed %d bytes", what,
+                   PLUGIN_RUN_EDIT_LIMIT);
+    return d;
+}
+
+void plugin_run_hlist_add(lua_State *L, struct plugin_run *run, struct hlist *l, const char *name,
+                          size_t nlen, const char *value, size_t vlen, const char *what) {
+    const char *n = plugin_run_copy(L, run, name, nlen, what);
+    hlist_add(l, n, nlen, plugin_run_copy(L, run, value, vlen, what), vlen);
 }
 
 /* ---- the run --------------------------------------------------------------------------------- */
@@ -232,9 +240,9 @@ static void send_own_response(struct plugin_run *run) {
     plugin_run_response_fields(run, &run->exit_headers, &fields);
     for (size_t i = 0; i < fields.n; i++) {
         const struct hfield *f = &fields.v[i];
-        bytebuf_append(b, f->name, strlen(f->name));
+        bytebuf_append(b, f->name, f->nlen);
         bytebuf_append(b, ": ", 2);
-        bytebuf_append(b, f->value, strlen(f->value));
+        bytebuf_append(b, f->value, f->vlen);
         bytebuf_append(b, "\r\n", 2);
     }
     hlist_free(&fields);
@@ -307,6 +315,7 @@ bool plugin_run_request(struct client_conn *c, const struct route_chain *chain) 
     }
     struct plugin_run *run = calloc(1, sizeof *run);
     if (!run) abort();
+    run->strings.limit = PLUGIN_RUN_EDIT_LIMIT;
     run->c = c;
     run->vm = vm;
     run->chain = chain->insts;
@@ -472,11 +481,8 @@ void plugin_run_free(struct client_conn *c) {
     free(run->up_query);
     hlist_free(&run->up_headers);
     free(run->up_host);
-    for (size_t i = 0; i < run->n_resp_ops; i++) {
-        free(run->resp_ops[i].name);
-        free(run->resp_ops[i].value);
-    }
     free(run->resp_ops);
+    arena_free(&run->strings);
     run->vm->users--;
     worker_lua_vm_released(c->worker, run->vm);
     free(run);
@@ -485,13 +491,11 @@ void plugin_run_free(struct client_conn *c) {
 void plugin_run_response_fields(const struct plugin_run *run, const struct hlist *base,
                                 struct hlist *out) {
     for (size_t i = 0; i < base->n; i++)
-        hlist_add(out, base->v[i].name, strlen(base->v[i].name), base->v[i].value,
-                  strlen(base->v[i].value));
+        hlist_add(out, base->v[i].name, base->v[i].nlen, base->v[i].value, base->v[i].vlen);
     for (size_t i = 0; i < run->n_resp_ops; i++) {
         const struct resp_op *op = &run->resp_ops[i];
-        size_t n = strlen(op->name);
-        if (op->kind != RESP_ADD) hlist_clear(out, op->name, n);
-        if (op->kind != RESP_CLEAR) hlist_add(out, op->name, n, op->value, strlen(op->value));
+        if (op->kind != RESP_ADD) hlist_clear(out, op->name, op->nlen);
+        if (op->kind != RESP_CLEAR) hlist_add(out, op->name, op->nlen, op->value, op->vlen);
     }
 }
 

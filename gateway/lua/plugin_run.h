@@ -23,14 +23,18 @@
 #include <sys/socket.h>
 
 #include "config/snapshot.h"
+#include "core/arena.h"
 #include "lua/lua_task.h"
 
 struct client_conn;
 struct plugin_instance;
 
-/* An owned header list: what plugins made of the upstream request's or the response's fields. */
+/* A header list: what plugins made of the upstream request's or the response's fields. It owns
+ * only its array: the strings are borrowed (the run's arena, a message head, static text) and
+ * must outlive it. */
 struct hfield {
-    char *name, *value;
+    const char *name, *value;
+    size_t nlen, vlen;
 };
 struct hlist {
     struct hfield *v;
@@ -41,6 +45,10 @@ void hlist_add(struct hlist *l, const char *name, size_t nlen, const char *value
 size_t hlist_clear(struct hlist *l, const char *name, size_t nlen);
 const struct hfield *hlist_find(const struct hlist *l, const char *name, size_t nlen);
 void hlist_free(struct hlist *l);
+
+/* What plugins' header edits of one request may copy (names and values, the client's fields
+ * once edited): a bound on the run's arena. */
+#define PLUGIN_RUN_EDIT_LIMIT (1024 * 1024)
 
 enum response_source { SOURCE_SERVICE, SOURCE_EXIT, SOURCE_ERROR };
 
@@ -104,13 +112,24 @@ struct plugin_run {
     int resp_status; /* 0: unchanged */
     struct resp_op *resp_ops;
     size_t n_resp_ops, cap_resp_ops;
+
+    struct arena strings; /* the copies the header lists and edits point at */
 };
 
 enum resp_op_kind { RESP_SET, RESP_ADD, RESP_CLEAR };
 struct resp_op {
     enum resp_op_kind kind;
-    char *name, *value;
+    const char *name, *value; /* in the run's arena; value NULL for RESP_CLEAR */
+    size_t nlen, vlen;
 };
+
+/* s[0..n) copied into the run's arena; a Lua error naming `what` once the request's copies
+ * pass PLUGIN_RUN_EDIT_LIMIT. */
+const char *plugin_run_copy(lua_State *L, struct plugin_run *run, const char *s, size_t n,
+                            const char *what);
+/* hlist_add() of copies (plugin_run_copy). */
+void plugin_run_hlist_add(lua_State *L, struct plugin_run *run, struct hlist *l, const char *name,
+                          size_t nlen, const char *value, size_t vlen, const char *what);
 
 /* The response's fields after plugins' edits: `base` (the upstream's or the run's own) with
  * run->resp_ops applied, into `out` (which the caller frees). */

@@ -125,9 +125,9 @@ static void build_upstream_head(struct client_conn *c) {
     bool cert_headers = r->snap->config->weir.ssl_client_cert_headers;
     if (run && run->up_headers_set) {
         for (size_t i = 0; i < run->up_headers.n; i++) {
-            const char *name = run->up_headers.v[i].name;
-            if (cert_headers && is_client_cert_header(name, strlen(name))) continue;
-            add_header(b, name, run->up_headers.v[i].value, strlen(run->up_headers.v[i].value));
+            const struct hfield *f = &run->up_headers.v[i];
+            if (cert_headers && is_client_cert_header(f->name, f->nlen)) continue;
+            add_header(b, f->name, f->value, f->vlen);
         }
     } else {
         for (size_t i = 0; i < r->n_headers; i++) {
@@ -563,9 +563,9 @@ static void append_edited_fields(struct client_conn *c, struct bytebuf *b, bool 
     plugin_run_upstream_fields(c, &base);
     plugin_run_response_fields(c->run, &base, &fields);
     for (size_t i = 0; i < fields.n; i++) {
-        bytebuf_append(b, fields.v[i].name, strlen(fields.v[i].name));
+        bytebuf_append(b, fields.v[i].name, fields.v[i].nlen);
         bytebuf_append(b, ": ", 2);
-        bytebuf_append(b, fields.v[i].value, strlen(fields.v[i].value));
+        bytebuf_append(b, fields.v[i].value, fields.v[i].vlen);
         bytebuf_append(b, "\r\n", 2);
     }
     hlist_free(&base);
