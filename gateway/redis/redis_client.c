@@ -496,7 +496,9 @@ static void conn_connect(struct redis_conn *c, const char *addr) {
     ac->c.reader->fn = &counted_builders;
     ac->c.reader->privdata = c;
     struct event_base *base = c->pool->base;
-    c->rev = event_new(base, ac->c.fd, EV_READ, on_readable, c);
+    /* Persistent: hiredis re-adds the read event after every read, which for a one-shot event
+     * was an epoll_ctl DEL and ADD per reply batch. */
+    c->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(base, ac->c.fd, EV_WRITE, on_writable, c);
     c->flush = event_new(base, -1, 0, on_flush, c);
     if (!c->rev || !c->wev || !c->flush) abort();
