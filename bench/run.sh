@@ -299,9 +299,24 @@ EOF
 }
 
 # ----------------------------------------------------------------- proxies
-# Each start_X sets proxy_pid and proxy_log, or returns non-zero.
-start_nginx() {
-	local d=$tmp/nginx
+# Each start_X sets proxy_pid and proxy_log, or returns non-zero. A server's plain and TLS rows
+# (nginx and nginx_tls, ...) start through one function and one config, whose TLS part (section
+# "TLS termination" below) is only added with "tls": each TLS piece is a string that starts with
+# its own newline and is empty otherwise, so the plain config is as it was written without TLS.
+start_nginx() { # start_nginx [tls]
+	local name=nginx port=$NGINX_PORT listen_ssl='' http_tls='' server_tls=''
+	if [[ ${1:-} == tls ]]; then
+		tls_cert || return 1
+		name=nginx_tls port=$NGINX_TLS_PORT listen_ssl=' ssl'
+		http_tls="
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;"
+		server_tls="
+        ssl_certificate $tmp/tls/cert.pem;
+        ssl_certificate_key $tmp/tls/key.pem;"
+	fi
+	local d=$tmp/$name
 	mkdir -p "$d"
 	{
 		nginx_common "$d"
@@ -310,7 +325,7 @@ http {
     access_log off;
 $(nginx_temp_paths "$d")
     keepalive_requests 1000000;
-    keepalive_timeout 300s;
+    keepalive_timeout 300s;$http_tls
     upstream backend {
         server 127.0.0.1:$BACKEND_PORT;
         keepalive 64;
@@ -318,7 +333,7 @@ $(nginx_temp_paths "$d")
         keepalive_timeout 300s;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$port$listen_ssl;$server_tls
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -331,11 +346,19 @@ EOF
 	proxy_log=$d/error.log
 	spawn "$PROXY_CPU" "$d/stdout.log" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf"
 	proxy_pid=$spawned_pid
-	wait_ready nginx "$proxy_pid" "$NGINX_PORT"
+	wait_ready "$name" "$proxy_pid" "$port"
 }
 
-start_haproxy() {
-	local d=$tmp/haproxy
+start_haproxy() { # start_haproxy [tls]
+	local name=haproxy port=$HAPROXY_PORT global_tls='' bind_tls=''
+	if [[ ${1:-} == tls ]]; then
+		tls_cert || return 1
+		name=haproxy_tls port=$HAPROXY_TLS_PORT
+		global_tls="
+    ssl-default-bind-options ssl-min-ver TLSv1.2"
+		bind_tls=" ssl crt $tmp/tls/combined.pem"
+	fi
+	local d=$tmp/$name
 	mkdir -p "$d"
 	# maxconn 4096 needs ~8200 descriptors; HAProxy refuses to start when
 	# the hard limit is below what maxconn needs, so stay under it.
@@ -347,7 +370,7 @@ start_haproxy() {
 	cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn $maxconn
+    maxconn $maxconn$global_tls
 
 defaults
     mode http
@@ -360,7 +383,7 @@ defaults
     timeout http-keep-alive 300s
 
 frontend bench
-    bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$port$bind_tls
     default_backend backend
 
 backend backend
@@ -369,7 +392,7 @@ EOF
 	proxy_log=$d/haproxy.log
 	spawn "$PROXY_CPU" "$proxy_log" haproxy -db -f "$d/haproxy.cfg"
 	proxy_pid=$spawned_pid
-	wait_ready haproxy "$proxy_pid" "$HAPROXY_PORT"
+	wait_ready "$name" "$proxy_pid" "$port"
 }
 
 build_weir() { # (re)builds Weir through setup.sh, which only rebuilds what changed
@@ -384,9 +407,18 @@ build_weir() { # (re)builds Weir through setup.sh, which only rebuilds what chan
 	[[ -x "$WEIR_BIN" ]] || { echo "weir: the build made no binary" >&2; return 1; }
 }
 
-start_weir() { # start_weir [lua]: with "lua", a no-op plugin runs in every phase of the route
+# start_weir [lua | tls]: with "lua", a no-op plugin runs in every phase of the route; with
+# "tls", the listener terminates TLS
+start_weir() {
+	local name=weir port=$WEIR_PORT listen_ssl='' settings='' plugins=''
+	if [[ ${1:-} == tls ]]; then
+		tls_cert || return 1
+		name=weir_tls port=$WEIR_TLS_PORT listen_ssl=' ssl'
+		settings=',
+         "ssl_cert":"'$tmp/tls/cert.pem'","ssl_cert_key":"'$tmp/tls/key.pem'"'
+	fi
 	build_weir || return 1
-	local d=$tmp/weir${1:+_$1} plugin_settings='' plugins=''
+	local d=$tmp/weir${1:+_$1}
 	mkdir -p "$d"
 	if [[ ${1:-} == lua ]]; then
 		mkdir -p "$d/root/plugins/noop" "$d/root/schemas/plugins"
@@ -399,20 +431,20 @@ function Noop:log(conf) end
 return Noop
 EOF
 		echo '{"type": "object"}' >"$d/root/schemas/plugins/noop.json"
-		plugin_settings=',"plugins":["bundled","noop"],"plugin_paths":["root"]'
+		settings=',"plugins":["bundled","noop"],"plugin_paths":["root"]'
 		plugins=',"plugins":[{"name":"noop","route":"bench"}]'
 	fi
 	cat >"$d/weir.json" <<EOF
 {"_format_version":"3.0",
- "weir":{"proxy_listen":["127.0.0.1:$WEIR_PORT"],"admin_listen":["127.0.0.1:$WEIR_ADMIN_PORT"],
-         "workers":1,"access_log":"off","log_level":"warn"$plugin_settings},
+ "weir":{"proxy_listen":["127.0.0.1:$port$listen_ssl"],"admin_listen":["127.0.0.1:$WEIR_ADMIN_PORT"],
+         "workers":1,"access_log":"off","log_level":"warn"$settings},
  "services":[{"name":"bench","url":"http://127.0.0.1:$BACKEND_PORT",
               "routes":[{"name":"bench","paths":["/"]}]}]$plugins}
 EOF
 	proxy_log=$d/weir.log
 	spawn "$PROXY_CPU" "$proxy_log" "$WEIR_BIN" -c "$d/weir.json"
 	proxy_pid=$spawned_pid
-	wait_ready weir "$proxy_pid" "$WEIR_PORT"
+	wait_ready "$name" "$proxy_pid" "$port"
 }
 
 start_weir_lua() { start_weir lua; }
@@ -431,102 +463,9 @@ tls_cert() { # the certificate and key (and HAProxy's combined file) in $tmp/tls
 	cat "$tmp/tls/cert.pem" "$tmp/tls/key.pem" >"$tmp/tls/combined.pem"
 }
 
-start_weir_tls() {
-	tls_cert || return 1
-	build_weir || return 1
-	local d=$tmp/weir_tls
-	mkdir -p "$d"
-	cat >"$d/weir.json" <<EOF
-{"_format_version":"3.0",
- "weir":{"proxy_listen":["127.0.0.1:$WEIR_TLS_PORT ssl"],"admin_listen":["127.0.0.1:$WEIR_ADMIN_PORT"],
-         "workers":1,"access_log":"off","log_level":"warn",
-         "ssl_cert":"$tmp/tls/cert.pem","ssl_cert_key":"$tmp/tls/key.pem"},
- "services":[{"name":"bench","url":"http://127.0.0.1:$BACKEND_PORT",
-              "routes":[{"name":"bench","paths":["/"]}]}]}
-EOF
-	proxy_log=$d/weir.log
-	spawn "$PROXY_CPU" "$proxy_log" "$WEIR_BIN" -c "$d/weir.json"
-	proxy_pid=$spawned_pid
-	wait_ready weir_tls "$proxy_pid" "$WEIR_TLS_PORT"
-}
-
-start_nginx_tls() {
-	tls_cert || return 1
-	local d=$tmp/nginx_tls
-	mkdir -p "$d"
-	{
-		nginx_common "$d"
-		cat <<EOF
-http {
-    access_log off;
-$(nginx_temp_paths "$d")
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
-    ssl_session_tickets on;
-    upstream backend {
-        server 127.0.0.1:$BACKEND_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-        keepalive_timeout 300s;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_TLS_PORT ssl;
-        ssl_certificate $tmp/tls/cert.pem;
-        ssl_certificate_key $tmp/tls/key.pem;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-	} >"$d/nginx.conf"
-	proxy_log=$d/error.log
-	spawn "$PROXY_CPU" "$d/stdout.log" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf"
-	proxy_pid=$spawned_pid
-	wait_ready nginx_tls "$proxy_pid" "$NGINX_TLS_PORT"
-}
-
-start_haproxy_tls() {
-	tls_cert || return 1
-	local d=$tmp/haproxy_tls
-	mkdir -p "$d"
-	local hard maxconn=4096
-	hard=$(ulimit -Hn)
-	if [[ $hard != unlimited ]] && ((hard / 2 - 100 < maxconn)); then
-		maxconn=$((hard / 2 - 100))
-	fi
-	cat >"$d/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $maxconn
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-request 10s
-    timeout http-keep-alive 300s
-
-frontend bench
-    bind 127.0.0.1:$HAPROXY_TLS_PORT ssl crt $tmp/tls/combined.pem
-    default_backend backend
-
-backend backend
-    server backend 127.0.0.1:$BACKEND_PORT
-EOF
-	proxy_log=$d/haproxy.log
-	spawn "$PROXY_CPU" "$proxy_log" haproxy -db -f "$d/haproxy.cfg"
-	proxy_pid=$spawned_pid
-	wait_ready haproxy_tls "$proxy_pid" "$HAPROXY_TLS_PORT"
-}
+start_weir_tls() { start_weir tls; }
+start_nginx_tls() { start_nginx tls; }
+start_haproxy_tls() { start_haproxy tls; }
 
 # s_time_rate PORT MODE: new TLS connections per second (-new: full handshakes, -reuse: resumed
 # sessions), each fetching / once, over 4 s from 4 openssl processes at once on LOAD_CPU (one

@@ -32,6 +32,10 @@ void pdk_push_args(lua_State *L, const char *query, size_t len, int max_args);
 /* Header fields as a table: lower-case name -> value, or an array for a repeated name; any
  * spelling of a name ("Content_Type") reads it. At most max (0: all). */
 void pdk_push_headers(lua_State *L, const struct http_header *hs, size_t n, int max);
+struct hlist;
+/* The same table from a header list (plugin_run.h: the upstream request's or the
+ * response's fields as plugins left them). Borrows `l`; the caller still frees it. */
+void pdk_push_hlist(lua_State *L, const struct hlist *l, int max);
 
 /* Each namespace's registration: sets its fields on the `weir` table at stack index `weir`. */
 void pdk_request_register(lua_State *L, int weir);

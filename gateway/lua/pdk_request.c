@@ -239,6 +239,19 @@ void pdk_push_headers(lua_State *L, const struct http_header *hs, size_t n, int 
     lua_setmetatable(L, t);
 }
 
+void pdk_push_hlist(lua_State *L, const struct hlist *l, int max) {
+    struct http_header *hs = calloc(l->n ? l->n : 1, sizeof *hs);
+    if (!hs) abort();
+    for (size_t i = 0; i < l->n; i++) {
+        hs[i].name = l->v[i].name;
+        hs[i].name_len = l->v[i].nlen;
+        hs[i].value = l->v[i].value;
+        hs[i].value_len = l->v[i].vlen;
+    }
+    pdk_push_headers(L, hs, l->n, max);
+    free(hs);
+}
+
 static int req_get_headers(lua_State *L) {
     struct client_conn *c = conn_of(L, "weir.request.get_headers");
     int max = (int)luaL_optinteger(L, 1, MAX_ARGS_DEFAULT);

@@ -548,16 +548,7 @@ static int svc_get_headers(lua_State *L) {
     int max = (int)luaL_optinteger(L, 1, 100);
     struct hlist fields = {0};
     upstream_fields(run, &fields);
-    struct http_header *hs = calloc(fields.n ? fields.n : 1, sizeof *hs);
-    if (!hs) abort();
-    for (size_t i = 0; i < fields.n; i++) {
-        hs[i].name = fields.v[i].name;
-        hs[i].name_len = fields.v[i].nlen;
-        hs[i].value = fields.v[i].value;
-        hs[i].value_len = fields.v[i].vlen;
-    }
-    pdk_push_headers(L, hs, fields.n, max);
-    free(hs);
+    pdk_push_hlist(L, &fields, max);
     hlist_free(&fields);
     return 1;
 }

@@ -8,28 +8,16 @@ local RequestTransformer = {
   VERSION = "1.0.0",
 }
 
+local transform = require "weir.transform"
+
 local concat = table.concat
 local byte, char, format, lower = string.byte, string.char, string.format, string.lower
+local split_pairs, plain, append_value = transform.split_pairs, transform.plain,
+  transform.append_value
 
 -- conf -> the "name:value" lists split once: { remove = {headers = {names}, ...},
 -- rename = {headers = {{old, new}, ...}}, ... , has_body = bool, has_query = bool }
 local prepared = setmetatable({}, { __mode = "k" })
-
-local function split_pairs(list)
-  local out = {}
-  for i = 1, #list do
-    local s = list[i]
-    local c = s:find(":", 1, true)
-    out[i] = { s:sub(1, c - 1), s:sub(c + 1) }
-  end
-  return out
-end
-
-local function plain(list)
-  local out = {}
-  for i = 1, #list do out[i] = list[i] end
-  return out
-end
 
 local function prepare(conf)
   local p = prepared[conf]
@@ -39,9 +27,9 @@ local function prepare(conf)
     local section = conf[op] or {}
     local split = op == "remove" and plain or split_pairs
     p[op] = {
-      headers = split(section.headers or {}),
-      querystring = split(section.querystring or {}),
-      body = split(section.body or {}),
+      headers = split(section.headers),
+      querystring = split(section.querystring),
+      body = split(section.body),
     }
     p.has_headers = p.has_headers or #p[op].headers > 0
     p.has_query = p.has_query or #p[op].querystring > 0
@@ -156,16 +144,6 @@ end
 
 -- ------------------------------------------------------------------ JSON body
 
--- Kong's append_value: nothing -> the value; an array -> one more; a value -> both.
-local function append_value(old, value)
-  if old == nil or old == weir.json.null then return value end
-  if type(old) == "table" and getmetatable(old) == weir.json.array_mt then
-    old[#old + 1] = value
-    return old
-  end
-  return setmetatable({ old, value }, weir.json.array_mt)
-end
-
 local function transform_json(doc, p)
   local changed = false
   for _, name in ipairs(p.remove.body) do
@@ -203,9 +181,9 @@ end
 
 -- "application/json; charset=utf-8" -> "json"; form -> "form"; others nil.
 local function body_kind(content_type)
-  if not content_type then return nil end
-  local mime = lower(content_type:match("^%s*([^;%s]+)") or "")
-  if mime == "application/json" or mime:match("^application/[^/]+%+json$") then return "json" end
+  local mime = transform.media_type(content_type)
+  if not mime then return nil end
+  if transform.is_json(mime) then return "json" end
   if mime == "application/x-www-form-urlencoded" then return "form" end
   return nil -- multipart/form-data and everything else: the body is left as it is
 end
@@ -261,14 +239,8 @@ local function transform_headers(p)
     local v = view[old]
     if v ~= nil then
       view[old] = nil
-      svc.clear_header(r[1])
       view[lower(new)] = v
-      if type(v) == "table" then
-        svc.clear_header(new)
-        for _, x in ipairs(v) do svc.add_header(new, x) end
-      else
-        svc.set_header(new, v)
-      end
+      transform.rename_header(svc, r[1], new, v)
     end
   end
   for _, r in ipairs(p.replace.headers) do

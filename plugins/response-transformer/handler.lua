@@ -10,7 +10,11 @@ local ResponseTransformer = {
   VERSION = "1.0.0",
 }
 
+local transform = require "weir.transform"
+
 local lower = string.lower
+local split_pairs, plain, append_value = transform.split_pairs, transform.plain,
+  transform.append_value
 
 -- A compressed body is inflated up to this size (a small gzip must not expand into gigabytes);
 -- a larger one passes unchanged, with a warning.
@@ -18,22 +22,6 @@ local MAX_INFLATED = 16 * 1024 * 1024
 
 -- conf -> split "name:value" lists and flags, computed once per configuration
 local prepared = setmetatable({}, { __mode = "k" })
-
-local function split_pairs(list, types)
-  local out = {}
-  for i = 1, #(list or {}) do
-    local s = list[i]
-    local c = s:find(":", 1, true)
-    out[i] = { s:sub(1, c - 1), s:sub(c + 1), types and types[i] or "string" }
-  end
-  return out
-end
-
-local function plain(list)
-  local out = {}
-  for i = 1, #(list or {}) do out[i] = list[i] end
-  return out
-end
 
 local function prepare(conf)
   local p = prepared[conf]
@@ -73,19 +61,9 @@ local function cast(value, t)
   return value
 end
 
-local function append_value(old, value)
-  if old == nil or old == weir.json.null then return value end
-  if type(old) == "table" and getmetatable(old) == weir.json.array_mt then
-    old[#old + 1] = value
-    return old
-  end
-  return setmetatable({ old, value }, weir.json.array_mt)
-end
-
 local function is_json(content_type)
-  if type(content_type) ~= "string" then return false end
-  local mime = lower(content_type:match("^%s*([^;%s]+)") or "")
-  return mime == "application/json" or mime:match("^application/[^/]+%+json$") ~= nil
+  local mime = transform.media_type(content_type)
+  return mime ~= nil and transform.is_json(mime)
 end
 
 local function transform_headers(p)
@@ -94,15 +72,7 @@ local function transform_headers(p)
   for _, name in ipairs(p.remove.headers) do resp.clear_header(name) end
   for _, r in ipairs(p.rename.headers) do
     local v = resp.get_headers(1000)[lower(r[1])]
-    if v ~= nil then
-      resp.clear_header(r[1])
-      if type(v) == "table" then
-        resp.clear_header(r[2])
-        for _, x in ipairs(v) do resp.add_header(r[2], x) end
-      else
-        resp.set_header(r[2], v)
-      end
-    end
+    if v ~= nil then transform.rename_header(resp, r[1], r[2], v) end
   end
   for _, r in ipairs(p.replace.headers) do
     if present(r[1]) then resp.set_header(r[1], r[2]) end

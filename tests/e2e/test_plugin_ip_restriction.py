@@ -48,80 +48,97 @@ def assert_refused(r, what, status=403, body=None):
     check(r.header("Content-Type").startswith("application/json"), what + ": JSON", r)
 
 
-def test_allow_lets_listed_addresses_and_ranges_in_and_refuses_the_rest():
-    with ipr_gateway({"/a": {"allow": ["203.0.113.7", "198.51.100.0/24"]}}) as (w, b):
-        before = b.stats()["requests"]
-        assert_allowed(as_client(w.port, "/a", "203.0.113.7"), "a listed address")
-        assert_allowed(as_client(w.port, "/a", "198.51.100.0"), "first of a range")
-        assert_allowed(as_client(w.port, "/a", "198.51.100.255"), "last of a range")
-        assert_refused(as_client(w.port, "/a", "203.0.113.8"), "the next address")
-        assert_refused(as_client(w.port, "/a", "198.51.101.0"), "just past the range")
-        assert_refused(as_client(w.port, "/a", "198.51.99.255"), "just before the range")
-        assert_refused(as_client(w.port, "/a", "2001:db8::1"), "an IPv6 client")
-        assert_eq(b.stats()["requests"] - before, 3, "refused requests never reach the upstream")
+# What the lists match, one route (and plugin instance) per group: (group, route, config, cases),
+# a case being (X-Forwarded-For from the trusted peer, let through?, what).
+MATCHING = [
+    ("allow", "/allow", {"allow": ["203.0.113.7", "198.51.100.0/24"]}, [
+        ("203.0.113.7", True, "a listed address"),
+        ("198.51.100.0", True, "first of a range"),
+        ("198.51.100.255", True, "last of a range"),
+        ("203.0.113.8", False, "the next address"),
+        ("198.51.101.0", False, "just past the range"),
+        ("198.51.99.255", False, "just before the range"),
+        ("2001:db8::1", False, "an IPv6 client"),
+    ]),
+    ("deny", "/deny", {"deny": ["192.0.2.0/25", "2001:db8:bad::/48"]}, [
+        ("192.0.2.1", False, "in the range"),
+        ("192.0.2.127", False, "last of the range"),
+        ("192.0.2.128", True, "past the /25"),
+        ("2001:db8:bad:ffff::1", False, "in the IPv6 range"),
+        ("2001:db8:bae::1", True, "past the IPv6 range"),
+        ("10.0.0.1", True, "anyone else"),
+    ]),
+    ("deny wins over allow", "/precedence",
+     {"allow": ["10.0.0.0/8", "2001:db8::/32"],
+      "deny": ["10.1.0.0/16", "10.2.3.4", "2001:db8:1::/48"]}, [
+        ("10.0.0.1", True, "allowed, not denied"),
+        ("10.1.200.3", False, "allowed and denied (range)"),
+        ("10.2.3.4", False, "allowed and denied (address)"),
+        ("10.2.3.5", True, "its neighbour"),
+        ("11.0.0.1", False, "neither: not allowed"),
+        ("2001:db8:2::1", True, "IPv6 allowed"),
+        ("2001:db8:1:2::1", False, "IPv6 allowed and denied"),
+    ]),
+    ("deny wins over allow", "/same", {"allow": ["10.0.0.5"], "deny": ["10.0.0.5"]}, [
+        ("10.0.0.5", False, "the same address in both lists"),
+    ]),
+    ("prefix length 0", "/v4all", {"allow": ["0.0.0.0/0"]}, [
+        ("0.0.0.0", True, "/0 holds 0.0.0.0"),
+        ("255.255.255.255", True, "/0 holds 255.255.255.255"),
+        ("8.8.8.8", True, "/0 holds 8.8.8.8"),
+        ("2001:db8::1", False, "an IPv4 /0 holds no IPv6"),
+    ]),
+    ("full prefix length", "/v4one", {"allow": ["192.0.2.9/32"]}, [
+        ("192.0.2.9", True, "/32 holds its address"),
+        ("192.0.2.8", False, "/32 holds nothing else"),
+    ]),
+    ("prefix length 0", "/v6all", {"allow": ["::/0"]}, [
+        ("::1", True, "::/0 holds ::1"),
+        ("2001:db8::1", True, "::/0 holds 2001:db8::1"),
+        ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", True, "::/0 holds the last address"),
+        ("10.0.0.1", False, "::/0 holds no IPv4 client"),
+    ]),
+    ("full prefix length", "/v6one", {"allow": ["2001:db8::9/128"]}, [
+        ("2001:db8::9", True, "/128 holds its address"),
+        ("2001:0db8:0:0:0:0:0:0009", True, "/128, the address written in full"),
+        ("2001:db8::8", False, "/128 holds nothing else"),
+    ]),
+    ("prefix length 0", "/everyone-denied", {"deny": ["0.0.0.0/0", "::/0"]}, [
+        ("1.2.3.4", False, "deny everything: 1.2.3.4"),
+        ("2001:db8::1", False, "deny everything: 2001:db8::1"),
+    ]),
+    ("IPv6 forms and IPv4-mapped addresses", "/mapped",
+     {"allow": ["2001:DB8:0:0:1::/80", "::ffff:198.51.100.0/120", "fe80::1:2:3:4",
+                "::ffff:0:0/96"], "deny": ["::ffff:203.0.113.9"]}, [
+        ("2001:db8::1:0:0:5", True, "compressed, in an upper-case entry"),
+        ("2001:db8:0:0:1:ffff:1:2", True, "full form, in range"),
+        ("2001:db8::2:0:0:5", False, "outside the /80"),
+        ("fe80:0:0:0:1:2:3:4", True, "an address entry"),
+        ("198.51.100.77", True, "an IPv4 client in an IPv4-mapped entry"),
+        ("9.9.9.9", True, "::ffff:0:0/96 is all of IPv4"),
+        ("203.0.113.9", False, "a mapped deny entry"),
+    ]),
+    ("IPv6 forms and IPv4-mapped addresses", "/ipv4", {"allow": ["198.51.100.0/24"]}, [
+        ("::ffff:198.51.100.1", True, "an IPv4-mapped client in an IPv4 entry"),
+        ("::ffff:198.51.101.1", False, "mapped, outside"),
+    ]),
+]
 
 
-def test_deny_refuses_listed_addresses_and_lets_the_rest_in():
-    with ipr_gateway({"/d": {"deny": ["192.0.2.0/25", "2001:db8:bad::/48"]}}) as (w, b):
-        assert_refused(as_client(w.port, "/d", "192.0.2.1"), "in the range")
-        assert_refused(as_client(w.port, "/d", "192.0.2.127"), "last of the range")
-        assert_allowed(as_client(w.port, "/d", "192.0.2.128"), "past the /25")
-        assert_refused(as_client(w.port, "/d", "2001:db8:bad:ffff::1"), "in the IPv6 range")
-        assert_allowed(as_client(w.port, "/d", "2001:db8:bae::1"), "past the IPv6 range")
-        assert_allowed(as_client(w.port, "/d", "10.0.0.1"), "anyone else")
-
-
-def test_deny_wins_over_allow():
-    conf = {"allow": ["10.0.0.0/8", "2001:db8::/32"], "deny": ["10.1.0.0/16", "10.2.3.4",
-                                                                "2001:db8:1::/48"]}
-    with ipr_gateway({"/b": conf}) as (w, b):
-        assert_allowed(as_client(w.port, "/b", "10.0.0.1"), "allowed, not denied")
-        assert_refused(as_client(w.port, "/b", "10.1.200.3"), "allowed and denied (range)")
-        assert_refused(as_client(w.port, "/b", "10.2.3.4"), "allowed and denied (address)")
-        assert_allowed(as_client(w.port, "/b", "10.2.3.5"), "its neighbour")
-        assert_refused(as_client(w.port, "/b", "11.0.0.1"), "neither: not allowed")
-        assert_allowed(as_client(w.port, "/b", "2001:db8:2::1"), "IPv6 allowed")
-        assert_refused(as_client(w.port, "/b", "2001:db8:1:2::1"), "IPv6 allowed and denied")
-    with ipr_gateway({"/b": {"allow": ["10.0.0.5"], "deny": ["10.0.0.5"]}}) as (w, b):
-        assert_refused(as_client(w.port, "/b", "10.0.0.5"), "the same address in both lists")
-
-
-def test_prefix_lengths_zero_and_full():
-    configs = {"/v4all": {"allow": ["0.0.0.0/0"]}, "/v4one": {"allow": ["192.0.2.9/32"]},
-               "/v6all": {"allow": ["::/0"]}, "/v6one": {"allow": ["2001:db8::9/128"]},
-               "/denyall": {"deny": ["0.0.0.0/0", "::/0"]}}
-    with ipr_gateway(configs) as (w, b):
-        for ip in ("0.0.0.0", "255.255.255.255", "8.8.8.8"):
-            assert_allowed(as_client(w.port, "/v4all", ip), "/0 holds " + ip)
-        assert_refused(as_client(w.port, "/v4all", "2001:db8::1"), "an IPv4 /0 holds no IPv6")
-        assert_allowed(as_client(w.port, "/v4one", "192.0.2.9"), "/32 holds its address")
-        assert_refused(as_client(w.port, "/v4one", "192.0.2.8"), "/32 holds nothing else")
-        for ip in ("::1", "2001:db8::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"):
-            assert_allowed(as_client(w.port, "/v6all", ip), "::/0 holds " + ip)
-        assert_refused(as_client(w.port, "/v6all", "10.0.0.1"), "::/0 holds no IPv4 client")
-        assert_allowed(as_client(w.port, "/v6one", "2001:db8::9"), "/128 holds its address")
-        assert_allowed(as_client(w.port, "/v6one", "2001:0db8:0:0:0:0:0:0009"),
-                       "/128, the address written in full")
-        assert_refused(as_client(w.port, "/v6one", "2001:db8::8"), "/128 holds nothing else")
-        for ip in ("1.2.3.4", "2001:db8::1"):
-            assert_refused(as_client(w.port, "/denyall", ip), "deny everything: " + ip)
-
-
-def test_ipv6_compressed_forms_and_ipv4_mapped_addresses():
-    conf = {"allow": ["2001:DB8:0:0:1::/80", "::ffff:198.51.100.0/120", "fe80::1:2:3:4",
-                      "::ffff:0:0/96"], "deny": ["::ffff:203.0.113.9"]}
-    with ipr_gateway({"/m": conf, "/v4": {"allow": ["198.51.100.0/24"]}}) as (w, b):
-        assert_allowed(as_client(w.port, "/m", "2001:db8::1:0:0:5"), "compressed, in an upper-case entry")
-        assert_allowed(as_client(w.port, "/m", "2001:db8:0:0:1:ffff:1:2"), "full form, in range")
-        assert_refused(as_client(w.port, "/m", "2001:db8::2:0:0:5"), "outside the /80")
-        assert_allowed(as_client(w.port, "/m", "fe80:0:0:0:1:2:3:4"), "an address entry")
-        assert_allowed(as_client(w.port, "/m", "198.51.100.77"),
-                       "an IPv4 client in an IPv4-mapped entry")
-        assert_allowed(as_client(w.port, "/m", "9.9.9.9"), "::ffff:0:0/96 is all of IPv4")
-        assert_refused(as_client(w.port, "/m", "203.0.113.9"), "a mapped deny entry")
-        assert_allowed(as_client(w.port, "/v4", "::ffff:198.51.100.1"),
-                       "an IPv4-mapped client in an IPv4 entry")
-        assert_refused(as_client(w.port, "/v4", "::ffff:198.51.101.1"), "mapped, outside")
+def test_allow_and_deny_match_addresses_ranges_prefix_lengths_and_ipv6_forms():
+    with ipr_gateway({path: conf for _, path, conf, _ in MATCHING}) as (w, b):
+        before, let_through = b.stats()["requests"], 0
+        for group, path, conf, cases in MATCHING:
+            for ip, allowed, what in cases:
+                name = "%s, %s (%s from %s, %r)" % (group, what, path, ip, conf)
+                r = as_client(w.port, path, ip)
+                if allowed:
+                    assert_allowed(r, name)
+                    let_through += 1
+                else:
+                    assert_refused(r, name)
+        assert_eq(b.stats()["requests"] - before, let_through,
+                  "refused requests never reach the upstream")
 
 
 def test_an_untrusted_peer_cannot_choose_its_address_with_x_forwarded_for():

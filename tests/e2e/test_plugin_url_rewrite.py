@@ -72,68 +72,72 @@ def seen(port, path, **kw):
     return e["path"], e["query"]
 
 
-def test_rules_rewrite_the_upstream_path_and_query():
+# What the upstream is asked for: (group, what, request path, request headers or None,
+# (upstream path, upstream query)).
+REWRITES = [
+    # numbered captures, ${N} and $0; the query is kept by default
+    ("captures", "numbered captures", "/basic/users/42/profile?x=1&y=2", None,
+     ("/v2/u/42/profile//basic/users/42/profile", "x=1&y=2")),
+    # named capture, inline caseless, an optional group that did not take part is empty
+    ("captures", "named, unset group", "/basic/case/bob", None, ("/named/bob()", "")),
+    ("captures", "caseless, set group", "/basic/CASE/bob/opt", None, ("/named/bob(/opt)", "")),
+    ("captures", "no rule matches: the request is untouched", "/basic/other?z=1", None,
+     ("/basic/other", "z=1")),
+    # strip_path and the service path apply before the rules: they see /api/items/7
+    ("route", "after strip_path", "/pub/items/7?k=v", None, ("/api/v2/items/7", "k=v")),
+    ("route", "route result when nothing matches", "/pub/other", None, ("/api/other", "")),
+    ("route", "the plugin is scoped to its routes: the service's other route is untouched",
+     "/nostrip/items/7", None, ("/api/nostrip/items/7", "")),
+    # a -> b (non-last, adds step=a), b -> c (non-last), c/x -> /done/x (last): /never unused
+    ("last and chaining", "chained to a last rule", "/chain/a/x?q=1", None,
+     ("/done/x", "q=1&step=a")),
+    ("last and chaining", "the first last rule wins", "/chain/a/stop", None,
+     ("/stopped", "&step=a")),
+    ("last and chaining", "entering mid-chain", "/chain/b/y", None, ("/done/y", "")),
+    # two rules match; the first (last by default) ends the list
+    ("last and chaining", "first matching rule with last", "/chain/first/z", None,
+     ("/first", "")),
+    ("query", "drop", "/q/drop?a=1", None, ("/dropped", "")),
+    ("query", "keep", "/q/keep?a=1&a=2", None, ("/kept", "a=1&a=2")),
+    ("query", "template with $1 and $query", "/q/tmpl/9?a=1", None, ("/t", "id=9&a=1")),
+    ("query", "$query empty", "/q/tmpl/9", None, ("/t", "id=9&")),
+    ("query", "$host: the client's host, lower case, without the port", "/q/host",
+     {"Host": "Shop.Example.com:8080"}, ("/h/shop.example.com", "h=shop.example.com")),
+    ("query", "$$ is a literal $", "/q/dollar/5", None, ("/price/$1/5$", "cost=$5")),
+    # bytes a query cannot carry are percent-encoded
+    ("query", "encoded query", "/q/enc/%C3%A9", None, ("/e", "v=%C3%A9%20x%23y")),
+    # a template that expands to nothing sends no query
+    ("query", "empty template", "/q/empty?a=1", None, ("/empty", "")),
+    # a result without a leading / gets one
+    ("query", "leading slash", "/q/noslash/abc", None, ("/abc", "")),
+]
+
+
+def test_rules_rewrite_path_and_query_with_captures_chaining_and_templates():
     with gateway(make) as (w, b):
-        p = w.port
-        # numbered captures, ${N} and $0; the query is kept by default
-        assert_eq(seen(p, "/basic/users/42/profile?x=1&y=2"),
-                  ("/v2/u/42/profile//basic/users/42/profile", "x=1&y=2"), "numbered captures")
-        # named capture, inline caseless, an optional group that did not take part is empty
-        assert_eq(seen(p, "/basic/case/bob"), ("/named/bob()", ""), "named, unset group")
-        assert_eq(seen(p, "/basic/CASE/bob/opt"), ("/named/bob(/opt)", ""), "caseless, set group")
-        # no rule matches: the request is untouched
-        assert_eq(seen(p, "/basic/other?z=1"), ("/basic/other", "z=1"), "no match")
-        # strip_path and the service path apply before the rules: they see /api/items/7
-        assert_eq(seen(p, "/pub/items/7?k=v"), ("/api/v2/items/7", "k=v"), "after strip_path")
-        assert_eq(seen(p, "/pub/other"), ("/api/other", ""), "route result when nothing matches")
-        # the plugin is scoped to its routes: the other route of the service is untouched
-        assert_eq(seen(p, "/nostrip/items/7"), ("/api/nostrip/items/7", ""), "other route")
+        for group, what, path, headers, want in REWRITES:
+            assert_eq(seen(w.port, path, headers=headers), want,
+                      "%s, %s: GET %s" % (group, what, path))
 
 
-def test_last_ends_the_list_and_non_last_rules_chain():
-    with gateway(make) as (w, b):
-        p = w.port
-        # a -> b (non-last, adds step=a), b -> c (non-last), c/x -> /done/x (last): /never unused
-        assert_eq(seen(p, "/chain/a/x?q=1"), ("/done/x", "q=1&step=a"), "chained to a last rule")
-        assert_eq(seen(p, "/chain/a/stop"), ("/stopped", "&step=a"), "the first last rule wins")
-        assert_eq(seen(p, "/chain/b/y"), ("/done/y", ""), "entering mid-chain")
-        # two rules match; the first (last by default) ends the list
-        assert_eq(seen(p, "/chain/first/z"), ("/first", ""), "first matching rule with last")
-
-
-def test_query_drop_keep_and_templates():
-    with gateway(make) as (w, b):
-        p = w.port
-        assert_eq(seen(p, "/q/drop?a=1"), ("/dropped", ""), "drop")
-        assert_eq(seen(p, "/q/keep?a=1&a=2"), ("/kept", "a=1&a=2"), "keep")
-        assert_eq(seen(p, "/q/tmpl/9?a=1"), ("/t", "id=9&a=1"), "template with $1 and $query")
-        assert_eq(seen(p, "/q/tmpl/9"), ("/t", "id=9&"), "$query empty")
-        r = get(p, "/q/host", headers={"Host": "Shop.Example.com:8080"})
-        assert_eq((echo(r)["path"], echo(r)["query"]), ("/h/shop.example.com", "h=shop.example.com"),
-                  "$host: the client's host, lower case, without the port", r)
-        assert_eq(seen(p, "/q/dollar/5"), ("/price/$1/5$", "cost=$5"), "$$ is a literal $")
-        # bytes a query cannot carry are percent-encoded
-        assert_eq(seen(p, "/q/enc/%C3%A9"), ("/e", "v=%C3%A9%20x%23y"), "encoded query")
-        # a template that expands to nothing sends no query
-        assert_eq(seen(p, "/q/empty?a=1"), ("/empty", ""), "empty template")
-        # a result without a leading / gets one
-        assert_eq(seen(p, "/q/noslash/abc"), ("/abc", ""), "leading slash")
+# Redirects: (what, request path, request headers or None, status, Location).
+REDIRECTS = [
+    ("301, Location keeps the query", "/redir/old/a/b?x=1", None, 301, "/new/a/b?x=1"),
+    ("302 with the query dropped", "/redir/temp?x=1", None, 302, "/t"),
+    ("307 template", "/redir/307?x=1", {"Host": "h.example"}, 307, "/t307?a=h.example"),
+    # a non-last rule feeds a redirect rule; the Location path is percent-encoded
+    ("308 chained", "/redir/chain/z?k=1", None, 308, "/final/z%20x?k=1"),
+]
 
 
 def test_redirects_answer_with_location_and_no_upstream_call():
     with gateway(make) as (w, b):
         p = w.port
         before = b.stats()["requests"]
-        r = get(p, "/redir/old/a/b?x=1")
-        assert_eq(r.status, 301, "301", r)
-        assert_eq(r.header("Location"), "/new/a/b?x=1", "Location keeps the query", r)
-        r = get(p, "/redir/temp?x=1")
-        assert_eq((r.status, r.header("Location")), (302, "/t"), "302 with the query dropped", r)
-        r = get(p, "/redir/307?x=1", headers={"Host": "h.example"})
-        assert_eq((r.status, r.header("Location")), (307, "/t307?a=h.example"), "307 template", r)
-        # a non-last rule feeds a redirect rule; the Location path is percent-encoded
-        r = get(p, "/redir/chain/z?k=1")
-        assert_eq((r.status, r.header("Location")), (308, "/final/z%20x?k=1"), "308 chained", r)
+        for what, path, headers, status, location in REDIRECTS:
+            r = get(p, path, headers=headers)
+            assert_eq((r.status, r.header("Location")), (status, location),
+                      "%s: GET %s" % (what, path), r)
         assert_eq(b.stats()["requests"], before, "the upstream was never called")
         # a path no redirect rule matches goes upstream unchanged
         assert_eq(seen(p, "/redir/else"), ("/redir/else", ""), "no redirect")

@@ -594,45 +594,52 @@ def test_https_only_routes_redirect_http_requests():
 # ---------------------------------------------------------------- configuration
 
 
-def test_start_up_errors_name_the_certificate_files():
+def test_start_up_checks_tls_settings_and_errors_name_the_files():
     pki = Pki()
     cert, key = pki.leaf("one", "one.test")
     other_cert, other_key = pki.leaf("two", "two.test")
-
-    def check_mode(**weir):
-        cfg = base_config(None)
-        cfg["weir"]["proxy_listen"] = ["127.0.0.1:%d ssl" % _free_port()]
-        cfg["weir"].update(weir)
-        return run_weir(["-t", "-c", write_config_file(cfg)])
-
-    rc, out, err = check_mode(ssl_cert=cert, ssl_cert_key=key)
-    assert_eq(rc, 0, "a good certificate (%s)" % err)
     missing = os.path.join(pki.dir, "missing.crt")
-    rc, out, err = check_mode(ssl_cert=missing, ssl_cert_key=key)
-    check(rc != 0 and missing in err, "missing certificate file: %d %s" % (rc, err))
-    rc, out, err = check_mode(ssl_cert=cert, ssl_cert_key=other_key)
-    check(rc != 0 and other_key in err and "mismatch" in err,
-          "mismatched key: %d %s" % (rc, err))
-    rc, out, err = check_mode(ssl_cert=key, ssl_cert_key=key)
-    check(rc != 0 and "weir.ssl_cert" in err, "a key as certificate: %d %s" % (rc, err))
-    rc, out, err = check_mode()
-    check(rc != 0 and "weir.proxy_listen[0]" in err and "ssl_cert" in err,
-          "a TLS listener without a certificate: %d %s" % (rc, err))
-    rc, out, err = check_mode(ssl_cert=cert)
-    check(rc != 0 and "weir.ssl_cert_key" in err, "a certificate without its key: %s" % err)
-    rc, out, err = check_mode(ssl_cert=cert, ssl_cert_key=key, ssl_ciphers="NO-SUCH-CIPHER")
-    check(rc != 0 and "weir.ssl_ciphers" in err, "a bad cipher list: %s" % err)
-    cfg = base_config(None)
-    cfg["weir"]["proxy_listen"] = ["127.0.0.1:%d http2" % _free_port()]
-    rc, out, err = run_weir(["-t", "-c", write_config_file(cfg)])
-    check(rc != 0 and "http2" in err and "not supported" in err,
-          "another Kong listener flag: %s" % err)
-    # and the real start-up fails the same way, naming the file
-    cfg = base_config(None)
-    cfg["weir"]["proxy_listen"] = ["127.0.0.1:%d ssl" % _free_port()]
-    cfg["weir"].update(ssl_cert=missing, ssl_cert_key=key)
-    rc, out, err = run_weir(["-c", write_config_file(cfg)])
-    check(rc != 0 and missing in err, "start-up with a missing file: %d %s" % (rc, err))
+    missing_ca = os.path.join(pki.dir, "no-ca.pem")
+    good = {"ssl_cert": cert, "ssl_cert_key": key}
+    # (what, `weir -t` or a real start-up, the listener's flag, weir settings, None when the
+    # config is good, else what stderr must name)
+    cases = [
+        ("a good certificate", "-t", "ssl", good, None),
+        ("a missing certificate file", "-t", "ssl", dict(good, ssl_cert=missing), [missing]),
+        ("a mismatched key", "-t", "ssl", dict(good, ssl_cert_key=other_key),
+         [other_key, "mismatch"]),
+        ("a key as certificate", "-t", "ssl", dict(good, ssl_cert=key), ["weir.ssl_cert"]),
+        ("a TLS listener without a certificate", "-t", "ssl", {},
+         ["weir.proxy_listen[0]", "ssl_cert"]),
+        ("a certificate without its key", "-t", "ssl", {"ssl_cert": cert},
+         ["weir.ssl_cert_key"]),
+        ("a bad cipher list", "-t", "ssl", dict(good, ssl_ciphers="NO-SUCH-CIPHER"),
+         ["weir.ssl_ciphers"]),
+        ("another Kong listener flag", "-t", "http2", {}, ["http2", "not supported"]),
+        # and the real start-up fails the same way, naming the file
+        ("start-up with a missing file", "start", "ssl", dict(good, ssl_cert=missing), [missing]),
+        # client certificates
+        ("client verification without a CA file", "-t", "ssl",
+         dict(good, ssl_verify_client="required"), ["weir.ssl_verify_client", "ssl_client_ca"]),
+        ("a missing client CA file", "-t", "ssl",
+         dict(good, ssl_verify_client="optional", ssl_client_ca=missing_ca), [missing_ca]),
+        ("a bad client verification mode", "-t", "ssl",
+         dict(good, ssl_verify_client="sometimes", ssl_client_ca=pki.ca),
+         ["weir.ssl_verify_client"]),
+        ("a good client certificate setting", "-t", "ssl",
+         dict(good, ssl_verify_client="required", ssl_client_ca=pki.ca), None),
+    ]
+    for what, mode, flag, settings, named in cases:
+        cfg = base_config(None)
+        cfg["weir"]["proxy_listen"] = ["127.0.0.1:%d %s" % (_free_port(), flag)]
+        cfg["weir"].update(settings)
+        args = ["-c", write_config_file(cfg)]
+        rc, out, err = run_weir(["-t"] + args if mode == "-t" else args)
+        if named is None:
+            assert_eq(rc, 0, "%s (%s): accepted (%s)" % (what, mode, err))
+        else:
+            check(rc != 0 and all(n in err for n in named),
+                  "%s (%s): refused naming %r: exit %d, %s" % (what, mode, named, rc, err))
 
 
 def test_plugins_see_the_https_scheme_on_tls_connections():
@@ -757,28 +764,6 @@ end""")})
             assert_eq(json.loads(c.request("GET", "/").body), {"plain": True}, "plain HTTP")
     finally:
         stop(w, backend)
-
-
-def test_client_certificate_settings_are_checked_at_start():
-    pki = Pki()
-    cert, key = pki.leaf("srv", "srv.test")
-
-    def check_mode(**weir):
-        cfg = base_config(None)
-        cfg["weir"]["proxy_listen"] = ["127.0.0.1:%d ssl" % _free_port()]
-        cfg["weir"].update(ssl_cert=cert, ssl_cert_key=key, **weir)
-        return run_weir(["-t", "-c", write_config_file(cfg)])
-
-    rc, out, err = check_mode(ssl_verify_client="required")
-    check(rc != 0 and "weir.ssl_verify_client" in err and "ssl_client_ca" in err,
-          "verify without a CA file: %s" % err)
-    missing = os.path.join(pki.dir, "no-ca.pem")
-    rc, out, err = check_mode(ssl_verify_client="optional", ssl_client_ca=missing)
-    check(rc != 0 and missing in err, "a missing CA file: %s" % err)
-    rc, out, err = check_mode(ssl_verify_client="sometimes", ssl_client_ca=pki.ca)
-    check(rc != 0 and "weir.ssl_verify_client" in err, "a bad mode: %s" % err)
-    rc, out, err = check_mode(ssl_verify_client="required", ssl_client_ca=pki.ca)
-    assert_eq(rc, 0, "a good setting (%s)" % err)
 
 
 def test_a_session_from_before_client_certificates_were_required_does_not_resume():
