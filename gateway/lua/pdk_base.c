@@ -25,33 +25,33 @@
 
 /* ---- weir.ctx -------------------------------------------------------------------------------- */
 
+/* The request's context table holds weir.ctx.shared at [1] and each plugin's weir.ctx.plugin
+ * under its name, every one made on first use: most requests touch one of them, and each
+ * table made is a measurable part of a short plugin call. */
 static int ctx_index(lua_State *L) {
     const char *key = luaL_checkstring(L, 2);
     bool shared = !strcmp(key, "shared");
     if (!shared && strcmp(key, "plugin") != 0) return 0;
     struct plugin_run *run = plugin_run_current(L, "weir.ctx");
+    const char *plugin = shared ? NULL : run->task.plugin;
+    if (!shared && !plugin) return luaL_error(L, "weir.ctx.plugin: no plugin is running");
     if (run->ctx_ref == LUA_NOREF) {
-        lua_createtable(L, 0, 2);
-        lua_newtable(L);
-        lua_setfield(L, -2, "shared");
-        lua_newtable(L);
-        lua_setfield(L, -2, "plugins");
+        lua_createtable(L, 1, 1);
         run->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, run->ctx_ref);
-    if (shared) {
-        lua_getfield(L, -1, "shared");
-        return 1;
-    }
-    const char *plugin = run->task.plugin;
-    if (!plugin) return luaL_error(L, "weir.ctx.plugin: no plugin is running");
-    lua_getfield(L, -1, "plugins");
-    lua_getfield(L, -1, plugin);
+    if (shared)
+        lua_rawgeti(L, -1, 1);
+    else
+        lua_getfield(L, -1, plugin);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         lua_newtable(L);
         lua_pushvalue(L, -1);
-        lua_setfield(L, -3, plugin);
+        if (shared)
+            lua_rawseti(L, -3, 1);
+        else
+            lua_setfield(L, -3, plugin);
     }
     return 1;
 }

@@ -63,7 +63,7 @@ struct plugin_run {
     unsigned phase;                           /* enum plugin_phase bit running now */
     const struct plugin_instance *instance;   /* the instance whose method runs, or NULL */
     size_t next;                              /* chain position of the next call */
-    int ctx_ref;                              /* {shared = {}, plugins = {}} */
+    int ctx_ref;                              /* {[1] = shared, [plugin] = its own} */
     int consumer_ref, credential_ref;         /* weir.client.authenticate() */
     const char *consumer_id;                  /* points into consumer_ref's table while set */
     char consumer_id_buf[40];

@@ -27,8 +27,19 @@ local function jwks_module()
   return jwks
 end
 
+-- PDK functions used on every request, bound on the first (the state that checks handlers when
+-- a configuration loads has no `weir`): a field path like weir.service.request.set_header is
+-- four lookups per call.
+local null, get_header, set_header, clear_header
+local function bind_pdk()
+  null = weir.json.null
+  get_header = weir.request.get_header
+  set_header = weir.service.request.set_header
+  clear_header = weir.service.request.clear_header
+end
+
 local function given(v)
-  if v == nil or v == weir.json.null then return nil end
+  if v == nil or v == null then return nil end
   return v
 end
 
@@ -134,12 +145,14 @@ local function retrieve_token(conf)
       end
     end
   end
-  for _, name in ipairs(conf.cookie_names) do
-    local v = cookie_value(name)
+  -- numeric loops over settings' own lists: ipairs is the runtime's (read-only tables), a call
+  local cookie_names, header_names = conf.cookie_names, conf.header_names
+  for i = 1, #cookie_names do
+    local v = cookie_value(cookie_names[i])
     if v then first, list = add_token(first, list, v) end
   end
-  for _, name in ipairs(conf.header_names) do
-    local value = weir.request.get_header(name)
+  for i = 1, #header_names do
+    local value = get_header(header_names[i])
     if value then
       local _, scheme_end = find(value, "^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+")
       if scheme_end then first, list = add_token(first, list, trim_right(value, scheme_end + 1)) end
@@ -174,8 +187,8 @@ local function add_error(errors, claim, problem)
 end
 
 local function contains(values, v)
-  for _, x in ipairs(values) do
-    if x == v then return true end
+  for i = 1, #values do
+    if values[i] == v then return true end
   end
   return false
 end
@@ -184,7 +197,9 @@ local function check_claims(conf, claims)
   local now = floor(weir.time.now())
   local leeway = conf.leeway
   local errors
-  for _, name in ipairs(conf.claims_to_verify) do
+  local to_verify = conf.claims_to_verify
+  for i = 1, #to_verify do
+    local name = to_verify[i]
     local v = claims[name]
     if type(v) ~= "number" then
       errors = add_error(errors, name, "must be a number")
@@ -267,10 +282,10 @@ local function jwks_consumer(conf, claims)
 end
 
 local function set(name, v)
-  if v ~= nil and v ~= weir.json.null then
-    weir.service.request.set_header(name, tostring(v))
+  if v ~= nil and v ~= null then
+    set_header(name, tostring(v))
   else
-    weir.service.request.clear_header(name)
+    clear_header(name)
   end
 end
 
@@ -413,6 +428,7 @@ local CONSUMER_HEADERS = { "X-Consumer-ID", "X-Consumer-Custom-ID", "X-Consumer-
                            "X-Credential-Identifier", "X-Anonymous-Consumer" }
 
 function JwtHandler:access(instance_conf)
+  if not null then bind_pdk() end
   local conf = settings(instance_conf)
   if not conf.run_on_preflight and weir.request.get_method() == "OPTIONS" then
     -- let the preflight through unauthenticated, but never with identity headers the client made

@@ -326,7 +326,12 @@ local function fill_weights(c, now, sec)
   end
 end
 
+-- Bound on the first request: the state that checks handlers has no `weir`, and a field path
+-- is a lookup per level on every call.
+local set_header
+
 function RateLimiting:access(conf)
+  if not set_header then set_header = weir.response.set_header end
   local c = states[conf] or prepare(conf)
   local n = c.n
   if n == 0 then return end
@@ -394,8 +399,8 @@ function RateLimiting:access(conf)
     end
     if remaining < 0 then remaining = 0 end
     if not hide then
-      weir.response.set_header(HDR_LIMIT[i], c.limit_str[k])
-      weir.response.set_header(HDR_REMAINING[i], numstr(remaining))
+      set_header(HDR_LIMIT[i], c.limit_str[k])
+      set_header(HDR_REMAINING[i], numstr(remaining))
     end
     if not best_remaining or remaining <= best_remaining then
       best_remaining, best_k = remaining, k
@@ -411,11 +416,11 @@ function RateLimiting:access(conf)
     end
     if reset < 1 then reset = 1 end
     reset = numstr(reset)
-    weir.response.set_header("RateLimit-Limit", c.limit_str[best_k])
-    weir.response.set_header("RateLimit-Remaining", numstr(best_remaining))
-    weir.response.set_header("RateLimit-Reset", reset)
+    set_header("RateLimit-Limit", c.limit_str[best_k])
+    set_header("RateLimit-Remaining", numstr(best_remaining))
+    set_header("RateLimit-Reset", reset)
     if not allowed then
-      weir.response.set_header("Retry-After", reset)
+      set_header("Retry-After", reset)
     end
   end
 
