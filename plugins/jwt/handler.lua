@@ -19,8 +19,7 @@ local JwtHandler = {
 
 local floor, type, pairs, ipairs, tostring = math.floor, type, pairs, ipairs, tostring
 
--- Loaded on first use, in the worker's VM: the VM that checks handlers at load time has neither
--- the `weir` PDK nor the plugin roots on package.path.
+-- Loaded on first use: only configs with `jwks` need it.
 local jwks
 local function jwks_module()
   jwks = jwks or require "plugins.jwt.jwks"

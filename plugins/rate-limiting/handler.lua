@@ -19,8 +19,7 @@
 -- boundaries once per second per worker; a request costs a few string concatenations for the
 -- keys and one dictionary round or one Redis round trip.
 
--- Loaded on first use: the state that checks handlers when a configuration loads has no module
--- path for plugin roots (reported in /tmp/helper-requests/rl.md), only the workers' VMs do.
+-- Loaded on first use: only the redis policy needs it.
 local SCRIPT
 
 local RateLimiting = {
