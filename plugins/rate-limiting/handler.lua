@@ -47,6 +47,7 @@ end
 -- worker (at most NUMSTR_MAX short strings).
 local NUMSTR_MAX = 16384
 local numstrs = {}
+local last_num, last_str
 local function numstr(v)
   if v >= 0 and v < NUMSTR_MAX and v == floor(v) then
     local s = numstrs[v]
@@ -56,8 +57,13 @@ local function numstr(v)
     end
     return s
   end
-  if v == floor(v) and v > -1e15 and v < 1e15 then return format("%d", v) end
-  return tostring(v)
+  -- larger ones: the last one is kept, since a request's remaining count goes out twice
+  -- (X-RateLimit-Remaining-<Period> and RateLimit-Remaining)
+  if v == last_num then return last_str end
+  local s
+  if v == floor(v) and v > -1e15 and v < 1e15 then s = format("%d", v) else s = tostring(v) end
+  last_num, last_str = v, s
+  return s
 end
 
 local BACKOFF_FIRST_MS, BACKOFF_MAX_MS = 1000, 8000
