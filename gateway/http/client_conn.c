@@ -35,7 +35,7 @@ static void feed_body(struct client_conn *c);
 
 /* ---- byte buffers ------------------------------------------------------ */
 
-void bytebuf_reserve(struct bytebuf *b, size_t extra) {
+void bytebuf_grow(struct bytebuf *b, size_t extra) {
     if (b->len + extra <= b->cap) return;
     size_t cap = b->cap ? b->cap : 1024;
     while (cap < b->len + extra)
@@ -43,12 +43,6 @@ void bytebuf_reserve(struct bytebuf *b, size_t extra) {
     b->data = realloc(b->data, cap);
     if (!b->data) abort();
     b->cap = cap;
-}
-
-void bytebuf_append(struct bytebuf *b, const void *p, size_t n) {
-    bytebuf_reserve(b, n);
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
 }
 
 /* ---- timers and lifetime ------------------------------------------------ */

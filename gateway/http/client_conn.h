@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include "config/snapshot.h"
@@ -197,8 +198,18 @@ void client_start_body(struct client_conn *c); /* upstream ready for the body */
 void client_resume_read(struct client_conn *c);
 void client_start_tunnel(struct client_conn *c);
 
-void bytebuf_reserve(struct bytebuf *b, size_t extra);
-void bytebuf_append(struct bytebuf *b, const void *p, size_t n);
+/* Room for `extra` more bytes (grows by doubling). */
+void bytebuf_grow(struct bytebuf *b, size_t extra);
+static inline void bytebuf_reserve(struct bytebuf *b, size_t extra) {
+    if (b->cap - b->len < extra) bytebuf_grow(b, extra);
+}
+/* Inline: a message head is built from about a hundred pieces, most of a few bytes, and two
+ * calls per piece were a measurable share of a proxied request. */
+static inline void bytebuf_append(struct bytebuf *b, const void *p, size_t n) {
+    bytebuf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
 static inline void bytebuf_append_str(struct bytebuf *b, const char *s, size_t n) {
     bytebuf_append(b, s, n);
 }
