@@ -241,6 +241,7 @@ void config_free(struct config *c) {
     free(w->admin_token);
     free(w->ssl_cert);
     free(w->ssl_cert_key);
+    free(w->ssl_ocsp_response_file);
     free(w->ssl_ciphers);
     free(w->ssl_client_ca);
     free(w->store_path);

@@ -78,6 +78,7 @@ struct weir_settings {
      * TLS 1.2 ciphers, what an unknown SNI gets, and the handshake's own timeout. */
     char *ssl_cert;
     char *ssl_cert_key;
+    char *ssl_ocsp_response_file; /* DER OCSP response stapled for ssl_cert (absolute), or NULL */
     char *ssl_ciphers;
     bool ssl_reject_unknown_sni;
     int ssl_handshake_timeout_ms;   /* 10000 */

@@ -117,6 +117,8 @@ static void read_tls(const json_t *weir, const char *base_dir, struct weir_setti
     const char *v;
     if ((v = text(weir, "ssl_cert"))) w->ssl_cert = field_resolve_path(base_dir, v);
     if ((v = text(weir, "ssl_cert_key"))) w->ssl_cert_key = field_resolve_path(base_dir, v);
+    if ((v = text(weir, "ssl_ocsp_response_file")))
+        w->ssl_ocsp_response_file = field_resolve_path(base_dir, v);
     w->ssl_ciphers = field_xstrdup((v = text(weir, "ssl_ciphers")) ? v : WEIR_DEFAULT_CIPHERS);
     w->ssl_reject_unknown_sni = json_is_true(json_object_get(weir, "ssl_reject_unknown_sni"));
     w->ssl_handshake_timeout_ms = (int)num(weir, "ssl_handshake_timeout", 10000);
@@ -133,6 +135,9 @@ static void read_tls(const json_t *weir, const char *base_dir, struct weir_setti
     if (!w->ssl_cert != !w->ssl_cert_key)
         errlist_addf(errs, w->ssl_cert ? "weir.ssl_cert_key" : "weir.ssl_cert",
                      "is required with weir.%s", w->ssl_cert ? "ssl_cert" : "ssl_cert_key");
+    if (w->ssl_ocsp_response_file && !w->ssl_cert)
+        errlist_addf(errs, "weir.ssl_ocsp_response_file",
+                     "is the OCSP response for weir.ssl_cert, which is not set");
     for (size_t i = 0; i < w->n_proxy_listen; i++) {
         if (!w->proxy_listen[i].ssl) continue;
         w->any_ssl_listener = true;

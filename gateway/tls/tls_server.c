@@ -14,7 +14,9 @@
 #include <string.h>
 
 #include "config/model.h"
+#include "config/config_fields.h"
 #include "core/log.h"
+#include "tls/ocsp_staple.h"
 #include "tls/sni_map.h"
 
 /* One certificate with its key and chain, as the handshake installs it. */
@@ -22,6 +24,7 @@ struct tls_pair {
     X509 *cert;
     STACK_OF(X509) * chain; /* intermediates, may be empty */
     EVP_PKEY *key;
+    struct ocsp_staple *staple; /* NULL: nothing stapled */
 };
 
 /* A certificates entity: its pair and, when set, the alternate pair (another key type). */
@@ -37,6 +40,7 @@ struct tls_server {
     size_t n_certs;
     struct sni_map *snis;
     bool reject_unknown_sni;
+    struct ocsp_staple *default_staple; /* weir.ssl_ocsp_response_file, for the ctx's cert */
 };
 
 /* Session ticket keys, process-wide: the current key seals new tickets, the previous one still
@@ -124,6 +128,7 @@ static void pair_free(struct tls_pair *p) {
     X509_free(p->cert);
     if (p->chain) sk_X509_pop_free(p->chain, X509_free);
     EVP_PKEY_free(p->key);
+    ocsp_staple_free(p->staple);
 }
 
 /* A PEM certificate (then its chain) and key from entity fields; false when either fails to
@@ -202,6 +207,11 @@ static SSL_CTX *new_context(const struct weir_settings *ws, struct tls_server *t
      * idle keep-alive connections give their 34 KiB of record buffers back. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* Read what the socket holds in one read(), not a record header and then its body: a new
+     * connection's ClientHello, then the client's Finished with its first request, each cost one
+     * read instead of two to seven (nginx sets it too). conn.c reads until OpenSSL wants more
+     * from the socket, so nothing read ahead waits for an edge that will not come. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (SSL_CTX_set_cipher_list(ctx, ws->ssl_ciphers) != 1)
         errlist_addf(errs, "weir.ssl_ciphers", "no usable cipher in \"%s\": %s", ws->ssl_ciphers,
                      ssl_error_text());
@@ -216,6 +226,7 @@ static SSL_CTX *new_context(const struct weir_settings *ws, struct tls_server *t
     SSL_CTX_set_cert_cb(ctx, select_certificate, ts);
     SSL_CTX_set_tlsext_servername_callback(ctx, check_server_name);
     SSL_CTX_set_tlsext_servername_arg(ctx, ts);
+    ocsp_staple_enable(ctx);
     return ctx;
 }
 
@@ -257,8 +268,23 @@ static void load_client_ca(SSL_CTX *ctx, const struct weir_settings *ws, struct 
     ERR_clear_error();
 }
 
+/* An OCSP response file for `cert`: an error goes to errs under `path`, a response that is valid
+ * but not stapled (expired) or notable (revoked) is logged as a warning (tls/ocsp_staple.h). */
+static struct ocsp_staple *load_staple(const char *file, X509 *cert, STACK_OF(X509) * chain,
+                                       const char *path, struct errlist *errs) {
+    char err[512], warning[512];
+    bool failed;
+    struct ocsp_staple *st =
+        ocsp_staple_load(file, cert, chain, &failed, err, sizeof err, warning, sizeof warning);
+    if (failed) errlist_addf(errs, path, "%s", err);
+    if (warning[0]) log_warn("%s: %s", path, warning);
+    if (st) ocsp_staple_attach(cert, st);
+    return st;
+}
+
 /* weir.ssl_cert and ssl_cert_key onto the context, each problem naming its file. */
-static void load_default(SSL_CTX *ctx, const struct weir_settings *ws, struct errlist *errs) {
+static void load_default(struct tls_server *ts, SSL_CTX *ctx, const struct weir_settings *ws,
+                         struct errlist *errs) {
     if (SSL_CTX_use_certificate_chain_file(ctx, ws->ssl_cert) != 1) {
         errlist_addf(errs, "weir.ssl_cert", "cannot load the certificate %s: %s", ws->ssl_cert,
                      ssl_error_text());
@@ -270,6 +296,11 @@ static void load_default(SSL_CTX *ctx, const struct weir_settings *ws, struct er
                      "the private key %s does not match the "
                      "certificate %s",
                      ws->ssl_cert_key, ws->ssl_cert);
+    } else if (ws->ssl_ocsp_response_file) {
+        STACK_OF(X509) *chain = NULL;
+        SSL_CTX_get0_chain_certs(ctx, &chain);
+        ts->default_staple = load_staple(ws->ssl_ocsp_response_file, SSL_CTX_get0_certificate(ctx),
+                                         chain, "weir.ssl_ocsp_response_file", errs);
     }
     ERR_clear_error();
 }
@@ -278,8 +309,25 @@ static const char *field(const json_t *e, const char *key) {
     return json_string_value(json_object_get(e, key));
 }
 
+/* A certificate entity's ocsp_response_file (for cert) and ocsp_response_file_alt (for
+ * cert_alt), relative paths against the configuration file's directory. */
+static void load_entity_staples(struct tls_cert *tc, const json_t *c, const char *cert_id,
+                                const char *base_dir, struct errlist *errs) {
+    static const char *const keys[2] = {"ocsp_response_file", "ocsp_response_file_alt"};
+    for (int p = 0; p < tc->n_pairs; p++) {
+        const char *v = field(c, keys[p]);
+        if (!v) continue;
+        char path[128];
+        snprintf(path, sizeof path, "certificates(%s).%s", cert_id, keys[p]);
+        char *file = field_resolve_path(base_dir, v);
+        tc->pairs[p].staple = load_staple(file, tc->pairs[p].cert, tc->pairs[p].chain, path, errs);
+        free(file);
+    }
+}
+
 /* The certificates that some sni names, in model order, and the map from names to them. */
-static void load_entities(struct tls_server *ts, const json_t *model, struct errlist *errs) {
+static void load_entities(struct tls_server *ts, const json_t *model, const char *base_dir,
+                          struct errlist *errs) {
     const json_t *certs = model_items(model, ENTITY_CERTIFICATE);
     const json_t *snis = model_items(model, ENTITY_SNI);
     ts->snis = sni_map_new();
@@ -314,6 +362,7 @@ static void load_entities(struct tls_server *ts, const json_t *model, struct err
                 else
                     tc->n_pairs = 2;
             }
+            load_entity_staples(tc, c, cert_id, base_dir, errs);
             slot = json_integer((json_int_t)ts->n_certs++);
             json_object_set_new(slot_of, cert_id, slot);
         }
@@ -330,6 +379,7 @@ static void server_free(struct tls_server *ts) {
             pair_free(&ts->certs[i].pairs[p]);
     free(ts->certs);
     sni_map_free(ts->snis);
+    ocsp_staple_free(ts->default_staple);
     free(ts);
 }
 
@@ -341,9 +391,9 @@ struct tls_server *tls_server_build(const struct config *cfg, struct errlist *er
     atomic_init(&ts->refs, 1);
     ts->reject_unknown_sni = ws->ssl_reject_unknown_sni;
     ts->ctx = new_context(ws, ts, errs);
-    if (ts->ctx && ws->ssl_cert && ws->ssl_cert_key) load_default(ts->ctx, ws, errs);
+    if (ts->ctx && ws->ssl_cert && ws->ssl_cert_key) load_default(ts, ts->ctx, ws, errs);
     if (ts->ctx) load_client_ca(ts->ctx, ws, errs);
-    load_entities(ts, cfg->model, errs);
+    load_entities(ts, cfg->model, cfg->base_dir, errs);
     if (errs->n > before) {
         server_free(ts);
         return NULL;

@@ -7,6 +7,8 @@
  * cert_alt/key_alt for a second key type) is selected by its `snis` during the handshake
  * (exact name, then "*." wildcard, then the default: tls/sni_map.h), or, with
  * weir.ssl_reject_unknown_sni, an unknown name is refused with an unrecognized_name alert.
+ * OCSP response files (weir.ssl_ocsp_response_file, an entity's ocsp_response_file and
+ * ocsp_response_file_alt) are read here too and stapled per certificate (tls/ocsp_staple.h).
  *
  * Session tickets are sealed with process-wide keys, so that a ticket issued by one worker, or
  * under an older snapshot, resumes on any worker under any later one (workers are threads of

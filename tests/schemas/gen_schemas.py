@@ -551,6 +551,17 @@ def certificate_schema():
                       type=nullable("string"), pattern=PEM_CERT, errorMessage=MSG["pem_cert"]),
         "key_alt": d("PEM private key of cert_alt; needs cert_alt.", type=nullable("string"),
                      pattern=PEM_KEY, errorMessage=MSG["pem_key"]),
+        "ocsp_response_file": d(
+            "A DER-encoded OCSP response for cert (what `openssl ocsp -respout` writes; "
+            "nginx's ssl_stapling_file), stapled to the handshakes of clients that ask "
+            "(status_request). A path, relative to the configuration file's directory; read "
+            "when the configuration is built (start, SIGHUP, every admin change). A file that "
+            "cannot be read, is not an OCSP response, is not successful or is not for this "
+            "certificate is an error; an expired response is not stapled (docs/tls.md)."
+            + NULL_NOTE, type=nullable("string"), minLength=1),
+        "ocsp_response_file_alt": d(
+            "The OCSP response for cert_alt, as ocsp_response_file; needs cert_alt."
+            + NULL_NOTE, type=nullable("string"), minLength=1),
         "snis": d("Server names served with this certificate: creates (or, on PUT and PATCH, "
                   "replaces) its sni entities; returned as the list of their names."
                   + NULL_NOTE, type=nullable("array"),
@@ -564,7 +575,8 @@ def certificate_schema():
                            "clients whose SNI matches one of its snis (docs/tls.md).",
             "type": "object", "properties": props, "required": ["cert", "key"],
             "additionalProperties": False,
-            "dependentRequired": {"cert_alt": ["key_alt"], "key_alt": ["cert_alt"]}}
+            "dependentRequired": {"cert_alt": ["key_alt"], "key_alt": ["cert_alt"],
+                                  "ocsp_response_file_alt": ["cert_alt"]}}
 
 
 def sni_schema():
@@ -731,6 +743,13 @@ def weir_schema():
             "ssl_cert_key": d("The private key of ssl_cert: a PEM file, relative to the "
                               "configuration file's directory." + NULL_NOTE,
                               type=nullable("string"), minLength=1),
+            "ssl_ocsp_response_file": d(
+                "A DER-encoded OCSP response for ssl_cert (nginx's ssl_stapling_file), stapled "
+                "to the handshakes of clients that ask (status_request); relative to the "
+                "configuration file's directory, read again by every configuration change. "
+                "A file that cannot be read, is not an OCSP response, is not successful or is "
+                "not for ssl_cert is an error; an expired response is not stapled (docs/tls.md)."
+                + NULL_NOTE, type=nullable("string"), minLength=1),
             "ssl_ciphers": d("TLS 1.2 cipher suites, in OpenSSL's cipher list format, in the "
                              "server's order of preference (TLS 1.3 suites are OpenSSL's "
                              "defaults). The default is Mozilla's intermediate list (ECDHE with "
