@@ -115,8 +115,15 @@ static void client_conn_destroy(struct client_conn *c) {
 }
 
 /* Half-closes our side once everything is flushed, then discards what the
- * client still sends until it closes or LINGER_MS pass. */
+ * client still sends until it closes or LINGER_MS pass. As in nginx, only a
+ * client that may still be sending lingers (its request body was not read to
+ * the end, or bytes past its request are here); any other is closed at once,
+ * without the half-close, the extra read and the event changes. */
 static void start_lingering(struct client_conn *c) {
+    if (c->req.body_done && evbuffer_get_length(conn_input(c->conn)) == 0) {
+        client_conn_close(c);
+        return;
+    }
     c->state = CLIENT_LINGERING;
     conn_shutdown_write(c->conn);
     evbuffer_drain(conn_input(c->conn), evbuffer_get_length(conn_input(c->conn)));
