@@ -325,6 +325,10 @@ static void tls_read(struct conn *c) {
         evbuffer_commit_space(c->in, &v, got ? 1 : 0);
         total += got;
         if (r != TLS_IO_DONE) break;
+        if (tls_conn_read_drained(c->tls)) { /* the next read would meet EAGAIN */
+            r = TLS_IO_WANT_READ;
+            break;
+        }
     }
     if (r == TLS_IO_DONE) {
         /* stopped at the per-turn limit: read on after the other connections */

@@ -24,12 +24,36 @@ struct tls_conn {
     bool failed;          /* a fatal error: no close_notify may follow */
     bool notified;        /* close_notify was sent */
     bool client;          /* connecting to an upstream */
+    bool drained;         /* the socket's last read was short or would block */
     SSL_SESSION *session; /* client: the newest session the server gave */
     char error[160];
 };
 
 /* Largest record payload: what one SSL_write turns into one record. */
 #define TLS_RECORD_MAX 16384
+
+/* The socket BIO's reads: one that returned less than asked (or nothing) emptied the socket, so
+ * a caller on edge-triggered events may stop reading once OpenSSL holds nothing either, instead
+ * of a last read that fails with EAGAIN on every request. */
+static long note_socket_read(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
+                             int ret, size_t *processed) {
+    (void)argp, (void)argi, (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+        struct tls_conn *t = (struct tls_conn *)BIO_get_callback_arg(b);
+        t->drained = ret <= 0 || (processed && *processed < len);
+    }
+    return ret;
+}
+
+static void watch_socket_reads(struct tls_conn *t) {
+    BIO *rb = SSL_get_rbio(t->ssl);
+    BIO_set_callback_arg(rb, (char *)t);
+    BIO_set_callback_ex(rb, note_socket_read);
+}
+
+bool tls_conn_read_drained(const struct tls_conn *t) {
+    return t->drained && !SSL_has_pending(t->ssl);
+}
 
 struct tls_conn *tls_conn_new(struct tls_server *ts, int fd) {
     SSL *ssl = SSL_new(tls_server_ssl_ctx(ts));
@@ -44,6 +68,7 @@ struct tls_conn *tls_conn_new(struct tls_server *ts, int fd) {
     t->ssl = ssl;
     t->fd = fd;
     t->server = ts;
+    watch_socket_reads(t);
     tls_server_retain(ts);
     return t;
 }
@@ -98,6 +123,7 @@ struct tls_conn *tls_conn_new_client(SSL_CTX *ctx, int fd, const char *name, SSL
     t->ssl = ssl;
     t->fd = fd;
     t->client = true;
+    watch_socket_reads(t);
     t->peeked = true;
     SSL_set_ex_data(ssl, client_session_index, t);
     return t;

@@ -55,6 +55,9 @@ void tls_conn_free(struct tls_conn *t, bool notify);
 enum tls_io tls_conn_handshake(struct tls_conn *t);
 /* Decrypts up to len bytes into buf; *got is what was stored (> 0 only with TLS_IO_DONE). */
 enum tls_io tls_conn_read(struct tls_conn *t, void *buf, size_t len, size_t *got);
+/* True when the socket's last read came back short (or would block) and OpenSSL holds no
+ * more input: with edge-triggered events, reading on would only meet EAGAIN. */
+bool tls_conn_read_drained(const struct tls_conn *t);
 /* Encrypts and sends up to len bytes; *put is how many were taken. After TLS_IO_WANT_*, call
  * again with the same bytes first (the buffer may move, the length may only grow). */
 enum tls_io tls_conn_write(struct tls_conn *t, const void *buf, size_t len, size_t *put);
