@@ -179,13 +179,23 @@ struct lua_vm *lua_vm_new(struct event_base *base, int worker_id, const struct s
     }
     lua_setfield(L, LUA_REGISTRYINDEX, "weir.runtime");
     pdk_install(L, shared.dicts, shared.n);
+    vm->interpret_ref = LUA_NOREF;
     if (vm->budget) {
-        char off[] = "jit.off() return true";
-        if (!run_boot(L, off, "=weir", err, errlen)) {
+        /* Weir's own Lua compiled, plugins' code interpreted, where the budget's hook can stop
+         * it (lua/weir/jit_guard.lua) */
+        char guard[] = "return require('weir.jit_guard')";
+        if (!run_boot(L, guard, "=weir", err, errlen)) {
             lua_vm_free(vm);
             return NULL;
         }
-        lua_pop(L, 1);
+        lua_pushfstring(L, "%s/lua/", paths_data_dir());
+        lua_pushfstring(L, "%s/plugins/", paths_data_dir());
+        if (lua_pcall(L, 2, 1, 0) != 0) {
+            snprintf(err, errlen, "%s", lua_tostring(L, -1));
+            lua_vm_free(vm);
+            return NULL;
+        }
+        vm->interpret_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_newtable(L);
     vm->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -323,6 +333,11 @@ static void load_handler(struct lua_vm *vm, const struct plugin_def *def) {
     bool enforced = vm->mem_enforced;
     vm->mem_enforced = true;
     int rc = luaL_loadfile(L, def->handler_path);
+    if (rc == 0 && !def->bundled && vm->interpret_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->interpret_ref); /* interpreted: under the budget */
+        lua_pushvalue(L, -2);
+        rc = lua_pcall(L, 1, 0, 0);
+    }
     if (rc == 0) rc = lua_pcall(L, 0, 1, 0);
     vm->mem_enforced = enforced;
     lua_vm_budget_end(vm);

@@ -12,9 +12,10 @@
  * Limits: allocations beyond weir.lua.memory_limit fail inside plugin code (a Lua "not enough
  * memory" error, a 500 for that request); C code pushing onto a stack outside plugin code may
  * go past it by a little (never fails, so it needs no protected call). With an instruction
- * budget the VM runs interpreted (jit.off): a LuaJIT count hook does not fire inside compiled
- * traces, so a budget on compiled code could not stop `while true do end`. The hook is armed
- * only on calls that run long (lua_watchdog.h): the budget counts from there. */
+ * budget, plugins' code runs interpreted (lua/weir/jit_guard.lua): a LuaJIT count hook does not
+ * fire inside compiled traces, so a budget on compiled code could not stop `while true do end`;
+ * Weir's own Lua (runtime, bundled plugins) is compiled. The hook is armed only on calls that
+ * run long (lua_watchdog.h): the budget counts from there. */
 #ifndef WEIR_LUA_VM_H
 #define WEIR_LUA_VM_H
 
@@ -51,6 +52,7 @@ struct lua_vm {
     int *free_slots, n_free, cap_free;
     int xpcall_ref;    /* registry ref of the original xpcall */
     int traceback_ref; /* registry ref of the message handler */
+    int interpret_ref; /* with a budget: jit_guard's function marking code for the interpreter */
     int n_threads;
     uint64_t errors;               /* plugin errors on this worker (metrics) */
     struct pdk_timer *timers;      /* weir.timer.at's pending timers (pdk_base.c) */

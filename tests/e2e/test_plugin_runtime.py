@@ -237,15 +237,30 @@ function P:access(conf)
     weir.sleep(0.01)
     while true do end
   end
+  -- code the JIT would compile if it could: a loop made at run time, one in a required module
+  if weir.request.get_path() == "/loadstring" then
+    loadstring("local n = 0 while true do n = n + 1 end")()
+  end
+  if weir.request.get_path() == "/module" then
+    require("plugins.runaway.spin").spin()
+  end
 end
 """)
+
+SPIN_MODULE = """
+local M = {}
+function M.spin() local n = 0 for i = 1, 1e18 do n = n + i end return n end
+return M
+"""
 
 
 def test_the_instruction_budget_stops_runaway_loops_with_a_500():
     root = plugin_tree({"runaway": RUNAWAY})
+    with open(os.path.join(root, "plugins", "runaway", "spin.lua"), "w") as f:
+        f.write(SPIN_MODULE)
     with run_gateway(root, [{"name": "runaway"}], ["runaway"], workers=1,
                      lua={"instruction_budget": 1000000}) as (w, b):
-        for path in ("/loop", "/sneaky", "/after-a-wait"):
+        for path in ("/loop", "/sneaky", "/after-a-wait", "/loadstring", "/module"):
             r = get(w.port, path, timeout=10)
             assert_eq(r.status, 500, path, r)
         assert_eq(get(w.port, "/fine").status, 200, "the gateway keeps serving")
