@@ -620,3 +620,84 @@ def test_passthrough_connections_count_toward_max_connections():
                    what="accepted again once the others closed")
     finally:
         stop(w, a, b)
+
+
+@timeout(30)
+def test_read_timeout_closes_an_idle_connection_but_not_a_busy_one():
+    pki, a, b = two_backends()
+    cfg = passthrough_config([(a, ["db.example.com"])])
+    cfg["services"][0]["read_timeout"] = 600
+    w = start_weir(cfg)
+    try:
+        p = stream_port(w)
+        with connect(p, pki, "db.example.com") as busy:
+            busy.sendall(b"ECHO\n")
+            # bytes moving either way keep it open past the timeout
+            for i in range(8):
+                time.sleep(0.2)
+                busy.sendall(b"ping\n")
+                assert_eq(read_line(busy), "ping\n", "echo %d" % i)
+            # silent: closed after about read_timeout
+            start = time.monotonic()
+            busy.settimeout(5)
+            try:
+                d = busy.recv(100)
+            except (ConnectionResetError, ssl.SSLError):
+                d = b""
+            took = time.monotonic() - start
+            assert_eq(d, b"", "nothing more came")
+            check(0.4 <= took < 2.5, "closed after %.2fs, want about 0.6s" % took)
+        wait_until(lambda: any(l["ended"] == "idle_timeout" for l in access_lines(w)),
+                   what="idle_timeout in the access log")
+    finally:
+        stop(w, a, b)
+
+
+def test_an_upstream_balances_over_its_targets_and_retries_a_dead_one():
+    pki, a, b = two_backends()
+    dead = free_port()
+    cfg = passthrough_config([])
+    cfg["upstreams"] = [{"name": "dbpool", "targets": [
+        {"target": "127.0.0.1:%d" % dead}, {"target": "127.0.0.1:%d" % a.port}]}]
+    cfg["services"] = [{"name": "db", "protocol": "tcp", "host": "dbpool", "port": 1,
+                        "routes": [{"protocols": ["tls_passthrough"],
+                                    "snis": ["db.example.com"]}]}]
+    w = start_weir(cfg)
+    try:
+        p = stream_port(w)
+        for i in range(4):  # round-robin reaches the dead target half the time: retried
+            assert_eq(ask_name(p, pki, "db.example.com")[1], "alpha db.example.com",
+                      "connection %d" % i)
+        assert_eq(a.connections, 4, "every connection reached the live target")
+        wait_until(lambda: "trying another target" in w.stderr_text(), what="the retry logged")
+    finally:
+        stop(w, a, b)
+
+
+@timeout(30)
+def test_graceful_stop_lets_relayed_connections_finish():
+    pki, a, b, w = start_two()
+    try:
+        p = stream_port(w)
+        t = connect(p, pki, "db.example.com")
+        t.sendall(b"ECHO\n")
+        t.sendall(b"before\n")
+        assert_eq(read_line(t), "before\n", "echo before the stop")
+        waiting = socket.create_connection(("127.0.0.1", p), timeout=5)  # no ClientHello yet
+        time.sleep(0.1)
+        w.send_signal(15)
+        wait_until(lambda: "stopped accepting" in w.stderr_text(), what="the stop began")
+        waiting.settimeout(5)
+        try:
+            d = waiting.recv(10)
+        except ConnectionResetError:
+            d = b""
+        assert_eq(d, b"", "a connection without a ClientHello is closed at once")
+        waiting.close()
+        t.sendall(b"during\n")
+        assert_eq(read_line(t), "during\n", "the relayed connection still works while draining")
+        check(w.alive(), "weir exited with a relayed connection open")
+        t.close()
+        assert_eq(w.wait(10), 0, "exit status once the connection ended")
+    finally:
+        stop(w, a, b)
