@@ -537,6 +537,13 @@ def test_admin_api_creates_passthrough_routes_and_refuses_bad_ones():
         assert_eq(json.loads(r.body)["snis"], ["db.example.com"], "snis lower-cased")
         wait_until(lambda: not refused(p, sni="db.example.com", pki=pki), what="route applied")
         assert_eq(ask_name(p, pki, "db.example.com")[1], "alpha db.example.com", "relayed")
+        r = http("GET", adm, "/debug/match?sni=DB.Example.com")
+        m = json.loads(r.body)
+        assert_eq((r.status, m["matched"], m["route"]["name"], m["route"]["snis"],
+                   m["service"]["name"], m["service"]["protocol"]),
+                  (200, True, "db-pt", ["db.example.com"], "db", "tcp"), "/debug/match?sni=")
+        m = json.loads(http("GET", adm, "/debug/match?sni=other.example.com").body)
+        assert_eq(m["matched"], False, "/debug/match for an unknown name")
 
         def post_route(body, service="db"):
             return http("POST", adm, "/services/%s/routes" % service, headers=JSON,
