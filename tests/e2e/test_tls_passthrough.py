@@ -708,3 +708,70 @@ def test_graceful_stop_lets_relayed_connections_finish():
         assert_eq(w.wait(10), 0, "exit status once the connection ended")
     finally:
         stop(w, a, b)
+
+
+def _client_hello(sni):
+    """The bytes of a real ClientHello for `sni` (Python's ssl, through memory BIOs)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def test_bytes_are_replayed_exactly_and_a_half_close_is_passed_on():
+    """A plain TCP backend shows what Weir sends: the client's ClientHello byte for byte, then
+    the rest, then the client's FIN (a half-close), after which it can still answer."""
+    got = {}
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+
+    def backend():
+        s, _ = lsock.accept()
+        s.settimeout(10)
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+        got["data"] = data
+        s.sendall(b"received %d bytes after your FIN\n" % len(data))
+        s.close()
+    threading.Thread(target=backend, daemon=True).start()
+    cfg = base_config(None)
+    cfg["weir"]["stream_listen"] = ["127.0.0.1:%d" % free_port()]
+    cfg["services"] = [{"name": "raw", "url": "tcp://127.0.0.1:%d" % lsock.getsockname()[1],
+                        "routes": [{"protocols": ["tls_passthrough"],
+                                    "snis": ["raw.example.com"]}]}]
+    w = start_weir(cfg)
+    try:
+        hello = _client_hello("raw.example.com")
+        tail = os.urandom(300000)
+        s = socket.create_connection(("127.0.0.1", stream_port(w)), timeout=10)
+        s.sendall(hello + tail)
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            answer += d
+        s.close()
+        assert_eq(answer, b"received %d bytes after your FIN\n" % (len(hello) + len(tail)),
+                  "the backend's answer after the half-close")
+        check(got["data"] == hello + tail, "the backend did not get the exact bytes")
+        wait_until(lambda: any(l["ended"] == "closed" for l in access_lines(w)),
+                   what="a clean close in the access log")
+        line = [l for l in access_lines(w) if l["ended"] == "closed"][0]
+        assert_eq(line["bytes_from_client"], len(hello) + len(tail), "bytes_from_client")
+        assert_eq(line["bytes_from_upstream"], len(answer), "bytes_from_upstream")
+    finally:
+        w.stop()
+        lsock.close()
