@@ -1,6 +1,7 @@
 #include "tls/passthrough.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h> /* the timer embedded: one allocation per connection */
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "config/snapshot.h"
@@ -163,6 +165,26 @@ static void maybe_done(struct passthrough_conn *p) {
 }
 
 static void on_client_read(struct conn *c, void *arg);
+static void on_event(struct conn *c, short what, void *arg);
+
+/* Whether the socket of `c` has reached its end, without taking a byte: 0 (the peer's FIN) or an
+ * error (its reset) is already queued behind the data just read.
+ *
+ * Why: conn reads once per epoll edge (edge-triggered), and libevent reports an edge that carries
+ * EPOLLERR/EPOLLHUP as a plain read event. A client that sends its last bytes and resets (TLS
+ * clients do: close_notify, then close() with the server's close_notify unread) therefore gives
+ * one edge for both; conn reads the bytes and no further edge ever says the socket is gone. With
+ * both directions open the next write finds out; once the other direction has ended nothing
+ * would, and the connection would wait for its idle timeout. One recv() per read, and only in
+ * that half-closed state, settles it. */
+static short peer_ended(struct conn *c) {
+    char b;
+    ssize_t n = recv(conn_fd(c), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return CONN_READING | CONN_EOF;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        return CONN_READING | CONN_ERROR;
+    return 0;
+}
 
 static void on_readable(struct conn *c, void *arg) {
     struct passthrough_conn *p = arg;
@@ -170,10 +192,16 @@ static void on_readable(struct conn *c, void *arg) {
         on_client_read(c, arg);
         return;
     }
-    if (c == p->client)
+    bool other_ended;
+    if (c == p->client) {
         relay(p, p->client, p->upstream, &p->from_client);
-    else
+        other_ended = p->upstream_eof;
+    } else {
         relay(p, p->upstream, p->client, &p->from_upstream);
+        other_ended = p->client_eof;
+    }
+    short end = other_ended ? peer_ended(c) : 0;
+    if (end) on_event(c, end, p); /* conn reports nothing more on this socket: see peer_ended */
 }
 
 /* `c` wrote its output down to the low watermark (or, after both EOFs, to nothing). */
@@ -207,8 +235,6 @@ static void on_idle_timer(evutil_socket_t fd, short what, void *arg) {
         return;
     }
 }
-
-static void on_event(struct conn *c, short what, void *arg);
 
 static void start_relaying(struct passthrough_conn *p) {
     p->state = PT_RELAYING;

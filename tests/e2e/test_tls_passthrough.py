@@ -12,6 +12,7 @@ backend end to end. Each backend speaks a tiny line protocol over its TLS sessio
 import hashlib
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -772,6 +773,65 @@ def test_bytes_are_replayed_exactly_and_a_half_close_is_passed_on():
         line = [l for l in access_lines(w) if l["ended"] == "closed"][0]
         assert_eq(line["bytes_from_client"], len(hello) + len(tail), "bytes_from_client")
         assert_eq(line["bytes_from_upstream"], len(answer), "bytes_from_upstream")
+    finally:
+        w.stop()
+        lsock.close()
+
+
+def test_a_client_that_sends_then_resets_after_the_backend_closed_is_not_left_open():
+    """The pattern of TLS clients after a server's close: the backend has closed (its FIN passed
+    on), the client sends its last record and resets. Both arrive in one readiness edge; the
+    connection must still end at once, not at the idle timeout (60 s)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+
+    def backend():
+        while True:
+            try:
+                s, _ = lsock.accept()
+            except OSError:
+                return
+            s.settimeout(5)
+            try:
+                s.recv(65536)  # the ClientHello
+                s.sendall(b"bye\n")
+            except OSError:
+                pass
+            s.close()
+    threading.Thread(target=backend, daemon=True).start()
+    cfg = base_config(None)
+    cfg["weir"]["stream_listen"] = ["127.0.0.1:%d" % free_port()]
+    cfg["services"] = [{"name": "raw", "url": "tcp://127.0.0.1:%d" % lsock.getsockname()[1],
+                        "routes": [{"protocols": ["tls_passthrough"],
+                                    "snis": ["raw.example.com"]}]}]
+    w = start_weir(cfg)
+    try:
+        hello = _client_hello("raw.example.com")
+        n = 5
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", stream_port(w)), timeout=5)
+            s.sendall(hello)
+            got = b""
+            while True:  # the backend's line, then the FIN Weir passed on
+                d = s.recv(100)
+                if not d:
+                    break
+                got += d
+            assert_eq(got, b"bye\n", "the backend's answer")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            # a last record, then a reset, while weir is paused: one edge for both
+            os.kill(w.pid, signal.SIGSTOP)
+            try:
+                s.sendall(b"\x15\x03\x03\x00\x1a" + b"\x00" * 26)
+                s.close()
+                time.sleep(0.02)
+            finally:
+                os.kill(w.pid, signal.SIGCONT)
+        try:
+            wait_until(lambda: len(access_lines(w)) >= n, timeout=3, what="every connection ended")
+        except Exception:
+            raise AssertionError("connections ended: %r" % [l["ended"] for l in access_lines(w)])
     finally:
         w.stop()
         lsock.close()
