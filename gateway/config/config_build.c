@@ -402,12 +402,47 @@ static void build_plugins(struct build *b) {
     }
 }
 
+/* Plugins run on HTTP requests only (Kong's stream plugins are not implemented): one scoped to a
+ * tls_passthrough route or a tcp service would configure nothing, so it is refused rather than
+ * silently ignored. Global plugins simply do not apply to passthrough connections (docs/tls.md). */
+static void plugins_on_passthrough_check(struct build *b) {
+    struct config *c = b->c;
+    json_t *stream = NULL; /* ids of passthrough routes and tcp services */
+    for (size_t i = 0; i < c->n_routes; i++)
+        if (c->routes[i].protocols & ROUTE_PROTO_TLS_PASSTHROUGH) {
+            if (!stream) stream = json_object();
+            json_object_set_new(stream, c->routes[i].id, json_string("route"));
+        }
+    for (size_t i = 0; i < c->n_services; i++)
+        if (c->services[i].tcp) {
+            if (!stream) stream = json_object();
+            json_object_set_new(stream, c->services[i].id, json_string("service"));
+        }
+    if (!stream) return;
+    size_t i;
+    json_t *e;
+    json_array_foreach(model_items(c->model, ENTITY_PLUGIN), i, e) {
+        static const char *const scopes[] = {"route", "service"};
+        for (int k = 0; k < 2; k++) {
+            const char *id = scope_id(e, scopes[k]);
+            if (!id || !json_object_get(stream, id)) continue;
+            char buf[FIELD_PATH_MAX];
+            field_error(b->errs, where(b, ENTITY_PLUGIN, i, buf, sizeof buf), scopes[k],
+                        "plugins do not run on TLS passthrough connections: %s %s is %s",
+                        scopes[k], id,
+                        k == 0 ? "a tls_passthrough route" : "a tcp service");
+        }
+    }
+    json_decref(stream);
+}
+
 void config_build_entities(struct build *b) {
     b->upstream_names = json_object();
     build_upstreams(b);
     build_services(b);
     build_routes(b);
     build_plugins(b);
+    plugins_on_passthrough_check(b);
     json_decref(b->upstream_names);
     b->upstream_names = NULL;
 }

@@ -716,6 +716,14 @@ static void test_tls_passthrough_routes_and_tcp_services(void **state) {
     expect_error(DOC("weir"
                      : {"proxy_listen" : ["127.0.0.1:9000"], "stream_listen" : ["0.0.0.0:9000"]}),
                  "weir.stream_listen[0]: overlaps weir.proxy_listen[0] (port 9000)");
+    expect_error(DOC("services"
+                     : [ {"url" : "tcp://127.0.0.1:1",
+                          "routes" : [ {"id" : "11111111-2222-3333-4444-555555555555",
+                                        "protocols" : ["tls_passthrough"], "snis" : ["a.com"],
+                                        "plugins" : [ {"name" : "cors"} ]} ]} ]),
+                 "services[0].routes[0].plugins[0].route: plugins do not run on TLS passthrough "
+                 "connections: route 11111111-2222-3333-4444-555555555555 is a tls_passthrough "
+                 "route");
     expect_error(DOC("weir"
                      : {"stream_listen" : ["127.0.0.1:9443 ssl"]}),
                  "weir.stream_listen[0]: must be \"ip:port\" with a numeric IP address, such as "
