@@ -428,9 +428,8 @@ static void plugins_on_passthrough_check(struct build *b) {
             if (!id || !json_object_get(stream, id)) continue;
             char buf[FIELD_PATH_MAX];
             field_error(b->errs, where(b, ENTITY_PLUGIN, i, buf, sizeof buf), scopes[k],
-                        "plugins do not run on TLS passthrough connections: %s %s is %s",
-                        scopes[k], id,
-                        k == 0 ? "a tls_passthrough route" : "a tcp service");
+                        "plugins do not run on TLS passthrough connections: %s %s is %s", scopes[k],
+                        id, k == 0 ? "a tls_passthrough route" : "a tcp service");
         }
     }
     json_decref(stream);
