@@ -53,6 +53,11 @@ static bool same_listeners(const struct weir_settings *a, const struct weir_sett
             a->proxy_listen[i].port != b->proxy_listen[i].port ||
             a->proxy_listen[i].ssl != b->proxy_listen[i].ssl)
             return false;
+    if (a->n_stream_listen != b->n_stream_listen) return false;
+    for (size_t i = 0; i < a->n_stream_listen; i++)
+        if (strcmp(a->stream_listen[i].host, b->stream_listen[i].host) != 0 ||
+            a->stream_listen[i].port != b->stream_listen[i].port)
+            return false;
     return true;
 }
 
@@ -205,6 +210,8 @@ static bool open_endpoints(struct server *s, char *err, size_t errlen) {
     }
     for (size_t i = 0; i < ws->n_proxy_listen; i++)
         if (listener_probe(&ws->proxy_listen[i], err, errlen) != 0) return false;
+    for (size_t i = 0; i < ws->n_stream_listen; i++)
+        if (listener_probe(&ws->stream_listen[i], err, errlen) != 0) return false;
     s->base = event_base_new();
     if (!s->base) abort();
     s->admin_state = (struct admin_state){
@@ -241,6 +248,9 @@ static void log_started(const struct server *s, const char *source) {
         log_notice("weir %s: proxy listening on %s:%d (%d worker%s)", WEIR_VERSION,
                    ws->proxy_listen[i].host, ws->proxy_listen[i].port, s->n_workers,
                    s->n_workers == 1 ? "" : "s");
+    for (size_t i = 0; i < ws->n_stream_listen; i++)
+        log_notice("TLS passthrough listening on %s:%d", ws->stream_listen[i].host,
+                   ws->stream_listen[i].port);
 }
 
 struct server *server_start(struct snapshot *snap, struct store *store, const char *source,
@@ -327,7 +337,8 @@ static void warn_restart_needed(const struct weir_settings *old, const struct we
     if (!same_listeners(old, neu) || old->workers != neu->workers ||
         !same_string(old->access_log, neu->access_log) ||
         !same_string(old->store_path, neu->store_path))
-        log_warn("reload: proxy_listen, workers, access_log and store changes need a restart; "
+        log_warn("reload: proxy_listen, stream_listen, workers, access_log and store changes "
+                 "need a restart; "
                  "the rest is applied");
     bool same_dicts = json_object_size(old->shared_dicts) == json_object_size(neu->shared_dicts) &&
                       (!json_object_size(old->shared_dicts) ||

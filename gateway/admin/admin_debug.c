@@ -1,4 +1,5 @@
 /* admin_debug: GET /debug/match?method=GET&host=api.example.com&path=/api/orders/7
+ * and GET /debug/match?sni=db.example.com (the tls_passthrough route a server name selects)
  *
  * Explains what the router would do with a request, through the very code
  * the proxy runs (path_normalize, router_match, path_join): the matched
@@ -18,6 +19,7 @@
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_chain.h"
 #include "router/router.h"
+#include "tls/passthrough.h"
 
 #define NEAR_MISSES_MAX 20
 
@@ -196,14 +198,37 @@ static char *upstream_url(const struct route_match *m, const char *path, size_t 
     return url;
 }
 
+/* ?sni=: the route tls/passthrough.c would pick, through the same lookup. */
+static void debug_match_sni(struct admin_state *st, const char *sni, struct admin_response *res) {
+    const struct snapshot *snap = *st->snapshot;
+    const struct route *r =
+        passthrough_route_for(snap->config, snap->passthrough, sni, strlen(sni));
+    res->status = 200;
+    if (!r) {
+        res->json = json_pack("{s:b, s:s, s:s}", "matched", 0, "sni", sni, "message",
+                              "no tls_passthrough route has this server name (the connection "
+                              "would be closed)");
+        return;
+    }
+    res->json = json_pack("{s:b, s:s, s:{s:s, s:s?, s:o}, s:o}", "matched", 1, "sni", sni, "route",
+                          "id", r->id, "name", r->name, "snis", string_array(r->snis, r->n_snis),
+                          "service", service_json(r->service));
+}
+
 void admin_get_debug_match(struct admin_state *st, const struct admin_request *req,
                            struct admin_response *res) {
+    char *sni = admin_query_param(req, "sni");
+    if (sni) {
+        debug_match_sni(st, sni, res);
+        free(sni);
+        return;
+    }
     char *method = admin_query_param(req, "method");
     char *host = admin_query_param(req, "host");
     char *target = admin_query_param(req, "path");
     char *header = admin_query_param(req, "header");
     if (!target || target[0] != '/') {
-        admin_error(res, 400, "path: required, and must start with \"/\"");
+        admin_error(res, 400, "path: required, and must start with \"/\" (or give sni)");
         goto out;
     }
     struct debug_request d = {.method = method && *method ? method : "GET"};

@@ -566,7 +566,24 @@ static void store_entity(struct admin_state *st, enum entity_kind k, json_t *e, 
     long clash = model_conflict(model(st), k, e, at, &field);
     if (clash >= 0) {
         json_t *value = json_object_get(e, field);
-        if (!strcmp(field, "paths")) {
+        if (!strcmp(field, "snis")) {
+            json_t *other = json_array_get(model_items(model(st), k), (size_t)clash);
+            const char *name = NULL;
+            size_t i, j;
+            json_t *x, *y;
+            json_array_foreach(value, i, x) {
+                json_array_foreach(json_object_get(other, "snis"), j, y) {
+                    if (!name && json_equal(x, y)) name = json_string_value(x);
+                }
+            }
+            res->status = 409;
+            res->json =
+                json_pack("{s:i, s:s, s:o, s:{s:s}}", "code", 5, "name",
+                          "unique constraint violation", "message",
+                          json_sprintf("sni \"%s\" is already used by tls_passthrough route %s",
+                                       name ? name : "", str(other, "id")),
+                          "fields", "snis", name ? name : "");
+        } else if (!strcmp(field, "paths")) {
             json_t *other = json_array_get(model_items(model(st), k), (size_t)clash);
             res->status = 409;
             res->json = json_pack(

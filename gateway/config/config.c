@@ -235,6 +235,7 @@ void config_free(struct config *c) {
     struct weir_settings *w = &c->weir;
     free(w->proxy_listen);
     free(w->admin_listen);
+    free(w->stream_listen);
     free(w->trusted_ips);
     free(w->access_log);
     free(w->error_log);

@@ -40,7 +40,8 @@ enum log_level {
 struct listen_addr {
     char host[64]; /* numeric IPv4/IPv6 address, "0.0.0.0" for all */
     int port;
-    bool ssl; /* Kong's "ssl" flag: TLS is terminated here (proxy_listen only) */
+    bool ssl;    /* Kong's "ssl" flag: TLS is terminated here (proxy_listen only) */
+    bool stream; /* a stream_listen entry: TLS passthrough (tls/passthrough.h) */
 };
 
 struct cidr {
@@ -66,6 +67,8 @@ struct weir_settings {
     size_t n_proxy_listen;
     struct listen_addr *admin_listen;
     size_t n_admin_listen;
+    struct listen_addr *stream_listen; /* TLS passthrough listeners (docs/tls.md); may be none */
+    size_t n_stream_listen;
     int workers; /* default: number of CPUs */
     struct cidr *trusted_ips;
     size_t n_trusted_ips;
@@ -129,7 +132,7 @@ struct upstream {
 struct service {
     char id[WEIR_UUID_LEN + 1];
     const char *name;     /* may be NULL (model) */
-    const char *protocol; /* "http" or "https" (model) */
+    const char *protocol; /* "http", "https" or "tcp" (model) */
     const char *host;     /* (model) */
     int port;
     const char *path;       /* NULL when none (model) */
@@ -144,6 +147,7 @@ struct service {
     char *host_header; /* "host" or "host:port" (non-default port) */
     const char **tags; /* array owned, strings model */
     size_t n_tags;
+    bool tcp; /* protocol "tcp": the service of tls_passthrough routes, bytes relayed as they are */
     /* https upstreams (docs/tls.md): protocol "https", with Kong's fields */
     bool tls;
     bool tls_verify;              /* default true (Kong: false) */
@@ -159,7 +163,13 @@ struct route_header {
     size_t n_values;
 };
 
-enum route_protocol { ROUTE_PROTO_HTTP = 1, ROUTE_PROTO_HTTPS = 2 };
+/* A route is either http/https (the HTTP router) or tls_passthrough alone (routed by snis on the
+ * stream listeners, tls/passthrough.h); the schemas refuse a mix. */
+enum route_protocol {
+    ROUTE_PROTO_HTTP = 1,
+    ROUTE_PROTO_HTTPS = 2,
+    ROUTE_PROTO_TLS_PASSTHROUGH = 4
+};
 
 struct route {
     char id[WEIR_UUID_LEN + 1];
@@ -182,6 +192,8 @@ struct route {
     size_t order;                   /* position in the file: the tie-breaker */
     const char **tags;
     size_t n_tags;
+    const char **snis; /* tls_passthrough only: lower case, "*.x.y" wildcards (in the block) */
+    size_t n_snis;
     char *source_path;           /* "services[0].routes[1]" or "routes[2]", for messages */
     const struct json_t *entity; /* the model object it was built from */
 };

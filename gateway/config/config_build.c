@@ -185,6 +185,7 @@ static void build_services(struct build *b) {
         s->enabled = bool_or(e, "enabled", true);
         s->tags = strings(json_object_get(e, "tags"), &s->n_tags);
         s->tls = !strcmp(s->protocol, "https");
+        s->tcp = !strcmp(s->protocol, "tcp");
         s->tls_verify = bool_or(e, "tls_verify", true);
         s->tls_verify_depth = int_or(e, "tls_verify_depth", -1);
         s->ca_certificates = strings(json_object_get(e, "ca_certificates"), &s->n_ca_certificates);
@@ -252,13 +253,14 @@ static long route_index_find(const struct route_index *ix, const json_t *e) {
  * only the owned arrays are duplicated. The service and the position are the caller's. */
 static void route_copy(struct route *r, const struct route *old) {
     *r = *old;
-    size_t total = old->n_paths + old->n_hosts + old->n_methods + old->n_tags;
+    size_t total = old->n_paths + old->n_hosts + old->n_methods + old->n_tags + old->n_snis;
     const char **block = field_xcalloc(total ? total : 1, sizeof *block);
     memcpy(block, old->paths, total * sizeof *block);
     r->paths = block;
     r->hosts = r->paths + r->n_paths;
     r->methods = r->hosts + r->n_hosts;
     r->tags = r->methods + r->n_methods;
+    r->snis = r->tags + r->n_tags;
     r->headers = field_alloc_array(old->n_headers, sizeof *r->headers);
     for (size_t h = 0; h < old->n_headers; h++) {
         r->headers[h] = old->headers[h];
@@ -266,6 +268,23 @@ static void route_copy(struct route *r, const struct route *old) {
         memcpy(r->headers[h].values, old->headers[h].values,
                old->headers[h].n_values * sizeof(char *));
     }
+}
+
+/* A tls_passthrough route relays bytes, which only a tcp service takes; an http or https route
+ * needs an HTTP service. Kong documents the pairing (tls_passthrough routes with tcp services) and
+ * fails such a route at request time; Weir refuses it when the configuration is loaded. */
+static void route_service_check(struct build *b, const struct route *r, size_t i) {
+    bool passthrough = r->protocols & ROUTE_PROTO_TLS_PASSTHROUGH;
+    if (passthrough == r->service->tcp) return;
+    char buf[FIELD_PATH_MAX];
+    const char *path = where(b, ENTITY_ROUTE, i, buf, sizeof buf);
+    if (passthrough)
+        field_error(b->errs, path, "service",
+                    "a tls_passthrough route needs a service of protocol \"tcp\", not \"%s\"",
+                    r->service->protocol);
+    else
+        field_error(b->errs, path, "protocols",
+                    "a route to a \"tcp\" service must have protocols [\"tls_passthrough\"]");
 }
 
 static void build_routes(struct build *b) {
@@ -290,6 +309,7 @@ static void build_routes(struct build *b) {
             r->service = &c->services[json_integer_value(pos)];
             r->order = i;
             r->source_path = field_xstrdup(where(b, ENTITY_ROUTE, i, buf, sizeof buf));
+            route_service_check(b, r, i); /* the service may have changed */
             continue;
         }
         r->entity = e;
@@ -297,11 +317,12 @@ static void build_routes(struct build *b) {
         r->name = str(e, "name");
         json_t *pos = json_object_get(services, str(json_object_get(e, "service"), "id"));
         r->service = &c->services[json_integer_value(pos)];
-        /* one block for the four lists: two allocations per route in all */
+        /* one block for the five lists: two allocations per route in all */
         const json_t *paths = json_object_get(e, "paths"), *hosts = json_object_get(e, "hosts");
         const json_t *methods = json_object_get(e, "methods"), *tags = json_object_get(e, "tags");
+        const json_t *snis = json_object_get(e, "snis");
         size_t total = json_array_size(paths) + json_array_size(hosts) + json_array_size(methods) +
-                       json_array_size(tags);
+                       json_array_size(tags) + json_array_size(snis);
         const char **block = field_xcalloc(total ? total : 1, sizeof *block);
         r->paths = block;
         r->n_paths = borrow(paths, r->paths);
@@ -311,6 +332,8 @@ static void build_routes(struct build *b) {
         r->n_methods = borrow(methods, r->methods);
         r->tags = r->methods + r->n_methods;
         r->n_tags = borrow(tags, r->tags);
+        r->snis = r->tags + r->n_tags;
+        r->n_snis = borrow(snis, r->snis);
         json_t *headers = json_object_get(e, "headers");
         r->n_headers = json_object_size(headers);
         r->headers = field_alloc_array(r->n_headers, sizeof *r->headers);
@@ -329,8 +352,13 @@ static void build_routes(struct build *b) {
         r->protocols = json_array_size(protocols) ? 0 : ROUTE_PROTO_HTTP | ROUTE_PROTO_HTTPS;
         size_t p;
         json_t *proto;
-        json_array_foreach(protocols, p, proto) r->protocols |=
-            !strcmp(json_string_value(proto), "https") ? ROUTE_PROTO_HTTPS : ROUTE_PROTO_HTTP;
+        json_array_foreach(protocols, p, proto) {
+            const char *pname = json_string_value(proto);
+            r->protocols |= !strcmp(pname, "https")             ? ROUTE_PROTO_HTTPS
+                            : !strcmp(pname, "tls_passthrough") ? ROUTE_PROTO_TLS_PASSTHROUGH
+                                                                : ROUTE_PROTO_HTTP;
+        }
+        route_service_check(b, r, i);
         r->https_redirect_status_code = int_or(e, "https_redirect_status_code", 426);
         r->order = i;
         r->source_path = field_xstrdup(where(b, ENTITY_ROUTE, i, buf, sizeof buf));
@@ -374,12 +402,46 @@ static void build_plugins(struct build *b) {
     }
 }
 
+/* Plugins run on HTTP requests only (Kong's stream plugins are not implemented): one scoped to a
+ * tls_passthrough route or a tcp service would configure nothing, so it is refused rather than
+ * silently ignored. Global plugins simply do not apply to passthrough connections (docs/tls.md). */
+static void plugins_on_passthrough_check(struct build *b) {
+    struct config *c = b->c;
+    json_t *stream = NULL; /* ids of passthrough routes and tcp services */
+    for (size_t i = 0; i < c->n_routes; i++)
+        if (c->routes[i].protocols & ROUTE_PROTO_TLS_PASSTHROUGH) {
+            if (!stream) stream = json_object();
+            json_object_set_new(stream, c->routes[i].id, json_string("route"));
+        }
+    for (size_t i = 0; i < c->n_services; i++)
+        if (c->services[i].tcp) {
+            if (!stream) stream = json_object();
+            json_object_set_new(stream, c->services[i].id, json_string("service"));
+        }
+    if (!stream) return;
+    size_t i;
+    json_t *e;
+    json_array_foreach(model_items(c->model, ENTITY_PLUGIN), i, e) {
+        static const char *const scopes[] = {"route", "service"};
+        for (int k = 0; k < 2; k++) {
+            const char *id = scope_id(e, scopes[k]);
+            if (!id || !json_object_get(stream, id)) continue;
+            char buf[FIELD_PATH_MAX];
+            field_error(b->errs, where(b, ENTITY_PLUGIN, i, buf, sizeof buf), scopes[k],
+                        "plugins do not run on TLS passthrough connections: %s %s is %s", scopes[k],
+                        id, k == 0 ? "a tls_passthrough route" : "a tcp service");
+        }
+    }
+    json_decref(stream);
+}
+
 void config_build_entities(struct build *b) {
     b->upstream_names = json_object();
     build_upstreams(b);
     build_services(b);
     build_routes(b);
     build_plugins(b);
+    plugins_on_passthrough_check(b);
     json_decref(b->upstream_names);
     b->upstream_names = NULL;
 }

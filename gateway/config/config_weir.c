@@ -65,27 +65,41 @@ static bool is_any_address(const struct listen_addr *a) {
     return strcmp(a->host, "0.0.0.0") == 0 || strcmp(a->host, "::") == 0;
 }
 
+/* Listener i of proxy_listen, admin_listen and stream_listen taken as one list, and its path. */
+static const struct listen_addr *listen_at(const struct weir_settings *w, size_t i) {
+    if (i < w->n_proxy_listen) return &w->proxy_listen[i];
+    i -= w->n_proxy_listen;
+    if (i < w->n_admin_listen) return &w->admin_listen[i];
+    return &w->stream_listen[i - w->n_admin_listen];
+}
+
+static void listen_path(char out[FIELD_PATH_MAX], const struct weir_settings *w, size_t i) {
+    if (i < w->n_proxy_listen) {
+        field_index_path(out, "weir.proxy_listen", i);
+        return;
+    }
+    i -= w->n_proxy_listen;
+    if (i < w->n_admin_listen)
+        field_index_path(out, "weir.admin_listen", i);
+    else
+        field_index_path(out, "weir.stream_listen", i - w->n_admin_listen);
+}
+
 /* With SO_REUSEPORT a second bind to the same address succeeds silently and
  * splits its connections, so overlapping listeners are refused here. */
 static void check_listener_overlap(const struct weir_settings *w, struct errlist *errs) {
-    size_t n = w->n_proxy_listen + w->n_admin_listen;
+    size_t n = w->n_proxy_listen + w->n_admin_listen + w->n_stream_listen;
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < i; j++) {
-            bool ia = i >= w->n_proxy_listen, ja = j >= w->n_proxy_listen;
-            const struct listen_addr *a =
-                ia ? &w->admin_listen[i - w->n_proxy_listen] : &w->proxy_listen[i];
-            const struct listen_addr *b =
-                ja ? &w->admin_listen[j - w->n_proxy_listen] : &w->proxy_listen[j];
+            const struct listen_addr *a = listen_at(w, i), *b = listen_at(w, j);
             if (a->port == 0 || a->port != b->port) continue;
             bool same_family = (strchr(a->host, ':') != NULL) == (strchr(b->host, ':') != NULL);
             if (strcmp(a->host, b->host) != 0 &&
                 !(same_family && (is_any_address(a) || is_any_address(b))))
                 continue;
             char pa[FIELD_PATH_MAX], pb[FIELD_PATH_MAX];
-            field_index_path(pa, ia ? "weir.admin_listen" : "weir.proxy_listen",
-                             ia ? i - w->n_proxy_listen : i);
-            field_index_path(pb, ja ? "weir.admin_listen" : "weir.proxy_listen",
-                             ja ? j - w->n_proxy_listen : j);
+            listen_path(pa, w, i);
+            listen_path(pb, w, j);
             errlist_addf(errs, pa, "overlaps %s (port %d)", pb, a->port);
             break;
         }
@@ -168,6 +182,13 @@ void config_weir_read(const json_t *weir, const char *base_dir, struct weir_sett
                    &w->n_proxy_listen);
     read_listeners(json_object_get(weir, "admin_listen"), "127.0.0.1:8001", &w->admin_listen,
                    &w->n_admin_listen);
+    json_t *stream = json_object_get(weir, "stream_listen");
+    w->n_stream_listen = json_array_size(stream);
+    w->stream_listen = field_alloc_array(w->n_stream_listen, sizeof *w->stream_listen);
+    for (size_t i = 0; i < w->n_stream_listen; i++) {
+        field_listen_parse(json_string_value(json_array_get(stream, i)), &w->stream_listen[i]);
+        w->stream_listen[i].stream = true;
+    }
     check_listener_overlap(w, errs);
     read_tls(weir, base_dir, w, errs);
 

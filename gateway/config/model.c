@@ -111,6 +111,7 @@ static void service_host_normalize(json_t *e) {
 
 static void route_normalize(json_t *e) {
     lower_strings(json_object_get(e, "hosts"), false);
+    lower_strings(json_object_get(e, "snis"), false);
     lower_strings(json_object_get(e, "methods"), true);
     json_t *headers = json_object_get(e, "headers");
     if (json_is_object(headers)) {
@@ -227,6 +228,15 @@ bool entity_check(enum entity_kind k, const json_t *input, const char *path, str
     if (k == ENTITY_JWT_SECRET) check_jwt_key(input, path, errs);
     if (k == ENTITY_CERTIFICATE) check_certificate(input, path, errs);
     if (k == ENTITY_CA_CERTIFICATE) check_ca_certificate(input, path, errs);
+    if (k == ENTITY_SERVICE) {
+        /* a tcp service relays bytes: there is no request path to prefix */
+        const char *url = str(input, "url"), *proto = str(input, "protocol");
+        bool tcp = (proto && !strcmp(proto, "tcp")) || (url && !strncasecmp(url, "tcp://", 6));
+        if (tcp && str(input, "path"))
+            field_error(errs, path, "path", "not allowed with protocol \"tcp\"");
+        if (tcp && url && strchr(url + 6, '/'))
+            field_error(errs, path, "url", "a tcp:// URL has no path");
+    }
     if (k == ENTITY_ROUTE) {
         const char *name, *other;
         json_t *values, *v2;
@@ -526,7 +536,8 @@ static char *composite_key(enum entity_kind k, const json_t *e, const char **fie
         return key;
     case ENTITY_ROUTE:
         *field = "paths";
-        return route_match_key(e);
+        /* tls_passthrough routes have only snis, and no name may repeat (route_sni_clash) */
+        return json_array_size(json_object_get(e, "snis")) ? NULL : route_match_key(e);
     case ENTITY_PLUGIN:
         *field = "name";
         if (asprintf(&key, "%s\n%s\n%s\n%s", str(e, "name") ? str(e, "name") : "",
@@ -565,6 +576,18 @@ static bool same_set(const json_t *a, const json_t *b) {
     return true;
 }
 
+/* The first of route a's snis that route b also has, or NULL. Names are lower case (normalised). */
+static const char *route_sni_clash(const json_t *a, const json_t *b) {
+    size_t i, j;
+    json_t *x, *y;
+    json_array_foreach(json_object_get(a, "snis"), i, x) {
+        json_array_foreach(json_object_get(b, "snis"), j, y) {
+            if (!strcmp(json_string_value(x), json_string_value(y))) return json_string_value(x);
+        }
+    }
+    return NULL;
+}
+
 long model_conflict(const json_t *model, enum entity_kind k, const json_t *entity, long self,
                     const char **field) {
     const struct entity_kind_info *info = &entity_kinds[k];
@@ -592,6 +615,11 @@ long model_conflict(const json_t *model, enum entity_kind k, const json_t *entit
             free(a);
         }
         if (found >= 0) break;
+        if (k == ENTITY_ROUTE && route_sni_clash(entity, e)) {
+            *field = "snis";
+            found = (long)i;
+            break;
+        }
         if (ckey) {
             /* most routes differ in their paths: skip building their keys */
             if (k == ENTITY_ROUTE &&
@@ -681,6 +709,25 @@ static void check_unique(const json_t *model, const json_t *origins, enum entity
             if (val) v[m++] = (struct keyed){val, i};
         }
         report_repeats(origins, k, v, m, entity_kinds[k].unique[u], errs);
+    }
+    if (k == ENTITY_ROUTE) {
+        /* a server name picks one tls_passthrough route: each may appear once in all */
+        size_t total = 0;
+        json_array_foreach(items, i, e) total += json_array_size(json_object_get(e, "snis"));
+        struct keyed *s = field_alloc_array(total, sizeof *s);
+        m = 0;
+        json_array_foreach(items, i, e) {
+            size_t j, start = m;
+            json_t *name;
+            json_array_foreach(json_object_get(e, "snis"), j, name) {
+                bool repeated = false; /* listed twice by this route: harmless */
+                for (size_t t = start; t < m && !repeated; t++)
+                    repeated = !strcmp(s[t].key, json_string_value(name));
+                if (!repeated) s[m++] = (struct keyed){field_xstrdup(json_string_value(name)), i};
+            }
+        }
+        report_repeats(origins, k, s, m, "snis", errs);
+        free(s);
     }
     const char *field = NULL;
     m = 0;

@@ -3,6 +3,8 @@
 #include "config/model.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_chain.h"
+#include "tls/passthrough.h"
+#include "tls/sni_map.h"
 #include "tls/tls_server.h"
 #include "tls/tls_upstream.h"
 
@@ -77,6 +79,7 @@ struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t vers
     s->config = cfg;
     s->router = router;
     s->tls = tls;
+    s->passthrough = passthrough_routes_build(cfg);
     s->n_workers = n_workers;
     s->balancer_current = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof(int *));
     if (!s->balancer_current) abort();
@@ -126,6 +129,7 @@ static void snapshot_free(struct snapshot *s) {
     free(s->chain_slots);
     router_free(s->router);
     tls_server_release(s->tls);
+    sni_map_free(s->passthrough);
     tls_upstream_free(s->tls_upstreams);
     config_free(s->config);
     free(s);

@@ -19,6 +19,7 @@
 
 struct plugin_instance;
 struct tls_server;
+struct sni_map;
 struct tls_upstreams;
 
 /* The plugins a route runs before a consumer is known (lua/plugin_chain.h), resolved once per
@@ -50,6 +51,9 @@ struct snapshot {
     /* TLS termination's certificates (tls/tls_server.h): built when the config has an ssl
      * listener or a default certificate, else NULL. A TLS connection takes its own reference. */
     struct tls_server *tls;
+    /* Server names of tls_passthrough routes (tls/passthrough.h): name -> index in
+     * config->routes; NULL when there is none. */
+    struct sni_map *passthrough;
     /* Client contexts of https services (tls/tls_upstream.h), NULL when there is none. */
     struct tls_upstreams *tls_upstreams;
 };

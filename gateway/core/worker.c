@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/client_conn.h"
+#include "tls/passthrough.h"
 #include "tls/tls_conn.h"
 #include "upstream/pool.h"
 
@@ -27,11 +28,12 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)peerlen;
     struct worker *w = arg;
     int port = 0;
-    bool ssl = false;
+    bool ssl = false, stream = false;
     for (size_t i = 0; i < w->n_listeners; i++)
         if (w->listeners[i] == l) {
             port = w->listen_ports[i];
             ssl = w->listen_ssl[i];
+            stream = w->listen_stream[i];
         }
     const struct config *cfg = w->snapshot->config;
     /* Over the limit the connection is closed at once: cheaper for everyone
@@ -43,6 +45,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (stream) {
+        passthrough_accept(w, fd, peer, port);
+        return;
+    }
     struct tls_conn *tls = NULL;
     if (ssl) {
         /* the current snapshot's certificates, kept by the connection until it closes */
@@ -112,6 +118,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg) {
         pool_close_all(w->pool);
         for (struct client_conn *c = w->conns; c; c = c->next)
             client_conn_shutdown(c);
+        passthrough_shutdown_all(w);
         int ms = w->snapshot->config->weir.limits.shutdown_timeout_ms;
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         w->shutdown_timer = evtimer_new(w->base, shutdown_timeout_cb, w);
@@ -151,23 +158,27 @@ struct worker *worker_new(int id, struct snapshot *snap, struct access_log *alog
     if (RAND_bytes((unsigned char *)w->rng, sizeof w->rng) != 1) abort();
     w->rng[0] |= 1;
 
-    w->n_listeners = ws->n_proxy_listen;
+    w->n_listeners = ws->n_proxy_listen + ws->n_stream_listen;
     w->listeners = calloc(w->n_listeners, sizeof *w->listeners);
     w->listen_ports = calloc(w->n_listeners, sizeof *w->listen_ports);
     w->listen_ssl = calloc(w->n_listeners, sizeof *w->listen_ssl);
-    for (size_t i = 0; i < ws->n_proxy_listen; i++) {
-        int fd = listener_open(&ws->proxy_listen[i], err, errlen);
+    w->listen_stream = calloc(w->n_listeners, sizeof *w->listen_stream);
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        const struct listen_addr *a = i < ws->n_proxy_listen
+                                          ? &ws->proxy_listen[i]
+                                          : &ws->stream_listen[i - ws->n_proxy_listen];
+        int fd = listener_open(a, err, errlen);
         if (fd < 0) {
             worker_join_and_free(w);
             return NULL;
         }
-        w->listen_ports[i] = ws->proxy_listen[i].port;
-        w->listen_ssl[i] = ws->proxy_listen[i].ssl;
+        w->listen_ports[i] = a->port;
+        w->listen_ssl[i] = a->ssl;
+        w->listen_stream[i] = a->stream;
         w->listeners[i] = evconnlistener_new(w->base, accept_cb, w,
                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
         if (!w->listeners[i]) {
-            snprintf(err, errlen, "cannot listen on %s:%d", ws->proxy_listen[i].host,
-                     ws->proxy_listen[i].port);
+            snprintf(err, errlen, "cannot listen on %s:%d", a->host, a->port);
             close(fd);
             worker_join_and_free(w);
             return NULL;
@@ -219,7 +230,9 @@ void worker_join_and_free(struct worker *w) {
         event_base_loop(w->base, EVLOOP_NONBLOCK);
         if (w->conns == c) break; /* cannot happen: close is immediate once run */
     }
-    lua_vm_free(w->lua); /* after the connections: their plugin runs use it */
+    passthrough_close_all(w);
+    event_base_loop(w->base, EVLOOP_NONBLOCK); /* releases the conns freed from callbacks */
+    lua_vm_free(w->lua);                       /* after the connections: their plugin runs use it */
     while (w->retired_vms) {
         struct lua_vm *vm = w->retired_vms;
         w->retired_vms = vm->next_retired;
@@ -229,6 +242,7 @@ void worker_join_and_free(struct worker *w) {
     free(w->listeners);
     free(w->listen_ports);
     free(w->listen_ssl);
+    free(w->listen_stream);
     pool_free(w->pool);
     metrics_free(w->metrics);
     if (w->wake) event_free(w->wake);
@@ -297,6 +311,16 @@ void worker_conn_removed(struct worker *w, struct client_conn *c) {
     else
         w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    w->n_conns--;
+    atomic_fetch_sub(&weir_connections, 1);
+    maybe_finish_stop(w);
+}
+
+void worker_stream_opened(struct worker *w) {
+    w->n_conns++;
+}
+
+void worker_stream_closed(struct worker *w) {
     w->n_conns--;
     atomic_fetch_sub(&weir_connections, 1);
     maybe_finish_stop(w);

@@ -30,13 +30,15 @@ struct worker {
     struct event_base *base;
     struct evconnlistener **listeners;
     int *listen_ports;
-    bool *listen_ssl; /* the listener terminates TLS */
+    bool *listen_ssl;    /* the listener terminates TLS */
+    bool *listen_stream; /* a stream_listen listener: TLS passthrough */
     size_t n_listeners;
     struct snapshot *snapshot; /* the worker's current reference */
     struct pool *pool;
     struct access_log *access_log;
-    struct client_conn *conns; /* every open client connection */
-    size_t n_conns;
+    struct client_conn *conns;             /* every open client connection */
+    struct passthrough_conn *passthroughs; /* TLS passthrough connections (tls/passthrough.h) */
+    size_t n_conns;                        /* both kinds */
     bool stopping;
     uint64_t rng[2];       /* xorshift128+ state for request ids */
     uint64_t conn_serials; /* client connections accepted (their serial numbers) */
@@ -73,6 +75,9 @@ struct snapshot *worker_acquire_snapshot(struct worker *w);
 /* Connection bookkeeping, called by client_conn. */
 void worker_conn_added(struct worker *w, struct client_conn *c);
 void worker_conn_removed(struct worker *w, struct client_conn *c);
+/* The same for a TLS passthrough connection (which keeps its own list in w->passthroughs). */
+void worker_stream_opened(struct worker *w);
+void worker_stream_closed(struct worker *w);
 /* The worker's Lua VM, created on first use (and again after a retired one, lua_vm.h); NULL
  * (logged) when it cannot be. */
 struct lua_vm *worker_lua_vm(struct worker *w);

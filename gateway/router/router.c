@@ -324,6 +324,7 @@ struct router *router_build(const struct route *routes, size_t n, struct errlist
     bool ok = true;
     for (size_t i = 0; i < n; i++) {
         const struct route *route = &routes[i];
+        if (route->protocols & ROUTE_PROTO_TLS_PASSTHROUGH) continue; /* tls/passthrough.h */
         if (route->n_paths == 0) {
             router_add_prefix(r, route, 0, "");
             continue;

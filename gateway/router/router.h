@@ -17,6 +17,7 @@
  *    matches one or more labels before ".example.com", not "example.com".
  *  - methods: exact, upper case. headers: the request has the header with one
  *    of the listed values (case-insensitive).
+ *  - tls_passthrough routes are not HTTP routes: they are left out (tls/passthrough.h).
  * Cost: prefixes sit in a radix tree and hosts in hash tables, so matching is
  * O(path length + host labels), flat in the number of prefix routes. */
 #ifndef WEIR_ROUTER_H

@@ -789,6 +789,21 @@ def agreement_cases():
             lambda d, k=k, val=val: d["upstreams"][0].__setitem__(k, val))
     add("_comment and _transform null", lambda d: d.update({"_comment": None, "_transform": None}))
     add("port 80.0", lambda d: service(d, True).__setitem__("port", 80.0))
+
+    def passthrough(d, snis, **extra):
+        d["services"][0]["url"] = "tcp://127.0.0.1:9001"
+        d["services"][0]["routes"] = [dict({"protocols": ["tls_passthrough"], "snis": snis},
+                                           **extra)]
+    for snis in [["a.com"], ["*.a.com"], ["A.COM", "b.a.com"], [], ["a..b"], ["a.*"], ["*"],
+                 ["a.com:443"], None]:
+        add(f"passthrough snis={snis!r}", lambda d, snis=snis: passthrough(d, snis))
+    for k, val in [("paths", ["/"]), ("paths", []), ("hosts", None), ("methods", ["GET"]),
+                   ("headers", {}), ("protocols", ["tls_passthrough", "https"])]:
+        add(f"passthrough {k}={val!r}",
+            lambda d, k=k, val=val: passthrough(d, ["a.com"], **{k: val}))
+    add("passthrough url tcp://127.0.0.1:9001/x",
+        lambda d: (passthrough(d, ["a.com"]),
+                   d["services"][0].__setitem__("url", "tcp://127.0.0.1:9001/x")))
     return cases
 
 
@@ -798,6 +813,8 @@ KNOWN_DIVERGENCES = {
     "route.headers={'x': ['a'], 'X': ['b']}": "header names unique case-insensitively",
     "service.url='http://h'": "host names are resolved at load time",
     "service.host='1.2.3.400'": "host names are resolved at load time",
+    "service.protocol='tcp'": "a tcp service takes only tls_passthrough routes (config_build.c)",
+    "passthrough url tcp://127.0.0.1:9001/x": "a tcp:// url has no path (entity_check, model.c)",
 }
 
 

@@ -24,8 +24,8 @@
 /* DOC(members...) builds a "3.0" document; the members are written as plain
  * JSON and stringized by the preprocessor. */
 #define URL_MESSAGE                                                                                \
-    "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no "      \
-    "user info, query or fragment)"
+    "services[0].url: must be a URL such as \"https://host:port/path\" or \"tcp://host:port\" "    \
+    "(http, https or tcp; no user info, query or fragment)"
 
 #define DOC(...) "{\"_format_version\": \"3.0\", " #__VA_ARGS__ "}"
 
@@ -368,16 +368,16 @@ static void test_bad_urls_are_reported(void **state) {
                  URL_MESSAGE);
     expect_error(DOC("services"
                      : [ {"url" : "http://127.0.0.1:0"} ]),
-                 "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no user info, query or fragment)");
+                 "services[0].url: must be a URL such as \"https://host:port/path\" or \"tcp://host:port\" (http, https or tcp; no user info, query or fragment)");
     expect_error(DOC("services"
                      : [ {"url" : "http://u:p@127.0.0.1"} ]),
-                 "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no user info, query or fragment)");
+                 "services[0].url: must be a URL such as \"https://host:port/path\" or \"tcp://host:port\" (http, https or tcp; no user info, query or fragment)");
     expect_error(DOC("services"
                      : [ {"url" : "http://127.0.0.1/a?b=1"} ]),
-                 "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no user info, query or fragment)");
+                 "services[0].url: must be a URL such as \"https://host:port/path\" or \"tcp://host:port\" (http, https or tcp; no user info, query or fragment)");
     expect_error(DOC("services"
                      : [ {"url" : "ftp://127.0.0.1"} ]),
-                 "services[0].url: must be a URL such as \"https://host:port/path\" (http or https; no user info, query or fragment)");
+                 "services[0].url: must be a URL such as \"https://host:port/path\" or \"tcp://host:port\" (http, https or tcp; no user info, query or fragment)");
     expect_error(DOC("services"
                      : [ {"url" : "http://127.0.0.1", "port" : 80} ]),
                  "services[0].port: cannot be given together with url");
@@ -656,6 +656,81 @@ static void test_duplicate_targets_are_reported(void **state) {
 
 /* ---- not supported yet ---- */
 
+static void test_tls_passthrough_routes_and_tcp_services(void **state) {
+    (void)state;
+    struct config *c = load_ok(
+        DOC("weir"
+            : {"stream_listen" : ["127.0.0.1:9443"]},
+              "services"
+            : [ {"name" : "db", "url" : "tcp://127.0.0.1:5432",
+                 "routes" : [ {"protocols" : ["tls_passthrough"],
+                               "snis" : [ "DB.example.com", "*.x.com" ]} ]} ]));
+    assert_int_equal(c->weir.n_stream_listen, 1);
+    assert_true(c->weir.stream_listen[0].stream);
+    assert_int_equal(c->weir.stream_listen[0].port, 9443);
+    assert_true(c->services[0].tcp);
+    assert_int_equal(c->services[0].port, 5432);
+    assert_int_equal(c->routes[0].protocols, ROUTE_PROTO_TLS_PASSTHROUGH);
+    assert_int_equal(c->routes[0].n_snis, 2);
+    assert_string_equal(c->routes[0].snis[0], "db.example.com");
+    assert_string_equal(c->routes[0].snis[1], "*.x.com");
+    config_free(c);
+
+    expect_error(DOC("services"
+                     : [ {"url" : "tcp://127.0.0.1:1",
+                          "routes" : [ {"protocols" : ["tls_passthrough"]} ]} ]),
+                 "services[0].routes[0].snis: required field missing");
+    expect_error(DOC("services"
+                     : [ {"url" : "tcp://127.0.0.1:1",
+                          "routes" : [ {"protocols" : ["tls_passthrough"], "snis" : ["a.com"],
+                                        "methods" : ["GET"]} ]} ]),
+                 "services[0].routes[0].methods: must be empty for a tls_passthrough route (it "
+                 "is routed by snis only)");
+    expect_error(DOC("services"
+                     : [ {"url" : "tcp://127.0.0.1:1",
+                          "routes" : [ {"protocols" : [ "tls_passthrough", "http" ],
+                                        "snis" : ["a.com"]} ]} ]),
+                 "services[0].routes[0].protocols: \"tls_passthrough\" cannot be combined with "
+                 "other protocols");
+    expect_error(DOC("services"
+                     : [ {"url" : "http://127.0.0.1:1",
+                          "routes" : [ {"protocols" : ["tls_passthrough"], "snis" : ["a.com"]} ]} ]),
+                 "services[0].routes[0].service: a tls_passthrough route needs a service of "
+                 "protocol \"tcp\", not \"http\"");
+    expect_error(DOC("services"
+                     : [ {"url" : "tcp://127.0.0.1:1", "routes" : [ {"paths" : ["/"]} ]} ]),
+                 "services[0].routes[0].protocols: a route to a \"tcp\" service must have "
+                 "protocols [\"tls_passthrough\"]");
+    expect_error(DOC("services"
+                     : [ {"url" : "tcp://127.0.0.1:1/x"} ]),
+                 "services[0].url: a tcp:// URL has no path");
+    expect_error(DOC("services"
+                     : [ {"protocol" : "tcp", "host" : "127.0.0.1", "path" : "/x"} ]),
+                 "services[0].path: not allowed with protocol \"tcp\"");
+    expect_error(DOC("services"
+                     : [ {"url" : "tcp://127.0.0.1:1",
+                          "routes" : [ {"protocols" : ["tls_passthrough"], "snis" : ["a.com"]},
+                                       {"protocols" : ["tls_passthrough"],
+                                        "snis" : [ "b.com", "A.com" ]} ]} ]),
+                 "services[0].routes[1].snis: \"a.com\" is already used by services[0].routes[0]");
+    expect_error(DOC("weir"
+                     : {"proxy_listen" : ["127.0.0.1:9000"], "stream_listen" : ["0.0.0.0:9000"]}),
+                 "weir.stream_listen[0]: overlaps weir.proxy_listen[0] (port 9000)");
+    expect_error(DOC("services"
+                     : [ {"url" : "tcp://127.0.0.1:1",
+                          "routes" : [ {"id" : "11111111-2222-3333-4444-555555555555",
+                                        "protocols" : ["tls_passthrough"], "snis" : ["a.com"],
+                                        "plugins" : [ {"name" : "cors"} ]} ]} ]),
+                 "services[0].routes[0].plugins[0].route: plugins do not run on TLS passthrough "
+                 "connections: route 11111111-2222-3333-4444-555555555555 is a tls_passthrough "
+                 "route");
+    expect_error(DOC("weir"
+                     : {"stream_listen" : ["127.0.0.1:9443 ssl"]}),
+                 "weir.stream_listen[0]: must be \"ip:port\" with a numeric IP address, such as "
+                 "\"0.0.0.0:9443\" or \"[::1]:9443\" (listener options such as \"ssl\" are not "
+                 "supported)");
+}
+
 static void test_unsupported_features_are_refused(void **state) {
     expect_error(DOC("services"
                      : [ {"host" : "h", "plugins" : [ {"name" : "no-such-plugin"} ]} ]),
@@ -666,8 +741,8 @@ static void test_unsupported_features_are_refused(void **state) {
                  URL_MESSAGE);
     expect_error(DOC("services"
                      : [ {"host" : "127.0.0.1", "protocol" : "grpcs"} ]),
-                 "services[0].protocol: must be \"http\" or \"https\" (other protocols are not "
-                 "supported yet)");
+                 "services[0].protocol: must be \"http\", \"https\" or \"tcp\" (other protocols are "
+                 "not supported yet)");
     expect_error(DOC("weir"
                      : {"proxy_listen" : ["0.0.0.0:8443 http2"]}),
                  "weir.proxy_listen[0]: must be \"ip:port\" or \"ip:port ssl\" with a numeric IP address, such as \"127.0.0.1:8000\", \"[::1]:8000\" or \"0.0.0.0:8443 ssl\" (other listener options such as \"http2\" or \"reuseport\" are not supported yet)");
@@ -683,7 +758,8 @@ static void test_unsupported_features_are_refused(void **state) {
     expect_error(DOC("services"
                      :
                      [ {"host" : "127.0.0.1", "routes" : [ {"paths" : ["/"], "snis" : ["a"]} ]} ]),
-                 "services[0].routes[0].snis: not supported yet (only null or [] is accepted)");
+                 "services[0].routes[0].snis: only for protocols [\"tls_passthrough\"] (SNI matching of "
+                 "http and https routes is not supported yet)");
     expect_error(
         DOC("upstreams"
             : [ {"name" : "p", "algorithm" : "least-connections"} ]),
@@ -924,6 +1000,7 @@ int main(void) {
         cmocka_unit_test(test_unresolvable_hosts_are_reported),
         cmocka_unit_test(test_duplicate_targets_are_reported),
         cmocka_unit_test(test_unsupported_features_are_refused),
+        cmocka_unit_test(test_tls_passthrough_routes_and_tcp_services),
         cmocka_unit_test(test_ssl_listener_flag_and_tls_settings_are_read),
         cmocka_unit_test(test_tls_settings_default_without_ssl_listeners),
         cmocka_unit_test(test_ssl_cert_and_key_go_together),

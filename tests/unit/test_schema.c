@@ -593,8 +593,8 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "services[0].tags[1]: must be a non-empty string without \",\", \"/\" or control "
         "characters",
         "services[0].tls_verify: must be true or false",
-        "services[0].protocol: must be \"http\" or \"https\" (other protocols are not "
-        "supported yet)",
+        "services[0].protocol: must be \"http\", \"https\" or \"tcp\" (other protocols are "
+        "not supported yet)",
         "services[0].routes[0].paths[1]: must be a path starting with \"/\" (RFC 3986 "
         "characters, others percent-encoded, no query or fragment) or a regex starting with \"~\"",
         "services[0].routes[0].paths[2]: must be a path starting with \"/\" (RFC 3986 "
@@ -609,15 +609,16 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "hosts to match the Host header)",
         "services[0].routes[0].headers.Host: must be an HTTP header name other than \"host\" "
         "(use hosts to match the Host header)",
-        "services[0].routes[0].snis: not supported yet (only null or [] is accepted)",
+        "services[0].routes[0].snis: only for protocols [\"tls_passthrough\"] (SNI matching of "
+        "http and https routes is not supported yet)",
         "services[0].routes[0].request_buffering: must be true (false is not supported yet)",
         "services[0].routes[0].path_handling: must be \"v0\" (\"v1\" is not supported yet)",
-        "services[0].routes[0].protocols[0]: must be \"http\" or \"https\" (other protocols are "
-        "not supported yet)",
+        "services[0].routes[0].protocols[0]: must be \"http\", \"https\" or \"tls_passthrough\" "
+        "(other protocols are not supported yet)",
         "services[0].routes[0].plugins[0].name: required field missing",
         "services[0].routes[0].service: must be a service name or id, or {\"id\": ...} or "
         "{\"name\": ...}",
-        "services[1].url: must be a URL such as \"https://host:port/path\" (http or https; no "
+        "services[1].url: must be a URL such as \"https://host:port/path\" or \"tcp://host:port\" (http, https or tcp; no "
         "user info, query or fragment)",
         "services[2].port: cannot be given together with url",
         "services[3].host: required (or give url)",
