@@ -12,6 +12,7 @@ backend end to end. Each backend speaks a tiny line protocol over its TLS sessio
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import ssl
@@ -376,20 +377,33 @@ def test_megabytes_flow_both_ways_intact():
         payload = os.urandom(1 << 20) * 6  # 6 MiB each way
         with connect(stream_port(w), pki, "db.example.com") as t:
             t.sendall(b"ECHO\n")
-            got = []
-
-            def reader():
-                n = 0
-                while n < len(payload):
-                    d = t.recv(1 << 16)
+            # One thread sends and receives, non-blocking: an SSL object must not be read and
+            # written by two threads at once (that crashed the test process once).
+            got, n, sent = [], 0, 0
+            t.setblocking(False)
+            deadline = time.monotonic() + 40
+            while n < len(payload) and time.monotonic() < deadline:
+                progressed = False
+                if sent < len(payload):
+                    try:
+                        sent += t.send(payload[sent:sent + (1 << 16)])
+                        progressed = True
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        pass
+                while True:
+                    try:
+                        d = t.recv(1 << 16)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        break
                     if not d:
+                        deadline = 0  # closed before everything came back
                         break
                     got.append(d)
                     n += len(d)
-            th = threading.Thread(target=reader)
-            th.start()
-            t.sendall(payload)
-            th.join(40)
+                    progressed = True
+                if not progressed:
+                    select.select([t], [t] if sent < len(payload) else [], [], 0.2)
+            t.setblocking(True)
             echoed = b"".join(got)
             assert_eq(len(echoed), len(payload), "bytes echoed")
             check(hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest(),
