@@ -9,7 +9,9 @@ Needs Debian's python3-jsonschema (`apt-get install -y python3-jsonschema`; run 
      validator implements (errorMessage included), only local $refs, anchored patterns that
      compile in Python and (when libpcre2-8 is present) PCRE2, an errorMessage on or around every
      pattern longer than 60 characters, a description on every property, and that
-     declarative.json's $defs equal the entity files;
+     declarative.json's $defs equal the entity files, and that every file
+     tests/schemas/gen_schemas.py writes (run into a temporary directory) is byte for byte the
+     checked-in one, so that the generator and the JSON cannot drift apart;
  (b) the good documents (the examples of docs/configuration.md, the example of issue 2, the
      built-in configuration of gateway/config/config_default.c, a Kong-export-like file) validate
      against declarative.json, and good/bad entities validate/fail against their entity schemas;
@@ -167,6 +169,44 @@ def check_schema_files(schemas):
             decl["$defs"].get(k) == v for k, v in defs.items())
         result(same, f"declarative.json $defs match {name}.json",
                "re-run tests/schemas/gen_schemas.py or edit both")
+
+
+def first_difference(have, want):
+    have = have.decode("utf-8", "replace").splitlines()
+    want = want.decode("utf-8", "replace").splitlines()
+    for i, (a, b) in enumerate(zip(have, want)):
+        if a != b:
+            return f"line {i + 1} is {a.strip()[:100]!r}, generated {b.strip()[:100]!r}"
+    return f"{len(have)} lines, generated {len(want)}"
+
+
+def check_generator():
+    """Runs gen_schemas.py into a temporary directory and compares each file it writes with the
+    one in schemas/: the JSON is what the validator reads, the generator is how it is edited, and
+    a hand edit of either alone is lost (or undone) the next time the generator runs."""
+    gen = os.path.join(HERE, "gen_schemas.py")
+    with tempfile.TemporaryDirectory(prefix="weir-gen-schemas-") as out:
+        p = subprocess.run([sys.executable, gen, "--out", out], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        written = sorted(f for f in os.listdir(out) if f.endswith(".json"))
+        missing = [n + ".json" for n in FILES if n + ".json" not in written]
+        result(p.returncode == 0 and not missing, "tests/schemas/gen_schemas.py runs",
+               f"exit {p.returncode}, did not write {missing}: "
+               + p.stdout.decode("utf-8", "replace")[-500:])
+        for f in written:
+            with open(os.path.join(out, f), "rb") as fh:
+                want = fh.read()
+            why = ""
+            try:
+                with open(os.path.join(SCHEMAS, f), "rb") as fh:
+                    have = fh.read()
+            except OSError as e:
+                have, why = None, f"cannot read it ({e.strerror})"
+            if have is not None and have != want:
+                why = first_difference(have, want)
+            result(have == want, f"schemas/{f} is what gen_schemas.py writes",
+                   f"schemas/{f} differs from what tests/schemas/gen_schemas.py writes: re-run it "
+                   "or edit both (" + why + ")")
 
 
 # ---- PCRE2 through ctypes (the engine the C validator uses) ----
@@ -845,6 +885,7 @@ def main():
 
     schemas = {n: load(n) for n in FILES}
     check_schema_files(schemas)
+    check_generator()
     decl = schemas["declarative"]
     v = RecordingValidator.make(decl)
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """gen_schemas.py: writes schemas/*.json (Weir's entity schemas, JSON Schema draft 2020-12).
 
-The JSON files in schemas/ are what Weir's validator reads; this script is how they were produced,
-so that the long patterns (IPv6, host names, ports) and the $defs shared by several files are
-written once. Edit here and re-run (`python3 tests/schemas/gen_schemas.py`), or edit the JSON and
-keep check_schemas.py passing: it checks that declarative.json's $defs equal the entity files.
+The JSON files in schemas/ are what Weir's validator reads; this script writes them, so that the
+long patterns (IPv6, host names, ports) and the $defs shared by several files are written once.
+Edit here and re-run (`python3 tests/schemas/gen_schemas.py`; `--out DIR` writes elsewhere).
+Editing only the JSON is not enough: check_schemas.py runs this script into a temporary directory
+and fails when a file it writes differs from the checked-in one.
 
 Every rule mirrors gateway/config/config.c and config_fields.c (see docs/configuration.md).
 Patterns are PCRE2- and ECMA-262-compatible, unanchored by the spec, so each is anchored here.
 """
+import argparse
 import copy
 import json
 import os
@@ -49,7 +51,8 @@ P = {
     "name": "^[A-Za-z0-9._~-]+$",
     "tag": f"^[^,/{CTRL}]+$",
     "service_host": f"^(?:{HOSTNAME}|{IPV6}|\\[{IPV6}\\])$",
-    "url": f"^[Hh][Tt][Tt][Pp]://(?:\\[{IPV6}\\]|{HOSTNAME})(?::{PORT})?(?:{PATH})?$",
+    "url": (f"^(?:[Hh][Tt][Tt][Pp][Ss]?|[Tt][Cc][Pp])://(?:\\[{IPV6}\\]|{HOSTNAME})(?::{PORT})?"
+            f"(?:{PATH})?$"),
     "path": f"^{PATH}$",
     "route_path": f"^(?:{PATH}|~[^{CTRL}]+)$",
     "route_host": f"^(?:\\*\\.)?{HOSTNAME}$",
@@ -79,8 +82,8 @@ MSG = {
     "name": "must contain only letters, digits, \"-\", \".\", \"_\" and \"~\"",
     "tag": "must be a non-empty string without \",\", \"/\" or control characters",
     "service_host": "must be a host name or an IP address, without a port",
-    "url": ("must be a URL such as \"http://host:port/path\" (only http for now; no user info, "
-            "query or fragment)"),
+    "url": ("must be a URL such as \"https://host:port/path\" or \"tcp://host:port\" (http, "
+            "https or tcp; no user info, query or fragment)"),
     "path": ("must be a path starting with \"/\" (RFC 3986 characters, others percent-encoded, "
              "no query or fragment)"),
     "route_path": ("must be a path starting with \"/\" (RFC 3986 characters, others "
@@ -98,6 +101,8 @@ MSG = {
                "as \"10.0.0.1:8080\", \"example.com\" or \"[::1]:8080\""),
     "listen": ("must be \"ip:port\" with a numeric IP address, such as \"127.0.0.1:8000\" or "
                "\"[::1]:8000\" (listener options such as \"ssl\" are not supported yet)"),
+    "stream_listen": ("must be \"ip:port\" with a numeric IP address, such as \"0.0.0.0:9443\" "
+                      "or \"[::1]:9443\" (listener options such as \"ssl\" are not supported)"),
     "proxy_listen": ("must be \"ip:port\" or \"ip:port ssl\" with a numeric IP address, such as "
                      "\"127.0.0.1:8000\", \"[::1]:8000\" or \"0.0.0.0:8443 ssl\" (other "
                      "listener options such as \"http2\" or \"reuseport\" are not supported "
@@ -228,12 +233,15 @@ def route_schema():
         "regex_priority": d("Regex routes are tried by this, highest first, then in file order."
                             + NULL_NOTE, type=nullable("integer"), minimum=-2147483648,
                             maximum=2147483647, default=0),
-        "protocols": d("Protocols the route accepts: \"http\", \"https\"; not empty. grpc, grpcs, "
-                       "tcp, tls, tls_passthrough, udp, ws, wss are not supported yet."
+        "protocols": d("Protocols the route accepts: \"http\" and/or \"https\", or "
+                       "\"tls_passthrough\" alone (TLS connections on weir.stream_listen routed "
+                       "by their SNI to a \"tcp\" service without being decrypted: docs/tls.md); "
+                       "not empty. grpc, grpcs, tcp, tls, udp, ws, wss are not supported yet."
                        + NULL_NOTE, type=nullable("array"), minItems=1,
-                       items=d("\"http\" or \"https\".", type="string", enum=["http", "https"],
-                               errorMessage="must be \"http\" or \"https\" (other protocols "
-                                            "are not supported yet)"),
+                       items=d("\"http\", \"https\" or \"tls_passthrough\".", type="string",
+                               enum=["http", "https", "tls_passthrough"],
+                               errorMessage="must be \"http\", \"https\" or \"tls_passthrough\" "
+                                            "(other protocols are not supported yet)"),
                        default=["http", "https"]),
         "https_redirect_status_code": d(
             "Status of the redirect to HTTPS: 426, 301, 302, 307 or 308." + NULL_NOTE,
@@ -251,7 +259,14 @@ def route_schema():
         "tags": ref("tags"),
         "plugins": inert("Plugins of this route: declarative files only (nested plugins).",
                          PLUGINS_NESTED_ONLY),
-        "snis": inert("Kong's TLS SNI matching."),
+        "snis": d("Server names (SNI) a \"tls_passthrough\" route takes: host names, or a "
+                  "leading wildcard \"*.example.com\" (one label, as for certificates); "
+                  "lower-cased. Required (at least one) with protocols [\"tls_passthrough\"], "
+                  "refused otherwise (SNI matching of http/https routes is not supported yet). A "
+                  "name may belong to one tls_passthrough route only." + NULL_NOTE,
+                  type=nullable("array"),
+                  items=d("A server name or \"*.\" followed by a domain.", type="string",
+                          pattern=P["sni"], errorMessage=MSG["sni"])),
         "sources": inert("Kong's stream source matching."),
         "destinations": inert("Kong's stream destination matching."),
         "expression": inert("Kong's expressions router."),
@@ -261,15 +276,39 @@ def route_schema():
         ("paths", {"type": "array", "minItems": 1}), ("hosts", {"type": "array", "minItems": 1}),
         ("methods", {"type": "array", "minItems": 1}),
         ("headers", {"type": "object", "minProperties": 1}))]
+
+    def empty(kind, size, message):
+        return {"anyOf": [{"type": "null"}, {"type": kind, size: 0}], "errorMessage": message}
+
+    by_snis_only = "must be empty for a tls_passthrough route (it is routed by snis only)"
+    passthrough = {"required": ["snis"], "properties": {
+        "protocols": {"maxItems": 1,
+                      "errorMessage": "\"tls_passthrough\" cannot be combined with other "
+                                      "protocols"},
+        "snis": {"type": "array", "minItems": 1,
+                 "errorMessage": "required (at least one) for a tls_passthrough route"},
+        "paths": empty("array", "maxItems", by_snis_only),
+        "hosts": empty("array", "maxItems", by_snis_only),
+        "methods": empty("array", "maxItems", by_snis_only),
+        "headers": empty("object", "maxProperties", by_snis_only)}}
+    http = {"allOf": [
+        {"anyOf": cond, "errorMessage": "must have at least one of paths, hosts, methods, headers"},
+        {"properties": {"snis": empty("array", "maxItems",
+                                      "only for protocols [\"tls_passthrough\"] (SNI matching of "
+                                      "http and https routes is not supported yet)")}}]}
     return {
         "title": "Route",
-        "description": "A route: which requests go to a service (Kong's route entity). A route "
-                       "must have at least one non-empty paths, hosts, methods or headers.",
+        "description": "A route: which requests go to a service (Kong's route entity). An "
+                       "http/https route must have at least one non-empty paths, hosts, methods "
+                       "or headers; a tls_passthrough route has snis instead.",
         "type": "object",
         "properties": props,
         "additionalProperties": False,
-        "allOf": [{"anyOf": cond,
-                   "errorMessage": "must have at least one of paths, hosts, methods, headers"}],
+        "allOf": [{"if": {"required": ["protocols"],
+                          "properties": {"protocols": {"type": "array",
+                                                       "contains": {"const": "tls_passthrough"}}}},
+                   "then": passthrough,
+                   "else": http}],
     }
 
 
@@ -278,14 +317,18 @@ def service_schema():
     props.update({
         "name": with_desc("name", "The service's name: letters, digits, \"-\", \".\", \"_\", "
                           "\"~\"; unique. Optional."),
-        "url": d("Shorthand for protocol, host, port and path: \"http://host[:port][/path]\" "
-                 "(IPv6 in brackets). No user info, query or fragment; only http for now. Cannot "
-                 "be combined with protocol, host, port or path." + NULL_NOTE,
+        "url": d("Shorthand for protocol, host, port and path: \"http://host[:port][/path]\", "
+                 "\"https://...\" or \"tcp://host:port\" (no path) (IPv6 in brackets; the port "
+                 "defaults to 80 for http and 443 for https). No user info, query or fragment. "
+                 "Cannot be combined with protocol, host, port or path." + NULL_NOTE,
                  type=nullable("string"), pattern=P["url"], errorMessage=MSG["url"]),
-        "protocol": d("Protocol to the upstream. Only \"http\" for now; https, grpc, grpcs, tcp, "
+        "protocol": d("Protocol to the upstream: \"http\", \"https\" for TLS to the upstream "
+                      "(docs/tls.md, verified by default), or \"tcp\" for the service of "
+                      "tls_passthrough routes (bytes relayed as they are; no path). grpc, grpcs, "
                       "tls, tls_passthrough, udp, ws, wss are not supported yet." + NULL_NOTE,
-                      enum=["http", None], default="http",
-                      errorMessage="must be \"http\" (other protocols are not supported yet)"),
+                      enum=["http", "https", "tcp", None], default="http",
+                      errorMessage="must be \"http\", \"https\" or \"tcp\" (other protocols are "
+                                   "not supported yet)"),
         "host": d("Host name or IP address of the upstream (lower-cased; IPv6 optionally in "
                   "brackets, no port), or an upstream's name to balance over its targets. "
                   "Required unless url is given. Resolved at load time.",
@@ -294,7 +337,8 @@ def service_schema():
         "port": d("Upstream port. As in Kong, 80 whatever the protocol." + NULL_NOTE,
                   type=nullable("integer"), minimum=1, maximum=65535, default=80),
         "path": d("Path prefix of upstream requests: starts with \"/\", RFC 3986 characters "
-                  "(others percent-encoded), no query." + NULL_NOTE,
+                  "(others percent-encoded), no query." + NULL_NOTE + " Not allowed with "
+                  "protocol \"tcp\".",
                   type=nullable("string"), pattern=P["path"], errorMessage=MSG["path"]),
         "connect_timeout": d("Milliseconds to connect to the upstream." + NULL_NOTE,
                              type=nullable("integer"), minimum=1, maximum=2147483646,
@@ -312,10 +356,22 @@ def service_schema():
         "tags": ref("tags"),
         "plugins": inert("Plugins of this service: declarative files only (nested plugins).",
                          PLUGINS_NESTED_ONLY),
-        "tls_verify": inert("Verification of the upstream's TLS certificate."),
-        "tls_verify_depth": inert("Depth of the upstream certificate verification."),
-        "ca_certificates": inert("CA certificates to verify the upstream with."),
-        "client_certificate": inert("Client certificate presented to the upstream."),
+        "tls_verify": d("Whether an https upstream's certificate is verified (its chain to "
+                        "ca_certificates or the system bundle, and its name). `null` means not "
+                        "set: verified (Weir's default; Kong's is not to verify).",
+                        type=nullable("boolean"), errorMessage="must be true or false"),
+        "tls_verify_depth": d("Longest certificate chain accepted from an https upstream "
+                              "(intermediate certificates). `null`: OpenSSL's default (100).",
+                              type=nullable("integer"), minimum=0, maximum=64),
+        "ca_certificates": d("Ids of ca_certificates entities an https upstream's certificate "
+                             "must chain to, instead of the system bundle. `null` or `[]`: the "
+                             "system bundle.", type=nullable("array"), items=ref("uuid")),
+        "client_certificate": d("{\"id\": certificates entity id}: the certificate and key Weir "
+                                "presents to an https upstream that asks for one (mutual TLS). "
+                                "`null`: none.", type=nullable("object"),
+                                properties={"id": with_desc("uuid", "The id of the certificates "
+                                                                    "entity.")},
+                                required=["id"], additionalProperties=False),
     })
     parts = ["protocol", "host", "port", "path"]
     return {
@@ -624,7 +680,8 @@ LIMITS = [  # name, min, max, default, description (config_fields.c limit_fields
      "Milliseconds for the request head to arrive (else 408)."),
     ("keepalive_timeout", 0, 3600000, 60000,
      "Milliseconds an idle client keep-alive connection is kept; 0 = close after each response."),
-    ("max_connections", 1, 1000000, 10000, "Client connections per process."),
+    ("max_connections", 1, 1000000, 10000,
+     "Client connections per process, TLS passthrough connections included."),
     ("shutdown_timeout", 0, 3600000, 10000,
      "Milliseconds in-flight requests get to finish on SIGTERM."),
     ("upstream_keepalive_pool", 0, 10000, 64,
@@ -663,6 +720,17 @@ def weir_schema():
             "admin_listen": d("Admin API listeners; [] turns the admin API off." + NULL_NOTE,
                               type=nullable("array"), items=listen_item,
                               default=["127.0.0.1:8001"]),
+            "stream_listen": d("Listeners for TLS passthrough (Kong's stream_listen): \"ip:port\" "
+                               "or \"[ipv6]:port\". Each connection's ClientHello is read (at "
+                               "most 16 KiB, within ssl_handshake_timeout), its SNI picks a "
+                               "tls_passthrough route, and the bytes are relayed to the route's "
+                               "service untouched (docs/tls.md). Must not overlap proxy or admin "
+                               "listeners. Kong's \"ssl\" flag and other options are not "
+                               "supported. `null` or `[]`: none.", type=nullable("array"),
+                               items=d("\"ip:port\" or \"[ipv6]:port\": a numeric address and a "
+                                       "port.", type="string", pattern=P["listen"],
+                                       errorMessage=MSG["stream_listen"]),
+                               default=[]),
             "workers": d("Worker threads. Default: the number of online CPUs, capped at 256."
                          + NULL_NOTE, type=nullable("integer"), minimum=1, maximum=256),
             "trusted_ips": d("Proxies whose X-Forwarded-For is appended to rather than "
@@ -719,10 +787,13 @@ def weir_schema():
                      properties={
                          "instruction_budget": d(
                              "Lua VM instructions one plugin phase call may run before it is "
-                             "stopped with a 500 (runaway loops). 0 turns the budget off and lets "
-                             "LuaJIT compile plugin code (the budget needs the interpreter)."
-                             + NULL_NOTE, type=nullable("integer"), minimum=0,
-                             maximum=1000000000000, default=10000000),
+                             "stopped with a 500 (runaway loops), counted once the call has run "
+                             "10 to 20 ms without waiting. With a budget, plugins from "
+                             "weir.plugin_paths and code loaded at run time run interpreted (the "
+                             "budget needs the interpreter) and Weir's own Lua (runtime, bundled "
+                             "plugins) runs compiled; 0 turns the budget off and lets LuaJIT "
+                             "compile all plugin code." + NULL_NOTE, type=nullable("integer"),
+                             minimum=0, maximum=1000000000000, default=10000000),
                          "memory_limit": d(
                              "Bytes each worker's Lua VM may allocate; an allocation beyond it "
                              "fails the plugin call that made it (a 500) and the gateway goes on."
@@ -763,7 +834,9 @@ def weir_schema():
                                         type=nullable("boolean"), default=False),
             "ssl_handshake_timeout": d("Milliseconds a client on an ssl listener has to complete "
                                        "the TLS handshake, counted from the accept; then the "
-                                       "connection is closed." + NULL_NOTE,
+                                       "connection is closed. On a stream_listen (TLS "
+                                       "passthrough) listener, the time a client has to send its "
+                                       "whole ClientHello." + NULL_NOTE,
                                        type=nullable("integer"), minimum=1, maximum=3600000,
                                        default=10000),
             "ssl_client_ca": d("CA certificates (a PEM file, relative to the configuration "
@@ -1001,17 +1074,27 @@ def fill_descriptions(node, defs):
     return node
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
+def generate():
+    """Every schema file this script writes: {file name: its exact text}."""
     docs = {f: document(f, fn()) for f, fn in ENTITIES.items()}
     docs["declarative.json"] = declarative_schema()
     for doc in docs.values():
         fill_descriptions(doc, doc.get("$defs", {}))
-    for f, doc in docs.items():
-        with open(os.path.join(OUT, f), "w") as fh:
-            json.dump(doc, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-    print("wrote", ", ".join(sorted(docs)))
+    return {f: json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for f, doc in docs.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Writes Weir's entity schemas.")
+    ap.add_argument("--out", default=OUT, metavar="DIR",
+                    help="directory to write the files to (default: schemas/ of this tree; "
+                         "check_schemas.py writes to a temporary one and compares)")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    texts = generate()
+    for f, text in texts.items():
+        with open(os.path.join(args.out, f), "w", encoding="utf-8") as fh:
+            fh.write(text)
+    print("wrote", ", ".join(sorted(texts)), "to", args.out)
 
 
 if __name__ == "__main__":
