@@ -105,10 +105,24 @@ static struct config *assemble(const json_t *weir, const char *base_dir, json_t 
     return c;
 }
 
+/* The entities without created_at and updated_at: the same entities hash the same whenever and
+ * from whichever copy of a file they were loaded (entities without timestamps get the file's
+ * mtime or the load time), which is what lets two nodes compare what they run. */
 const char *config_hash(struct config *c) {
     if (!c->hash) {
-        json_t *doc = model_export(c->model);
-        char *dump = json_dumps(doc, JSON_COMPACT);
+        json_t *doc = json_array();
+        for (int k = 0; k < ENTITY_KINDS; k++) {
+            json_t *list = json_array(), *e;
+            size_t i;
+            json_array_foreach(model_items(c->model, (enum entity_kind)k), i, e) {
+                json_t *copy = json_copy(e); /* shallow: only the two keys are dropped */
+                json_object_del(copy, "created_at");
+                json_object_del(copy, "updated_at");
+                json_array_append_new(list, copy);
+            }
+            json_array_append_new(doc, list);
+        }
+        char *dump = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
         if (!dump) abort();
         c->hash = sha256_hex(dump, strlen(dump));
         free(dump);

@@ -543,6 +543,34 @@ static void test_same_file_gives_same_ids(void **state) {
     config_free(b);
 }
 
+/* Timestamps are not part of the hash: a load that straddles a second, or a copy of the file
+ * with another mtime, runs the same entities. Anything else is. */
+static void test_hash_ignores_timestamps_only(void **state) {
+    struct config *a = load_ok(DOC("services" : [ {
+        "name" : "a",
+        "host" : "127.0.0.1",
+        "created_at" : 100,
+        "updated_at" : 100
+    } ]));
+    struct config *b = load_ok(DOC("services" : [ {
+        "name" : "a",
+        "host" : "127.0.0.1",
+        "created_at" : 200,
+        "updated_at" : 300
+    } ]));
+    struct config *c = load_ok(DOC("services" : [ {
+        "name" : "a",
+        "host" : "127.0.0.2",
+        "created_at" : 100,
+        "updated_at" : 100
+    } ]));
+    assert_string_equal(config_hash(a), config_hash(b));
+    assert_string_not_equal(config_hash(a), config_hash(c));
+    config_free(a);
+    config_free(b);
+    config_free(c);
+}
+
 static void test_different_names_give_different_ids(void **state) {
     struct config *c = load_ok(DOC(
         "services"
@@ -991,6 +1019,7 @@ int main(void) {
         cmocka_unit_test(test_top_level_routes_find_their_service_by_name_or_id),
         cmocka_unit_test(test_route_order_is_nested_then_top_level),
         cmocka_unit_test(test_same_file_gives_same_ids),
+        cmocka_unit_test(test_hash_ignores_timestamps_only),
         cmocka_unit_test(test_config_with_model_reuses_routes_and_outlives_its_base),
         cmocka_unit_test(test_different_names_give_different_ids),
         cmocka_unit_test(test_unnamed_routes_get_ids_from_what_they_match),
