@@ -558,6 +558,14 @@ static char *unique_value(enum entity_kind k, const json_t *e, const char *field
     return k == ENTITY_UPSTREAM ? field_lower(s) : s; /* upstream names are host names */
 }
 
+/* unique_value(a) equal to unique_value(b), both present, without copying: model_conflict runs
+ * it against every entity of a kind on each admin write. */
+static bool unique_equal(enum entity_kind k, const json_t *a, const json_t *b, const char *field) {
+    const char *x = str(a, field), *y = str(b, field);
+    if (!x || !y) return false;
+    return k == ENTITY_UPSTREAM ? !strcasecmp(x, y) : !strcmp(x, y);
+}
+
 /* Two arrays of strings (or nulls) holding the same set of values. */
 static bool same_set(const json_t *a, const json_t *b) {
     size_t na = json_array_size(a), nb = json_array_size(b);
@@ -604,15 +612,10 @@ long model_conflict(const json_t *model, enum entity_kind k, const json_t *entit
             break;
         }
         for (int u = 0; u < 3 && info->unique[u] && found < 0; u++) {
-            char *a = unique_value(k, entity, info->unique[u]), *b;
-            if (a && (b = unique_value(k, e, info->unique[u]))) {
-                if (!strcmp(a, b)) {
-                    *field = info->unique[u];
-                    found = (long)i;
-                }
-                free(b);
+            if (unique_equal(k, entity, e, info->unique[u])) {
+                *field = info->unique[u];
+                found = (long)i;
             }
-            free(a);
         }
         if (found >= 0) break;
         if (k == ENTITY_ROUTE && route_sni_clash(entity, e)) {
