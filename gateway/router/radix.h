@@ -6,15 +6,18 @@
  * looked-up string, never on how many keys the tree holds.
  *
  * Ownership: the tree copies keys (edge labels live inside their nodes, so a
- * lookup reads one node per edge). Values are the caller's; radix_free()
- * hands each one to a callback.
+ * lookup reads one node per edge). Values are the caller's: the tree never
+ * frees them.
  *
- * Life cycle: radix_insert() the keys, optionally radix_freeze() (which packs
- * the nodes for faster lookups and forbids further inserts), then look up.
+ * Life cycle: radix_insert() the keys, then radix_freeze() (which packs the
+ * nodes for faster lookups and forbids further inserts), then look up.
  *
- * Threads: building (radix_insert, radix_foreach, radix_freeze) needs one
- * owner; once built, the lookup functions may be called from any number of
- * threads at once. */
+ * Cost: building takes O(log n) allocations for n keys, not one per node:
+ * nodes come from chunks that radix_freeze() replaces by one block, so a
+ * frozen tree is two allocations and radix_free() is O(1).
+ *
+ * Threads: building (radix_insert, radix_freeze) needs one owner; once frozen,
+ * the lookup functions may be called from any number of threads at once. */
 #ifndef WEIR_RADIX_H
 #define WEIR_RADIX_H
 
@@ -25,20 +28,19 @@ struct radix_node;
 
 /* Returns an empty tree; aborts when out of memory. */
 struct radix_tree *radix_create(void);
-/* Frees the tree, calling free_value (if not NULL) on every non-NULL value. */
-void radix_free(struct radix_tree *t, void (*free_value)(void *value));
+/* Frees the tree (frozen or not); values are left alone. */
+void radix_free(struct radix_tree *t);
 
 /* Returns the value slot of `key` (creating its node; a new slot holds NULL).
  * The slot stays valid until the next radix_insert() or radix_freeze().
  * Aborts after radix_freeze(). */
 void **radix_insert(struct radix_tree *t, const char *key, size_t len);
 /* Copies all nodes into one block laid out for lookups (node, its children's
- * first bytes and pointers side by side). Values are kept as they are. */
-void radix_freeze(struct radix_tree *t);
-
-/* Calls fn on every non-NULL value, in no particular order (used to finish
- * the values once all keys are in). */
-void radix_foreach(struct radix_tree *t, void (*fn)(void *value, void *ctx), void *ctx);
+ * first bytes and pointers side by side). Every non-NULL value v becomes
+ * map(v, ctx) when map is not NULL, so that a caller may store placeholders
+ * while inserting and give the final values here, without another pass over
+ * the tree. */
+void radix_freeze(struct radix_tree *t, void *(*map)(void *value, void *ctx), void *ctx);
 
 /* The node of the longest stored key (with a non-NULL value) that is a prefix
  * of s[0..len), or NULL when there is none. */

@@ -10,7 +10,14 @@
  *    the prefix paths of the routes listing that host.
  * Each radix node holds a bucket of the entries whose path is exactly that
  * node's key, pre-sorted best first, so a lookup stops at the first entry
- * whose methods and headers the request satisfies.
+ * whose methods and headers the request satisfies. All buckets of all trees
+ * share one block.
+ *
+ * Building costs a handful of allocations whatever the number of routes (an
+ * admin change rebuilds the router, and freeing the previous one must be as
+ * cheap): entries are collected with the bucket number their key got when
+ * inserted, the block is sized from the counts, each bucket of more than one
+ * entry is sorted, and radix_freeze() turns the numbers into the buckets.
  *
  * Everything is built once by router_build() and only read afterwards, so
  * router_match() needs no locks; the only per-call allocation is the PCRE2
@@ -37,10 +44,10 @@ struct router_entry {
     bool filtered;     /* has methods or headers: saves reading the route otherwise */
 };
 
-/* The entries whose prefix is exactly one radix key, sorted best first; one
- * allocation, because a lookup's cost is mostly its cache misses. */
+/* The entries whose prefix is exactly one radix key, sorted best first, side
+ * by side, because a lookup's cost is mostly its cache misses. */
 struct router_bucket {
-    size_t n, cap;
+    size_t n;
     struct router_entry entries[];
 };
 
@@ -72,6 +79,22 @@ struct router {
     struct radix_tree *hostless;
     struct router_host_table exact;
     struct router_host_table wildcard;
+    char *buckets; /* every tree's buckets, one after the other */
+};
+
+/* While building: a prefix entry with the number of its key's bucket. A radix
+ * value holds that number plus one until radix_freeze() (0 is "no key"). */
+struct router_pending {
+    struct router_entry entry;
+    size_t bucket;
+};
+
+struct router_build {
+    struct router_pending *pending; /* sized for every path of every route */
+    size_t n_pending;
+    size_t *bucket_at; /* per bucket: its entry count, then its offset in block */
+    size_t n_buckets;
+    char *block; /* r->buckets, once sized */
 };
 
 /* A possible answer while comparing trees. */
@@ -178,13 +201,9 @@ static struct radix_tree *router_host_table_tree(struct router_host_table *t, co
     return slot.tree;
 }
 
-static void router_bucket_free(void *value) {
-    free(value);
-}
-
 static void router_host_table_free(struct router_host_table *t) {
     for (size_t i = 0; i < t->cap; i++)
-        if (t->slots[i].host) radix_free(t->slots[i].tree, router_bucket_free);
+        if (t->slots[i].host) radix_free(t->slots[i].tree);
     free(t->slots);
 }
 
@@ -194,19 +213,13 @@ static size_t router_conditions(const struct route *r) {
     return (size_t)(r->n_hosts > 0) + (size_t)(r->n_methods > 0) + r->n_headers;
 }
 
-static void router_tree_add(struct radix_tree *t, const char *path, size_t len,
-                            const struct router_entry *e) {
+static void router_tree_add(struct router_build *b, struct radix_tree *t, const char *path,
+                            size_t len, const struct router_entry *e) {
     void **slot = radix_insert(t, path, len);
-    struct router_bucket *b = *slot;
-    if (!b || b->n == b->cap) {
-        size_t n = b ? b->n : 0, cap = b ? b->cap * 2 : 1;
-        b = realloc(b, sizeof *b + cap * sizeof b->entries[0]);
-        ROUTER_CHECK_ALLOC(b);
-        b->n = n;
-        b->cap = cap;
-        *slot = b;
-    }
-    b->entries[b->n++] = *e;
+    if (!*slot) *slot = (void *)(uintptr_t)++b->n_buckets;
+    size_t bucket = (uintptr_t)*slot - 1;
+    b->bucket_at[bucket]++;
+    b->pending[b->n_pending++] = (struct router_pending){*e, bucket};
 }
 
 /* Last tie-breakers, so that the result never depends on the order of the
@@ -226,12 +239,6 @@ static int router_cmp_entry(const void *pa, const void *pb) {
     return router_cmp_order(a->route, a->path_index, b->route, b->path_index);
 }
 
-static void router_bucket_sort(void *value, void *ctx) {
-    (void)ctx;
-    struct router_bucket *b = value;
-    qsort(b->entries, b->n, sizeof *b->entries, router_cmp_entry);
-}
-
 /* Try order: higher regex_priority, then lower order. */
 static int router_cmp_regex(const void *pa, const void *pb) {
     const struct router_regex *a = pa, *b = pb;
@@ -240,18 +247,45 @@ static int router_cmp_regex(const void *pa, const void *pb) {
     return router_cmp_order(a->route, a->path_index, b->route, b->path_index);
 }
 
-/* Sorts every bucket of a tree, then packs it for lookups. */
-static void router_finish_tree(struct radix_tree *t) {
-    radix_foreach(t, router_bucket_sort, NULL);
-    radix_freeze(t);
+/* A bucket's size in the block: 8-byte aligned, as entries hold pointers. */
+static size_t router_bucket_size(size_t n) {
+    return sizeof(struct router_bucket) + n * sizeof(struct router_entry);
 }
 
-static void router_finish_trees(struct router *r) {
-    router_finish_tree(r->hostless);
+/* radix_freeze()'s map: a bucket number (plus one) to its bucket. */
+static void *router_bucket_of(void *value, void *ctx) {
+    const struct router_build *b = ctx;
+    return b->block + b->bucket_at[(uintptr_t)value - 1];
+}
+
+/* Lays the pending entries out in their buckets, sorts the buckets that hold
+ * more than one, and freezes every tree with its final values. */
+static void router_finish_trees(struct router *r, struct router_build *b) {
+    size_t total = 0;
+    for (size_t k = 0; k < b->n_buckets; k++) {
+        size_t n = b->bucket_at[k];
+        b->bucket_at[k] = total;
+        total += router_bucket_size(n);
+    }
+    r->buckets = malloc(total ? total : 1);
+    ROUTER_CHECK_ALLOC(r->buckets);
+    b->block = r->buckets;
+    for (size_t k = 0; k < b->n_buckets; k++)
+        ((struct router_bucket *)(r->buckets + b->bucket_at[k]))->n = 0;
+    for (size_t i = 0; i < b->n_pending; i++) {
+        struct router_bucket *bk =
+            (struct router_bucket *)(r->buckets + b->bucket_at[b->pending[i].bucket]);
+        bk->entries[bk->n++] = b->pending[i].entry;
+    }
+    for (size_t k = 0; k < b->n_buckets; k++) {
+        struct router_bucket *bk = (struct router_bucket *)(r->buckets + b->bucket_at[k]);
+        if (bk->n > 1) qsort(bk->entries, bk->n, sizeof *bk->entries, router_cmp_entry);
+    }
+    radix_freeze(r->hostless, router_bucket_of, b);
     for (size_t i = 0; i < r->exact.cap; i++)
-        if (r->exact.slots[i].host) router_finish_tree(r->exact.slots[i].tree);
+        if (r->exact.slots[i].host) radix_freeze(r->exact.slots[i].tree, router_bucket_of, b);
     for (size_t i = 0; i < r->wildcard.cap; i++)
-        if (r->wildcard.slots[i].host) router_finish_tree(r->wildcard.slots[i].tree);
+        if (r->wildcard.slots[i].host) radix_freeze(r->wildcard.slots[i].tree, router_bucket_of, b);
 }
 
 /* Compiles routes[route_i].paths[path_i] (which starts with "~"); on a bad
@@ -296,13 +330,13 @@ static bool router_add_regex(struct router *r, const struct route *route, size_t
 
 /* Inserts one prefix path of a route into the tree of every host it lists,
  * or into the host-less tree when it lists none. */
-static void router_add_prefix(struct router *r, const struct route *route, size_t path_i,
-                              const char *path) {
+static void router_add_prefix(struct router *r, struct router_build *b, const struct route *route,
+                              size_t path_i, const char *path) {
     struct router_entry e = {route, path_i, router_conditions(route),
                              route->n_methods > 0 || route->n_headers > 0};
     size_t len = strlen(path);
     if (route->n_hosts == 0) {
-        router_tree_add(r->hostless, path, len, &e);
+        router_tree_add(b, r->hostless, path, len, &e);
         return;
     }
     for (size_t h = 0; h < route->n_hosts; h++) {
@@ -313,7 +347,7 @@ static void router_add_prefix(struct router *r, const struct route *route, size_
             t = router_host_table_tree(&r->wildcard, host + 1, host_len - 1);
         else
             t = router_host_table_tree(&r->exact, host, host_len);
-        router_tree_add(t, path, len, &e);
+        router_tree_add(b, t, path, len, &e);
     }
 }
 
@@ -321,12 +355,22 @@ struct router *router_build(const struct route *routes, size_t n, struct errlist
     struct router *r = calloc(1, sizeof *r);
     ROUTER_CHECK_ALLOC(r);
     r->hostless = radix_create();
+    /* Prefix entries: one per path (or one for no path) and host (or one for no host). */
+    size_t max_entries = 0;
+    for (size_t i = 0; i < n; i++)
+        max_entries += (routes[i].n_paths ? routes[i].n_paths : 1) *
+                       (routes[i].n_hosts ? routes[i].n_hosts : 1);
+    struct router_build b = {0};
+    b.pending = malloc((max_entries ? max_entries : 1) * sizeof *b.pending);
+    b.bucket_at = calloc(max_entries ? max_entries : 1, sizeof *b.bucket_at);
+    ROUTER_CHECK_ALLOC(b.pending);
+    ROUTER_CHECK_ALLOC(b.bucket_at);
     bool ok = true;
     for (size_t i = 0; i < n; i++) {
         const struct route *route = &routes[i];
         if (route->protocols & ROUTE_PROTO_TLS_PASSTHROUGH) continue; /* tls/passthrough.h */
         if (route->n_paths == 0) {
-            router_add_prefix(r, route, 0, "");
+            router_add_prefix(r, &b, route, 0, "");
             continue;
         }
         for (size_t j = 0; j < route->n_paths; j++) {
@@ -334,15 +378,19 @@ struct router *router_build(const struct route *routes, size_t n, struct errlist
             if (path[0] == '~')
                 ok = router_add_regex(r, route, i, j, errs) && ok; /* report every bad regex */
             else
-                router_add_prefix(r, route, j, path);
+                router_add_prefix(r, &b, route, j, path);
         }
     }
+    if (ok) {
+        if (r->n_regexes) qsort(r->regexes, r->n_regexes, sizeof *r->regexes, router_cmp_regex);
+        router_finish_trees(r, &b);
+    }
+    free(b.pending);
+    free(b.bucket_at);
     if (!ok) {
         router_free(r);
         return NULL;
     }
-    if (r->n_regexes) qsort(r->regexes, r->n_regexes, sizeof *r->regexes, router_cmp_regex);
-    router_finish_trees(r);
     return r;
 }
 
@@ -351,9 +399,10 @@ void router_free(struct router *r) {
     for (size_t i = 0; i < r->n_regexes; i++)
         pcre2_code_free(r->regexes[i].code);
     free(r->regexes);
-    radix_free(r->hostless, router_bucket_free);
+    radix_free(r->hostless);
     router_host_table_free(&r->exact);
     router_host_table_free(&r->wildcard);
+    free(r->buckets);
     free(r);
 }
 
