@@ -272,14 +272,7 @@ void config_free(struct config *c) {
         free(c->services[i].tags);
         free(c->services[i].ca_certificates);
     }
-    for (size_t i = 0; i < c->n_routes; i++) {
-        struct route *r = &c->routes[i];
-        free(r->source_path);
-        free(r->paths); /* the block holding hosts, methods and tags too */
-        for (size_t h = 0; h < r->n_headers; h++)
-            free(r->headers[h].values);
-        free(r->headers);
-    }
+    arena_free(&c->route_mem); /* every route's lists, headers and source path */
     for (size_t u = 0; u < c->n_upstreams; u++) {
         struct upstream *up = &c->upstreams[u];
         for (size_t t = 0; t < up->n_targets; t++)

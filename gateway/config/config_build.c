@@ -14,6 +14,7 @@
 
 #include "config/config_build.h"
 
+#include "core/arena.h"
 #include "core/log.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_chain.h"
@@ -249,24 +250,45 @@ static long route_index_find(const struct route_index *ix, const json_t *e) {
     return -1;
 }
 
+/* Route memory comes from the config's arena (config.h), which never fails short of aborting:
+ * it has no limit. */
+static void *route_mem(struct config *c, size_t n) {
+    void *p = arena_alloc(&c->route_mem, n);
+    if (!p) abort();
+    return p;
+}
+
+/* One block for a route's five lists (at least one slot, as before: never NULL). */
+static const char **route_lists(struct config *c, size_t total) {
+    return route_mem(c, (total ? total : 1) * sizeof(const char *));
+}
+
+static char *route_source_path(struct build *b, size_t i) {
+    char buf[FIELD_PATH_MAX];
+    const char *where_i = where(b, ENTITY_ROUTE, i, buf, sizeof buf);
+    char *d = arena_dup(&b->c->route_mem, where_i, strlen(where_i));
+    if (!d) abort();
+    return d;
+}
+
 /* `r` as a copy of `old` (built from the same model object): the strings are the model's, so
- * only the owned arrays are duplicated. The service and the position are the caller's. */
-static void route_copy(struct route *r, const struct route *old) {
+ * only the lists are copied. The service and the position are the caller's. */
+static void route_copy(struct config *c, struct route *r, const struct route *old) {
     *r = *old;
     size_t total = old->n_paths + old->n_hosts + old->n_methods + old->n_tags + old->n_snis;
-    const char **block = field_xcalloc(total ? total : 1, sizeof *block);
+    const char **block = route_lists(c, total);
     memcpy(block, old->paths, total * sizeof *block);
     r->paths = block;
     r->hosts = r->paths + r->n_paths;
     r->methods = r->hosts + r->n_hosts;
     r->tags = r->methods + r->n_methods;
     r->snis = r->tags + r->n_tags;
-    r->headers = field_alloc_array(old->n_headers, sizeof *r->headers);
+    r->headers = old->n_headers ? route_mem(c, old->n_headers * sizeof *r->headers) : NULL;
     for (size_t h = 0; h < old->n_headers; h++) {
+        size_t n = old->headers[h].n_values;
         r->headers[h] = old->headers[h];
-        r->headers[h].values = field_alloc_array(old->headers[h].n_values, sizeof(char *));
-        memcpy(r->headers[h].values, old->headers[h].values,
-               old->headers[h].n_values * sizeof(char *));
+        r->headers[h].values = n ? route_mem(c, n * sizeof(char *)) : NULL;
+        if (n) memcpy(r->headers[h].values, old->headers[h].values, n * sizeof(char *));
     }
 }
 
@@ -296,19 +318,31 @@ static void build_routes(struct build *b) {
     for (size_t s = 0; s < c->n_services; s++)
         json_object_set_new(services, c->services[s].id, json_integer((json_int_t)s));
     struct route_index prev = {0};
-    if (b->prev) route_index_build(&prev, b->prev);
+    /* prev_service[k]: position in c->services of the previous config's service k (by id, so a
+     * changed service is found too), or -1 when it is gone. A copied route finds its service
+     * there instead of by three JSON lookups. */
+    long *prev_service = NULL;
+    if (b->prev) {
+        route_index_build(&prev, b->prev);
+        prev_service = field_alloc_array(b->prev->n_services, sizeof *prev_service);
+        for (size_t k = 0; k < b->prev->n_services; k++) {
+            json_t *pos = json_object_get(services, b->prev->services[k].id);
+            prev_service[k] = pos ? (long)json_integer_value(pos) : -1;
+        }
+    }
     size_t i;
     json_t *e;
     json_array_foreach(items, i, e) {
         struct route *r = &c->routes[i];
-        char buf[FIELD_PATH_MAX];
         long old = route_index_find(&prev, e);
-        if (old >= 0) {
-            route_copy(r, &b->prev->routes[old]);
-            json_t *pos = json_object_get(services, str(json_object_get(e, "service"), "id"));
-            r->service = &c->services[json_integer_value(pos)];
+        /* the same model object names the same service id, which the model checked exists */
+        long service =
+            old >= 0 ? prev_service[b->prev->routes[old].service - b->prev->services] : -1;
+        if (service >= 0) {
+            route_copy(c, r, &b->prev->routes[old]);
+            r->service = &c->services[service];
             r->order = i;
-            r->source_path = field_xstrdup(where(b, ENTITY_ROUTE, i, buf, sizeof buf));
+            r->source_path = route_source_path(b, i);
             route_service_check(b, r, i); /* the service may have changed */
             continue;
         }
@@ -317,14 +351,13 @@ static void build_routes(struct build *b) {
         r->name = str(e, "name");
         json_t *pos = json_object_get(services, str(json_object_get(e, "service"), "id"));
         r->service = &c->services[json_integer_value(pos)];
-        /* one block for the five lists: two allocations per route in all */
+        /* one block for the five lists */
         const json_t *paths = json_object_get(e, "paths"), *hosts = json_object_get(e, "hosts");
         const json_t *methods = json_object_get(e, "methods"), *tags = json_object_get(e, "tags");
         const json_t *snis = json_object_get(e, "snis");
         size_t total = json_array_size(paths) + json_array_size(hosts) + json_array_size(methods) +
                        json_array_size(tags) + json_array_size(snis);
-        const char **block = field_xcalloc(total ? total : 1, sizeof *block);
-        r->paths = block;
+        r->paths = route_lists(c, total);
         r->n_paths = borrow(paths, r->paths);
         r->hosts = r->paths + r->n_paths;
         r->n_hosts = borrow(hosts, r->hosts);
@@ -336,13 +369,15 @@ static void build_routes(struct build *b) {
         r->n_snis = borrow(snis, r->snis);
         json_t *headers = json_object_get(e, "headers");
         r->n_headers = json_object_size(headers);
-        r->headers = field_alloc_array(r->n_headers, sizeof *r->headers);
+        r->headers = r->n_headers ? route_mem(c, r->n_headers * sizeof *r->headers) : NULL;
         size_t h = 0;
         const char *name;
         json_t *values;
         json_object_foreach(headers, name, values) {
+            size_t n = json_array_size(values);
             r->headers[h].name = name;
-            r->headers[h].values = strings(values, &r->headers[h].n_values);
+            r->headers[h].values = n ? route_mem(c, n * sizeof(char *)) : NULL;
+            r->headers[h].n_values = borrow(values, r->headers[h].values);
             h++;
         }
         r->strip_path = bool_or(e, "strip_path", true);
@@ -361,10 +396,11 @@ static void build_routes(struct build *b) {
         route_service_check(b, r, i);
         r->https_redirect_status_code = int_or(e, "https_redirect_status_code", 426);
         r->order = i;
-        r->source_path = field_xstrdup(where(b, ENTITY_ROUTE, i, buf, sizeof buf));
+        r->source_path = route_source_path(b, i);
     }
     free(prev.keys);
     free(prev.pos);
+    free(prev_service);
     json_decref(services);
 }
 

@@ -485,13 +485,21 @@ static void test_config_with_model_reuses_routes_and_outlives_its_base(void **st
                                            "url" : "http://127.0.0.1:9001",
                                            "routes" : [
                                                {"name" : "r1", "paths" : ["/one"]},
-                                               {"name" : "r2", "paths" : ["/two"], "headers" : {"x-v" : ["1"]}}
+                                               {"name" : "r2", "paths" : ["/two"], "headers" : {"x-v" : ["1"]}},
+                                               {
+                                                   "name" : "r3",
+                                                   "paths" : [ "/three", "/3" ],
+                                                   "hosts" : ["a.example.com"],
+                                                   "methods" : ["GET"],
+                                                   "tags" : ["t"],
+                                                   "headers" : {"x-a" : [ "1", "2" ], "x-b" : ["3"]}
+                                               }
                                            ]
                                        },
                                        {"name" : "s2", "url" : "http://127.0.0.1:9002"}
                                    ]));
     json_t *m = json_copy(a->model);
-    /* s1 gets another port; r2 moves to s2; r1 is untouched (the same object) */
+    /* s1 gets another port; r2 moves to s2; r1 and r3 are untouched (the same objects) */
     json_t *services = json_copy(model_items(a->model, ENTITY_SERVICE));
     json_t *s1 = json_copy(json_array_get(services, 0));
     json_object_set_new(s1, "port", json_integer(9101));
@@ -513,7 +521,7 @@ static void test_config_with_model_reuses_routes_and_outlives_its_base(void **st
     json_decref(m);
     config_free(a); /* b must not depend on it */
 
-    assert_int_equal(b->n_routes, 2);
+    assert_int_equal(b->n_routes, 3);
     assert_string_equal(b->routes[0].name, "r1");
     assert_string_equal(b->routes[0].paths[0], "/one");
     assert_ptr_equal(b->routes[0].service, &b->services[0]);
@@ -525,6 +533,34 @@ static void test_config_with_model_reuses_routes_and_outlives_its_base(void **st
     assert_ptr_equal(b->routes[1].service, &b->services[1]);
     assert_int_equal(b->routes[0].order, 0);
     assert_int_equal(b->routes[1].order, 1);
+    /* a copied route with every list and several headers */
+    const struct route *r3 = &b->routes[2];
+    assert_string_equal(r3->name, "r3");
+    assert_ptr_equal(r3->service, &b->services[0]);
+    assert_int_equal(r3->order, 2);
+    assert_string_equal(r3->source_path, "routes[2]");
+    assert_int_equal(r3->n_paths, 2);
+    assert_string_equal(r3->paths[0], "/three");
+    assert_string_equal(r3->paths[1], "/3");
+    assert_int_equal(r3->n_hosts, 1);
+    assert_string_equal(r3->hosts[0], "a.example.com");
+    assert_int_equal(r3->n_methods, 1);
+    assert_string_equal(r3->methods[0], "GET");
+    assert_int_equal(r3->n_tags, 1);
+    assert_string_equal(r3->tags[0], "t");
+    assert_int_equal(r3->n_headers, 2);
+    for (size_t h = 0; h < 2; h++) {
+        const struct route_header *hd = &r3->headers[h];
+        if (!strcmp(hd->name, "x-a")) {
+            assert_int_equal(hd->n_values, 2);
+            assert_string_equal(hd->values[0], "1");
+            assert_string_equal(hd->values[1], "2");
+        } else {
+            assert_string_equal(hd->name, "x-b");
+            assert_int_equal(hd->n_values, 1);
+            assert_string_equal(hd->values[0], "3");
+        }
+    }
     config_free(b);
     (void)state;
 }
