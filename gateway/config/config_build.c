@@ -244,10 +244,38 @@ static void route_index_build(struct route_index *ix, const struct config *prev)
 }
 
 static long route_index_find(const struct route_index *ix, const json_t *e) {
-    if (!ix->keys) return -1;
     for (size_t j = ptr_slot(e, ix->mask); ix->keys[j]; j = (j + 1) & ix->mask)
         if (ix->keys[j] == e) return (long)ix->pos[j];
     return -1;
+}
+
+/* Finds routes of the previous config by model object, in the new model's order. An admin
+ * change inserts, replaces or removes one route and keeps the others in order, so the route
+ * after the last one found is tried first; the pointer index is built only when that guess
+ * fails while some previous route is still unfound. Missing a route would only cost building
+ * it again from its object, never a wrong route. */
+struct route_finder {
+    const struct config *prev; /* NULL: nothing to find */
+    size_t next;               /* the guess */
+    size_t found;              /* previous routes found so far (each at most once) */
+    struct route_index ix;     /* keys NULL until needed */
+};
+
+static long route_finder_find(struct route_finder *f, const json_t *e) {
+    const struct config *prev = f->prev;
+    if (!prev || f->found == prev->n_routes) return -1; /* every old route is taken: e is new */
+    long at;
+    if (f->next < prev->n_routes && prev->routes[f->next].entity == e) {
+        at = (long)f->next;
+    } else {
+        if (!f->ix.keys) route_index_build(&f->ix, prev);
+        at = route_index_find(&f->ix, e);
+    }
+    if (at >= 0) {
+        f->next = (size_t)at + 1;
+        f->found++;
+    }
+    return at;
 }
 
 /* Route memory comes from the config's arena (config.h), which never fails short of aborting:
@@ -264,6 +292,25 @@ static const char **route_lists(struct config *c, size_t total) {
 }
 
 static char *route_source_path(struct build *b, size_t i) {
+    if (!b->origins) {
+        /* model_origin()'s name for an entity without origins ("routes[12]"), written without
+         * snprintf: an admin change names every route, and snprintf was a quarter of it */
+        char digits[24];
+        size_t n = 0;
+        do
+            digits[n++] = (char)('0' + i % 10);
+        while ((i /= 10) > 0);
+        const char *plural = entity_kinds[ENTITY_ROUTE].plural;
+        size_t len = strlen(plural);
+        char *d = route_mem(b->c, len + n + 3), *at = d + len;
+        memcpy(d, plural, len);
+        *at++ = '[';
+        while (n > 0)
+            *at++ = digits[--n];
+        *at++ = ']';
+        *at = '\0';
+        return d;
+    }
     char buf[FIELD_PATH_MAX];
     const char *where_i = where(b, ENTITY_ROUTE, i, buf, sizeof buf);
     char *d = arena_dup(&b->c->route_mem, where_i, strlen(where_i));
@@ -313,17 +360,18 @@ static void build_routes(struct build *b) {
     struct config *c = b->c;
     json_t *items = model_items(c->model, ENTITY_ROUTE);
     c->n_routes = json_array_size(items);
-    c->routes = field_alloc_array(c->n_routes, sizeof *c->routes);
+    /* not zeroed: a copied route is overwritten whole, a new one is cleared below */
+    c->routes = c->n_routes ? malloc(c->n_routes * sizeof *c->routes) : NULL;
+    if (c->n_routes && !c->routes) abort();
     json_t *services = json_object(); /* id -> position */
     for (size_t s = 0; s < c->n_services; s++)
         json_object_set_new(services, c->services[s].id, json_integer((json_int_t)s));
-    struct route_index prev = {0};
+    struct route_finder prev = {.prev = b->prev};
     /* prev_service[k]: position in c->services of the previous config's service k (by id, so a
      * changed service is found too), or -1 when it is gone. A copied route finds its service
      * there instead of by three JSON lookups. */
     long *prev_service = NULL;
     if (b->prev) {
-        route_index_build(&prev, b->prev);
         prev_service = field_alloc_array(b->prev->n_services, sizeof *prev_service);
         for (size_t k = 0; k < b->prev->n_services; k++) {
             json_t *pos = json_object_get(services, b->prev->services[k].id);
@@ -334,7 +382,7 @@ static void build_routes(struct build *b) {
     json_t *e;
     json_array_foreach(items, i, e) {
         struct route *r = &c->routes[i];
-        long old = route_index_find(&prev, e);
+        long old = route_finder_find(&prev, e);
         /* the same model object names the same service id, which the model checked exists */
         long service =
             old >= 0 ? prev_service[b->prev->routes[old].service - b->prev->services] : -1;
@@ -346,6 +394,7 @@ static void build_routes(struct build *b) {
             route_service_check(b, r, i); /* the service may have changed */
             continue;
         }
+        *r = (struct route){0};
         r->entity = e;
         memcpy(r->id, str(e, "id"), WEIR_UUID_LEN + 1);
         r->name = str(e, "name");
@@ -398,8 +447,8 @@ static void build_routes(struct build *b) {
         r->order = i;
         r->source_path = route_source_path(b, i);
     }
-    free(prev.keys);
-    free(prev.pos);
+    free(prev.ix.keys);
+    free(prev.ix.pos);
     free(prev_service);
     json_decref(services);
 }

@@ -565,6 +565,55 @@ static void test_config_with_model_reuses_routes_and_outlives_its_base(void **st
     (void)state;
 }
 
+/* The copied routes are found in the new model's order, which an admin change shifts: here the
+ * first route is removed and a new one is inserted in the middle. */
+static void test_config_with_model_copies_routes_around_removed_and_new_ones(void **state) {
+    struct config *a = load_ok(DOC("services"
+                                   : [ {
+                                       "name" : "s1",
+                                       "url" : "http://127.0.0.1:9001",
+                                       "routes" : [
+                                           {"name" : "r1", "paths" : ["/1"]}, {"name" : "r2", "paths" : ["/2"]},
+                                           {"name" : "r3", "paths" : ["/3"]}, {"name" : "r4", "paths" : ["/4"]}
+                                       ]
+                                   } ]));
+    json_t *m = json_copy(a->model);
+    json_t *old = model_items(a->model, ENTITY_ROUTE);
+    json_t *x = json_deep_copy(json_array_get(old, 0));
+    json_object_set_new(x, "id", json_string("0b7e6f0a-6d62-4bd4-9c39-2f7d7a0e5c11"));
+    json_object_set_new(x, "name", json_string("x"));
+    json_object_set_new(x, "paths", json_pack("[s]", "/x"));
+    json_t *routes = json_pack("[OOoO]", json_array_get(old, 1), json_array_get(old, 2), x,
+                               json_array_get(old, 3));
+    json_object_set_new(m, "routes", routes);
+
+    struct errlist errs;
+    errlist_init(&errs);
+    struct config *b = config_with_model(a, m, &errs);
+    print_errors(&errs);
+    assert_non_null(b);
+    errlist_free(&errs);
+    json_decref(m);
+    config_free(a);
+
+    static const char *const names[] = {"r2", "r3", "x", "r4"};
+    static const char *const paths[] = {"/2", "/3", "/x", "/4"};
+    assert_int_equal(b->n_routes, 4);
+    for (size_t i = 0; i < 4; i++) {
+        char where[32];
+        snprintf(where, sizeof where, "routes[%zu]", i);
+        assert_string_equal(b->routes[i].name, names[i]);
+        assert_int_equal(b->routes[i].n_paths, 1);
+        assert_string_equal(b->routes[i].paths[0], paths[i]);
+        assert_string_equal(b->routes[i].source_path, where);
+        assert_int_equal(b->routes[i].order, i);
+        assert_ptr_equal(b->routes[i].service, &b->services[0]);
+        assert_ptr_equal(b->routes[i].entity, json_array_get(model_items(b->model, ENTITY_ROUTE), i));
+    }
+    config_free(b);
+    (void)state;
+}
+
 static void test_same_file_gives_same_ids(void **state) {
     struct config *a = load_ok(issue_example), *b = load_ok(issue_example);
     assert_string_equal(a->services[0].id, b->services[0].id);
@@ -1057,6 +1106,7 @@ int main(void) {
         cmocka_unit_test(test_same_file_gives_same_ids),
         cmocka_unit_test(test_hash_ignores_timestamps_only),
         cmocka_unit_test(test_config_with_model_reuses_routes_and_outlives_its_base),
+        cmocka_unit_test(test_config_with_model_copies_routes_around_removed_and_new_ones),
         cmocka_unit_test(test_different_names_give_different_ids),
         cmocka_unit_test(test_unnamed_routes_get_ids_from_what_they_match),
         cmocka_unit_test(test_given_ids_must_be_uuids_and_unique),
