@@ -176,8 +176,8 @@ struct route {
     char id[WEIR_UUID_LEN + 1];
     const char *name;              /* may be NULL (model) */
     const struct service *service; /* never NULL after load */
-    /* paths, hosts, methods, tags and snis: one block of pointers in the config's route_mem,
-     * strings model */
+    /* paths, hosts, methods, tags and snis: one block of pointers in the config's route_mem;
+     * the strings of paths and hosts are in route_mem too, the others are the model's */
     const char **paths; /* as written; "~" prefix = regex */
     size_t n_paths;
     const char **hosts; /* lower case; "*.x.y" wildcards */
