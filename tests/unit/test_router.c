@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "router/router.h"
 
@@ -587,6 +588,149 @@ static void test_many_routes(void **state) {
     free(routes);
 }
 
+/* ---- the prefix rules against a reference ------------------------------ */
+
+/* router.h's prefix rules written the slow way: every (route, path, host) that matches is a
+ * candidate, ranked by prefix length, then conditions, then host kind, then order. The router
+ * must agree on random routes that share prefixes, paths and hosts (radix splits, buckets of
+ * many entries, the same route in several trees). */
+static unsigned test_next(unsigned *seed) {
+    *seed = *seed * 1103515245u + 12345u;
+    return *seed >> 16;
+}
+
+static bool test_host_matches(const char *route_host, const char *host, int *kind) {
+    if (!host) return false;
+    size_t len = strlen(host), rlen = strlen(route_host);
+    if (route_host[0] == '*') {
+        *kind = 1;
+        return len > rlen - 1 && strcasecmp(host + len - (rlen - 1), route_host + 1) == 0;
+    }
+    *kind = 2;
+    return strcasecmp(host, route_host) == 0;
+}
+
+static bool test_route_conditions_ok(const struct route *r, const char *method,
+                                     const struct test_headers *h) {
+    bool ok = r->n_methods == 0;
+    for (size_t i = 0; i < r->n_methods; i++)
+        ok = ok || strcmp(r->methods[i], method) == 0;
+    for (size_t k = 0; ok && k < r->n_headers; k++) {
+        bool found = false;
+        for (size_t i = 0; h && i < h->n; i++)
+            for (size_t v = 0; v < r->headers[k].n_values; v++)
+                found = found || (!strcmp(h->names[i], r->headers[k].name) &&
+                                  !strcasecmp(h->values[i], r->headers[k].values[v]));
+        ok = found;
+    }
+    return ok;
+}
+
+struct test_candidate {
+    const struct route *route;
+    size_t path_index, len, conditions;
+    int kind;
+};
+
+static bool test_candidate_better(const struct test_candidate *a, const struct test_candidate *b) {
+    if (!b->route) return true;
+    if (a->len != b->len) return a->len > b->len;
+    if (a->conditions != b->conditions) return a->conditions > b->conditions;
+    if (a->kind != b->kind) return a->kind > b->kind;
+    if (a->route->order != b->route->order) return a->route->order < b->route->order;
+    return a->path_index < b->path_index;
+}
+
+static struct test_candidate test_reference(const struct route *routes, size_t n,
+                                            const char *method, const char *host,
+                                            const char *path, const struct test_headers *h) {
+    struct test_candidate best = {0};
+    for (size_t i = 0; i < n; i++) {
+        const struct route *r = &routes[i];
+        if (!test_route_conditions_ok(r, method, h)) continue;
+        size_t conditions = (r->n_hosts > 0) + (r->n_methods > 0) + r->n_headers;
+        for (size_t j = 0; j < (r->n_paths ? r->n_paths : 1); j++) {
+            const char *p = r->n_paths ? r->paths[j] : "";
+            if (strncmp(path, p, strlen(p)) != 0) continue;
+            for (size_t k = 0; k < (r->n_hosts ? r->n_hosts : 1); k++) {
+                int kind = 0;
+                if (r->n_hosts && !test_host_matches(r->hosts[k], host, &kind)) continue;
+                struct test_candidate c = {r, j, strlen(p), conditions, kind};
+                if (test_candidate_better(&c, &best)) best = c;
+            }
+        }
+    }
+    return best;
+}
+
+static void test_prefix_rules_agree_with_reference(void **state) {
+    enum { N = 400, REQUESTS = 4000 };
+    static const char *const path_pool[] = {"/", "/a", "/ab", "/abc", "/abd", "/b", "/ba/",
+                                            "/a/b", "/a/bc", "/abcdef", "/b/a", "/bb"};
+    static const char *const host_pool[] = {"a.example.com", "b.example.com", "*.example.com",
+                                            "x.a.example.com", "*.a.example.com"};
+    static const char *const method_pool[] = {"GET", "POST"};
+    static const char *const value_pool[] = {"1", "2"};
+    static const char *const req_hosts[] = {NULL, "a.example.com", "B.Example.COM",
+                                            "x.a.example.com", "y.a.example.com", "example.com",
+                                            "c.example.com", "other.org"};
+    static const char *const req_methods[] = {"GET", "POST", "PUT"};
+    enum { NP = sizeof path_pool / sizeof *path_pool, NH = sizeof host_pool / sizeof *host_pool };
+    unsigned seed = 4242;
+    for (int round = 0; round < 5; round++) {
+        static struct route routes[N];
+        static const char *paths[N][3], *hosts[N][2], *methods[N][1];
+        static struct route_header headers[N][1];
+        static const char *values[N][1];
+        routes_init(routes, N);
+        for (size_t i = 0; i < N; i++) {
+            struct route *r = &routes[i];
+            r->n_paths = test_next(&seed) % 4; /* 0: no paths, the empty prefix */
+            for (size_t j = 0; j < r->n_paths; j++)
+                paths[i][j] = path_pool[test_next(&seed) % NP];
+            r->paths = paths[i];
+            r->n_hosts = test_next(&seed) % 3;
+            for (size_t j = 0; j < r->n_hosts; j++)
+                hosts[i][j] = host_pool[test_next(&seed) % NH];
+            r->hosts = hosts[i];
+            if (test_next(&seed) % 3 == 0) {
+                methods[i][0] = method_pool[test_next(&seed) % 2];
+                r->methods = methods[i];
+                r->n_methods = 1;
+            }
+            if (test_next(&seed) % 4 == 0) {
+                values[i][0] = value_pool[test_next(&seed) % 2];
+                headers[i][0] = (struct route_header){"x-v", values[i], 1};
+                r->headers = headers[i];
+                r->n_headers = 1;
+            }
+        }
+        struct router *router = build(routes, N);
+        for (int q = 0; q < REQUESTS; q++) {
+            char path[16] = "/";
+            size_t len = 1 + test_next(&seed) % 7;
+            for (size_t k = 1; k < len; k++)
+                path[k] = "ab/cdef"[test_next(&seed) % 7];
+            path[len] = '\0';
+            const char *host = req_hosts[test_next(&seed) % 8];
+            const char *method = req_methods[test_next(&seed) % 3];
+            struct test_headers h = {{"x-v"}, {value_pool[test_next(&seed) % 2]}, 1};
+            struct test_headers *hp = test_next(&seed) % 2 ? &h : NULL;
+            struct test_candidate want = test_reference(routes, N, method, host, path, hp);
+            struct route_match m;
+            const struct route *got = match_full(router, method, host, path, hp, &m);
+            if (got != want.route || (got && (m.path_index != want.path_index ||
+                                              m.matched_len != want.len)))
+                fail_msg("%s %s %s: router says route %ld path %zu, reference route %ld path %zu",
+                         method, host ? host : "-", path, got ? (long)got->order : -1L,
+                         got ? m.path_index : 0, want.route ? (long)want.route->order : -1L,
+                         want.path_index);
+        }
+        router_free(router);
+    }
+    (void)state;
+}
+
 /* router_match is called by every worker on one router without locks. */
 struct test_thread_arg {
     const struct router *router;
@@ -654,6 +798,7 @@ int main(void) {
         cmocka_unit_test(test_result_independent_of_insertion_order),
         cmocka_unit_test(test_invalid_regex_reports_field),
         cmocka_unit_test(test_many_routes),
+        cmocka_unit_test(test_prefix_rules_agree_with_reference),
         cmocka_unit_test(test_concurrent_matches_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
