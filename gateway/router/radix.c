@@ -4,8 +4,8 @@
  * those reads is a cache miss; the layout is chosen to keep that to about one
  * per edge. Each node carries its edge label inline and an array of its
  * children's first bytes, so choosing the next edge never touches the other
- * children. radix_freeze() then copies the nodes into one block, each node
- * followed by its first bytes and child pointers. */
+ * children. radix_pool_freeze() then copies the nodes into one block, each
+ * node followed by its first bytes and child pointers. */
 #include "router/radix.h"
 
 #include <stdint.h>
@@ -26,15 +26,20 @@ struct radix_node {
     char label[];                      /* the edge from the parent */
 };
 
-/* Building memory: nodes and child arrays are carved from chunks and never
- * freed one by one (a child array that grows leaves its old copy behind, at
- * most as much again); radix_freeze() copies what is live and frees the
- * chunks, so a tree of n keys costs O(log n) calls to malloc and free, not
- * O(n). */
+/* Memory carved from chunks and freed all at once: O(log n) calls to malloc
+ * for n blocks. A pool has two: `build` for nodes and child arrays (a child
+ * array that grows leaves its old copy behind, at most as much again), freed
+ * by radix_pool_freeze(), and `trees` for the tree structs, which live as
+ * long as the pool. */
 struct radix_chunk {
     struct radix_chunk *next;
     size_t size;
     /* bytes follow, 8-byte aligned (the header is 16 bytes) */
+};
+
+struct radix_mem {
+    struct radix_chunk *chunks;
+    char *next, *end; /* the free part of the newest chunk */
 };
 
 #define RADIX_FIRST_CHUNK 1024
@@ -42,11 +47,15 @@ struct radix_chunk {
 
 struct radix_tree {
     struct radix_node *root; /* the empty key */
-    char *arena;             /* after radix_freeze(): every node, in one block */
-    /* before radix_freeze() */
-    struct radix_chunk *chunks;
-    char *next, *end;   /* the free part of the newest chunk */
-    size_t frozen_size; /* bytes radix_freeze() will need, kept up to date by inserts */
+    struct radix_pool *pool;
+    struct radix_tree *next_in_pool;
+    size_t frozen_size; /* bytes freezing will need, kept up to date by inserts */
+};
+
+struct radix_pool {
+    struct radix_tree *trees; /* every tree, newest first */
+    struct radix_mem build, tree_mem;
+    char *frozen; /* after radix_pool_freeze(): every tree's nodes, in one block */
 };
 
 static void radix_fail(int line, const char *what) {
@@ -65,48 +74,55 @@ static size_t radix_frozen_size(const struct radix_node *n) {
            n->n_children * sizeof(struct radix_node *);
 }
 
-static void *radix_alloc(struct radix_tree *t, size_t size) {
+static void *radix_mem_alloc(struct radix_mem *m, size_t size) {
     size = radix_align8(size);
-    if ((size_t)(t->end - t->next) < size) {
-        size_t chunk = t->chunks ? t->chunks->size * 2 : RADIX_FIRST_CHUNK;
+    if ((size_t)(m->end - m->next) < size) {
+        size_t chunk = m->chunks ? m->chunks->size * 2 : RADIX_FIRST_CHUNK;
         if (chunk > RADIX_MAX_CHUNK) chunk = RADIX_MAX_CHUNK;
         if (chunk < size) chunk = size;
         struct radix_chunk *c = malloc(sizeof *c + chunk);
         if (!c) radix_fail(__LINE__, "out of memory");
-        c->next = t->chunks;
+        c->next = m->chunks;
         c->size = chunk;
-        t->chunks = c;
-        t->next = (char *)(c + 1);
-        t->end = t->next + chunk;
+        m->chunks = c;
+        m->next = (char *)(c + 1);
+        m->end = m->next + chunk;
     }
-    void *p = t->next;
-    t->next += size;
+    void *p = m->next;
+    m->next += size;
     return p;
 }
 
-static void radix_free_chunks(struct radix_tree *t) {
-    while (t->chunks) {
-        struct radix_chunk *c = t->chunks;
-        t->chunks = c->next;
+static void radix_mem_free(struct radix_mem *m) {
+    while (m->chunks) {
+        struct radix_chunk *c = m->chunks;
+        m->chunks = c->next;
         free(c);
     }
-    t->next = t->end = NULL;
+    m->next = m->end = NULL;
 }
 
 static struct radix_node *radix_node_new(struct radix_tree *t, const char *label, size_t label_len,
                                          size_t key_len) {
     if (label_len > UINT32_MAX) radix_fail(__LINE__, "key too long");
-    struct radix_node *n = radix_alloc(t, sizeof *n + label_len);
+    struct radix_node *n = radix_mem_alloc(&t->pool->build, sizeof *n + label_len);
     *n = (struct radix_node){.label_len = (uint32_t)label_len, .key_len = key_len};
     if (label_len) memcpy(n->label, label, label_len);
     t->frozen_size += radix_frozen_size(n);
     return n;
 }
 
-struct radix_tree *radix_create(void) {
-    struct radix_tree *t = malloc(sizeof *t);
-    if (!t) radix_fail(__LINE__, "out of memory");
-    *t = (struct radix_tree){0};
+struct radix_pool *radix_pool_create(void) {
+    struct radix_pool *p = calloc(1, sizeof *p);
+    if (!p) radix_fail(__LINE__, "out of memory");
+    return p;
+}
+
+struct radix_tree *radix_create(struct radix_pool *p) {
+    if (p->frozen) radix_fail(__LINE__, "radix_create() after radix_pool_freeze()");
+    struct radix_tree *t = radix_mem_alloc(&p->tree_mem, sizeof *t);
+    *t = (struct radix_tree){.pool = p, .next_in_pool = p->trees};
+    p->trees = t;
     t->root = radix_node_new(t, NULL, 0, 0);
     return t;
 }
@@ -130,7 +146,8 @@ static void radix_add_child(struct radix_tree *t, struct radix_node *parent,
         /* One block: cap child pointers, then cap first bytes. */
         size_t cap = parent->cap_children ? parent->cap_children * 2u : 2u;
         if (cap > 256) cap = 256;
-        struct radix_node **children = radix_alloc(t, cap * (sizeof *children + 1));
+        struct radix_node **children =
+            radix_mem_alloc(&t->pool->build, cap * (sizeof *children + 1));
         unsigned char *first = (unsigned char *)(children + cap);
         if (parent->n_children) {
             memcpy(children, parent->children, parent->n_children * sizeof *children);
@@ -148,7 +165,7 @@ static void radix_add_child(struct radix_tree *t, struct radix_node *parent,
 }
 
 void **radix_insert(struct radix_tree *t, const char *key, size_t len) {
-    if (t->arena) radix_fail(__LINE__, "radix_insert() after radix_freeze()");
+    if (t->pool->frozen) radix_fail(__LINE__, "radix_insert() after radix_pool_freeze()");
     struct radix_node *node = t->root;
     size_t pos = 0;
     while (pos < len) {
@@ -186,13 +203,12 @@ void **radix_insert(struct radix_tree *t, const char *key, size_t len) {
 
 /* ---- freezing ----------------------------------------------------------- */
 
-/* Moves one node into the arena. Parents are moved before their children:
- * the node's parent pointer already names the moved parent (rewritten below
- * when the parent moved), and the node fills in its own slot there. */
-static struct radix_node *radix_freeze_node(struct radix_tree *t, size_t *used,
+/* Moves one node to `to`. Parents are moved before their children: the
+ * node's parent pointer already names the moved parent (rewritten below when
+ * the parent moved), and the node fills in its own slot there. */
+static struct radix_node *radix_freeze_node(struct radix_tree *t, char *to,
                                             struct radix_node *old) {
-    struct radix_node *n = (struct radix_node *)(t->arena + *used);
-    *used += radix_frozen_size(old);
+    struct radix_node *n = (struct radix_node *)to;
     memcpy(n, old, sizeof *n + old->label_len);
     n->first = (unsigned char *)n + radix_align8(sizeof *n + old->label_len);
     n->children = (struct radix_node **)(n->first + radix_align8(old->n_children));
@@ -214,41 +230,63 @@ static struct radix_node *radix_freeze_node(struct radix_tree *t, size_t *used,
     return n;
 }
 
-/* Depth-first with an explicit stack (key lengths come from the config, so
- * recursion depth would not be bounded by anything we control): a node is
- * moved before its children, which are then pushed from the old copy. */
-void radix_freeze(struct radix_tree *t, void *(*map)(void *value, void *ctx), void *ctx) {
-    if (t->arena) return;
-    t->arena = malloc(t->frozen_size);
-    if (!t->arena) radix_fail(__LINE__, "out of memory");
-    size_t used = 0, cap = 64, top = 0;
-    struct radix_node **stack = malloc(cap * sizeof *stack);
-    if (!stack) radix_fail(__LINE__, "out of memory");
-    stack[top++] = t->root;
-    while (top > 0) {
-        struct radix_node *old = stack[--top];
-        if (top + old->n_children > cap) {
-            while (top + old->n_children > cap)
-                cap *= 2;
-            struct radix_node **s = realloc(stack, cap * sizeof *s);
-            if (!s) radix_fail(__LINE__, "out of memory");
-            stack = s;
+/* A growing stack of nodes: key lengths come from the config, so recursion
+ * depth would not be bounded by anything we control. */
+struct radix_stack {
+    struct radix_node **items;
+    size_t top, cap;
+};
+
+/* Copies t's nodes to `to` (t->frozen_size bytes), depth-first: a node is
+ * moved before its children, which are pushed from the old copy. */
+static void radix_freeze_tree(struct radix_tree *t, char *to, struct radix_stack *st,
+                              void *(*map)(void *value, void *ctx), void *ctx) {
+    size_t used = 0;
+    st->top = 0;
+    st->items[st->top++] = t->root;
+    while (st->top > 0) {
+        struct radix_node *old = st->items[--st->top];
+        if (st->top + old->n_children > st->cap) {
+            while (st->top + old->n_children > st->cap)
+                st->cap *= 2;
+            struct radix_node **items = realloc(st->items, st->cap * sizeof *items);
+            if (!items) radix_fail(__LINE__, "out of memory");
+            st->items = items;
         }
         for (size_t i = 0; i < old->n_children; i++)
-            stack[top++] = old->children[i];
-        struct radix_node *n = radix_freeze_node(t, &used, old);
+            st->items[st->top++] = old->children[i];
+        size_t size = radix_frozen_size(old);
+        struct radix_node *n = radix_freeze_node(t, to + used, old);
+        used += size;
         if (n->value && map) n->value = map(n->value, ctx);
     }
-    free(stack);
     if (used != t->frozen_size) radix_fail(__LINE__, "frozen size miscounted");
-    radix_free_chunks(t);
 }
 
-void radix_free(struct radix_tree *t) {
-    if (!t) return;
-    radix_free_chunks(t);
-    free(t->arena);
-    free(t);
+void radix_pool_freeze(struct radix_pool *p, void *(*map)(void *value, void *ctx), void *ctx) {
+    if (p->frozen) return;
+    size_t total = 0;
+    for (struct radix_tree *t = p->trees; t; t = t->next_in_pool)
+        total += t->frozen_size;
+    p->frozen = malloc(total ? total : 1);
+    if (!p->frozen) radix_fail(__LINE__, "out of memory");
+    struct radix_stack st = {malloc(64 * sizeof *st.items), 0, 64};
+    if (!st.items) radix_fail(__LINE__, "out of memory");
+    size_t at = 0;
+    for (struct radix_tree *t = p->trees; t; t = t->next_in_pool) {
+        radix_freeze_tree(t, p->frozen + at, &st, map, ctx);
+        at += t->frozen_size;
+    }
+    free(st.items);
+    radix_mem_free(&p->build);
+}
+
+void radix_pool_free(struct radix_pool *p) {
+    if (!p) return;
+    radix_mem_free(&p->build);
+    radix_mem_free(&p->tree_mem);
+    free(p->frozen);
+    free(p);
 }
 
 /* ---- lookups ------------------------------------------------------------ */

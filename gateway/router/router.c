@@ -17,7 +17,8 @@
  * admin change rebuilds the router, and freeing the previous one must be as
  * cheap): entries are collected with the bucket number their key got when
  * inserted, the block is sized from the counts, each bucket of more than one
- * entry is sorted, and radix_freeze() turns the numbers into the buckets.
+ * entry is sorted, and radix_pool_freeze() turns the numbers into the
+ * buckets. Every tree is in one radix pool: 10,000 hosts are 10,000 trees.
  *
  * Everything is built once by router_build() and only read afterwards, so
  * router_match() needs no locks; the only per-call allocation is the PCRE2
@@ -75,7 +76,8 @@ struct router_regex {
 struct router {
     struct router_regex *regexes;
     size_t n_regexes, cap_regexes;
-    uint32_t ovector_pairs; /* enough for the regex with the most groups */
+    uint32_t ovector_pairs;   /* enough for the regex with the most groups */
+    struct radix_pool *trees; /* every tree below */
     struct radix_tree *hostless;
     struct router_host_table exact;
     struct router_host_table wildcard;
@@ -83,7 +85,7 @@ struct router {
 };
 
 /* While building: a prefix entry with the number of its key's bucket. A radix
- * value holds that number plus one until radix_freeze() (0 is "no key"). */
+ * value holds that number plus one until radix_pool_freeze() (0 is "no key"). */
 struct router_pending {
     struct router_entry entry;
     size_t bucket;
@@ -180,8 +182,9 @@ static void router_host_table_place(struct router_host_slot *slots, size_t cap,
     slots[i] = *slot;
 }
 
-/* The tree for host (creating it); host must outlive the table. */
-static struct radix_tree *router_host_table_tree(struct router_host_table *t, const char *host,
+/* The tree for host (creating it in pool); host must outlive the table. */
+static struct radix_tree *router_host_table_tree(struct router_host_table *t,
+                                                 struct radix_pool *pool, const char *host,
                                                  size_t len) {
     struct radix_tree *tree = router_host_table_find(t, host, len);
     if (tree) return tree;
@@ -195,16 +198,10 @@ static struct radix_tree *router_host_table_tree(struct router_host_table *t, co
         t->slots = slots;
         t->cap = cap;
     }
-    struct router_host_slot slot = {host, len, router_hash_nocase(host, len), radix_create()};
+    struct router_host_slot slot = {host, len, router_hash_nocase(host, len), radix_create(pool)};
     router_host_table_place(t->slots, t->cap, &slot);
     t->n++;
     return slot.tree;
-}
-
-static void router_host_table_free(struct router_host_table *t) {
-    for (size_t i = 0; i < t->cap; i++)
-        if (t->slots[i].host) radix_free(t->slots[i].tree);
-    free(t->slots);
 }
 
 /* ---- building ----------------------------------------------------------- */
@@ -252,14 +249,14 @@ static size_t router_bucket_size(size_t n) {
     return sizeof(struct router_bucket) + n * sizeof(struct router_entry);
 }
 
-/* radix_freeze()'s map: a bucket number (plus one) to its bucket. */
+/* radix_pool_freeze()'s map: a bucket number (plus one) to its bucket. */
 static void *router_bucket_of(void *value, void *ctx) {
     const struct router_build *b = ctx;
     return b->block + b->bucket_at[(uintptr_t)value - 1];
 }
 
 /* Lays the pending entries out in their buckets, sorts the buckets that hold
- * more than one, and freezes every tree with its final values. */
+ * more than one, and freezes the trees with their final values. */
 static void router_finish_trees(struct router *r, struct router_build *b) {
     size_t total = 0;
     for (size_t k = 0; k < b->n_buckets; k++) {
@@ -281,11 +278,7 @@ static void router_finish_trees(struct router *r, struct router_build *b) {
         struct router_bucket *bk = (struct router_bucket *)(r->buckets + b->bucket_at[k]);
         if (bk->n > 1) qsort(bk->entries, bk->n, sizeof *bk->entries, router_cmp_entry);
     }
-    radix_freeze(r->hostless, router_bucket_of, b);
-    for (size_t i = 0; i < r->exact.cap; i++)
-        if (r->exact.slots[i].host) radix_freeze(r->exact.slots[i].tree, router_bucket_of, b);
-    for (size_t i = 0; i < r->wildcard.cap; i++)
-        if (r->wildcard.slots[i].host) radix_freeze(r->wildcard.slots[i].tree, router_bucket_of, b);
+    radix_pool_freeze(r->trees, router_bucket_of, b);
 }
 
 /* Compiles routes[route_i].paths[path_i] (which starts with "~"); on a bad
@@ -344,9 +337,9 @@ static void router_add_prefix(struct router *r, struct router_build *b, const st
         size_t host_len = router_host_len_without_port(host, strlen(host));
         struct radix_tree *t;
         if (router_is_wildcard(host, host_len)) /* "*.example.com" is keyed ".example.com" */
-            t = router_host_table_tree(&r->wildcard, host + 1, host_len - 1);
+            t = router_host_table_tree(&r->wildcard, r->trees, host + 1, host_len - 1);
         else
-            t = router_host_table_tree(&r->exact, host, host_len);
+            t = router_host_table_tree(&r->exact, r->trees, host, host_len);
         router_tree_add(b, t, path, len, &e);
     }
 }
@@ -354,7 +347,8 @@ static void router_add_prefix(struct router *r, struct router_build *b, const st
 struct router *router_build(const struct route *routes, size_t n, struct errlist *errs) {
     struct router *r = calloc(1, sizeof *r);
     ROUTER_CHECK_ALLOC(r);
-    r->hostless = radix_create();
+    r->trees = radix_pool_create();
+    r->hostless = radix_create(r->trees);
     /* Prefix entries: one per path (or one for no path) and host (or one for no host). */
     size_t max_entries = 0;
     for (size_t i = 0; i < n; i++)
@@ -399,9 +393,9 @@ void router_free(struct router *r) {
     for (size_t i = 0; i < r->n_regexes; i++)
         pcre2_code_free(r->regexes[i].code);
     free(r->regexes);
-    radix_free(r->hostless);
-    router_host_table_free(&r->exact);
-    router_host_table_free(&r->wildcard);
+    radix_pool_free(r->trees);
+    free(r->exact.slots);
+    free(r->wildcard.slots);
     free(r->buckets);
     free(r);
 }
