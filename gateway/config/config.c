@@ -22,6 +22,7 @@
 #include "config/schema.h"
 #include "core/paths.h"
 #include "lua/plugin_catalog.h"
+#include "router/regex_set.h"
 
 #define CONFIG_MAX_FILE_BYTES (64L * 1024 * 1024)
 
@@ -171,6 +172,7 @@ static struct config *load_text(const char *text, size_t len, const char *base_d
 struct config *config_with_model(const struct config *base, json_t *model, struct errlist *errs) {
     struct config *c = assemble(base->weir_json, base->base_dir, model, NULL, base, errs);
     if (c && base->source_path) c->source_path = field_xstrdup(base->source_path);
+    if (c) c->regexes_seed = regex_set_retain(base->regexes);
     return c;
 }
 
@@ -273,6 +275,8 @@ void config_free(struct config *c) {
         free(c->services[i].ca_certificates);
     }
     arena_free(&c->route_mem); /* every route's lists, headers and source path */
+    regex_set_release(c->regexes);
+    regex_set_release(c->regexes_seed);
     for (size_t u = 0; u < c->n_upstreams; u++) {
         struct upstream *up = &c->upstreams[u];
         for (size_t t = 0; t < up->n_targets; t++)

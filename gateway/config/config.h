@@ -25,6 +25,8 @@
 
 #define WEIR_UUID_LEN 36
 
+struct regex_set;
+
 enum log_level {
     LOG_LEVEL_DEBUG,
     LOG_LEVEL_INFO,
@@ -209,6 +211,10 @@ struct config {
     /* The routes' lists, header arrays and source paths: one arena, so that a config of 10,000
      * routes is a few chunks to free, not four blocks per route (admin changes rebuild it). */
     struct arena route_mem;
+    /* Compiled route regexes (router/regex_set.h), one reference each: `regexes` those of the
+     * router built from this config (snapshot_build sets it), `regexes_seed` those of the
+     * config this one was derived from (config_with_model), which the build reuses and drops. */
+    struct regex_set *regexes, *regexes_seed;
     struct upstream *upstreams;
     size_t n_upstreams;
     char *source_path;              /* absolute path of the file, NULL for embedded */

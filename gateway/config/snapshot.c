@@ -3,6 +3,7 @@
 #include "config/model.h"
 #include "lua/plugin_catalog.h"
 #include "lua/plugin_chain.h"
+#include "router/regex_set.h"
 #include "tls/passthrough.h"
 #include "tls/sni_map.h"
 #include "tls/tls_server.h"
@@ -49,11 +50,17 @@ static void build_chains(struct snapshot *s) {
 
 struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t version,
                                 struct errlist *errs) {
-    struct router *router = router_build(cfg->routes, cfg->n_routes, errs);
+    /* regexes the config's predecessor compiled are taken as they are (router/regex_set.h) */
+    struct router *router =
+        router_build_reusing(cfg->routes, cfg->n_routes, cfg->regexes_seed, errs);
+    regex_set_release(cfg->regexes_seed);
+    cfg->regexes_seed = NULL;
     if (!router) {
         config_free(cfg);
         return NULL;
     }
+    regex_set_release(cfg->regexes);
+    cfg->regexes = regex_set_retain(router_compiled_regexes(router));
     struct tls_server *tls = NULL;
     if (cfg->weir.any_ssl_listener || cfg->weir.ssl_cert) {
         tls = tls_server_build(cfg, errs);

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "router/radix.h"
+#include "router/regex_set.h"
 
 /* Ranked so that a larger value wins a tie at equal prefix and conditions. */
 enum router_host_kind { ROUTER_HOST_NONE, ROUTER_HOST_WILDCARD, ROUTER_HOST_EXACT };
@@ -69,8 +70,9 @@ struct router_host_table {
 struct router_regex {
     const struct route *route;
     size_t path_index;
-    pcre2_code *code;
-    int n_groups; /* capture groups + group 0 */
+    pcre2_code *code; /* shared->code, read without the extra hop */
+    int n_groups;     /* capture groups + group 0 */
+    struct regex_code *shared;
 };
 
 struct router {
@@ -81,7 +83,8 @@ struct router {
     struct radix_tree *hostless;
     struct router_host_table exact;
     struct router_host_table wildcard;
-    char *buckets; /* every tree's buckets, one after the other */
+    char *buckets;              /* every tree's buckets, one after the other */
+    struct regex_set *compiled; /* the codes of `regexes`, for the next build; NULL if none */
 };
 
 /* While building: a prefix entry with the number of its key's bucket. A radix
@@ -283,14 +286,14 @@ static void router_finish_trees(struct router *r, struct router_build *b) {
 
 /* Compiles routes[route_i].paths[path_i] (which starts with "~"); on a bad
  * pattern reports it and returns false. */
-static bool router_add_regex(struct router *r, const struct route *route, size_t route_i,
-                             size_t path_i, struct errlist *errs) {
+static bool router_add_regex(struct router *r, const struct regex_set *reuse,
+                             const struct route *route, size_t route_i, size_t path_i,
+                             struct errlist *errs) {
     const char *pattern = route->paths[path_i] + 1;
-    int errcode;
-    PCRE2_SIZE erroffset;
-    pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED,
-                                     &errcode, &erroffset, NULL);
-    if (!code) {
+    int errcode = 0;
+    size_t erroffset = 0;
+    struct regex_code *shared = regex_code_get(reuse, pattern, &errcode, &erroffset);
+    if (!shared) {
         if (errs) {
             PCRE2_UCHAR msg[256];
             char field[160];
@@ -300,15 +303,11 @@ static bool router_add_regex(struct router *r, const struct route *route, size_t
             else
                 snprintf(field, sizeof field, "routes[%zu].paths[%zu]", route_i, path_i);
             errlist_addf(errs, field, "invalid regex: %s at offset %zu", (const char *)msg,
-                         (size_t)erroffset);
+                         erroffset);
         }
         return false;
     }
-    /* Without JIT the interpreter gives the same answers, only slower. */
-    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
-
-    uint32_t captures = 0;
-    pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &captures);
+    uint32_t captures = shared->captures;
     if (captures + 1 > r->ovector_pairs) r->ovector_pairs = captures + 1;
 
     if (r->n_regexes == r->cap_regexes) {
@@ -317,7 +316,7 @@ static bool router_add_regex(struct router *r, const struct route *route, size_t
         ROUTER_CHECK_ALLOC(r->regexes);
     }
     int groups = captures + 1 < ROUTER_MAX_CAPTURES ? (int)captures + 1 : ROUTER_MAX_CAPTURES;
-    r->regexes[r->n_regexes++] = (struct router_regex){route, path_i, code, groups};
+    r->regexes[r->n_regexes++] = (struct router_regex){route, path_i, shared->code, groups, shared};
     return true;
 }
 
@@ -345,6 +344,21 @@ static void router_add_prefix(struct router *r, struct router_build *b, const st
 }
 
 struct router *router_build(const struct route *routes, size_t n, struct errlist *errs) {
+    return router_build_reusing(routes, n, NULL, errs);
+}
+
+/* The set of the router's codes, for the next build to reuse. */
+static void router_keep_compiled(struct router *r) {
+    struct regex_code **codes = malloc(r->n_regexes * sizeof *codes);
+    ROUTER_CHECK_ALLOC(codes);
+    for (size_t i = 0; i < r->n_regexes; i++)
+        codes[i] = r->regexes[i].shared;
+    r->compiled = regex_set_build(codes, r->n_regexes);
+    free(codes);
+}
+
+struct router *router_build_reusing(const struct route *routes, size_t n,
+                                    const struct regex_set *reuse, struct errlist *errs) {
     struct router *r = calloc(1, sizeof *r);
     ROUTER_CHECK_ALLOC(r);
     r->trees = radix_pool_create();
@@ -370,13 +384,16 @@ struct router *router_build(const struct route *routes, size_t n, struct errlist
         for (size_t j = 0; j < route->n_paths; j++) {
             const char *path = route->paths[j];
             if (path[0] == '~')
-                ok = router_add_regex(r, route, i, j, errs) && ok; /* report every bad regex */
+                ok = router_add_regex(r, reuse, route, i, j, errs) && ok; /* report them all */
             else
                 router_add_prefix(r, &b, route, j, path);
         }
     }
     if (ok) {
-        if (r->n_regexes) qsort(r->regexes, r->n_regexes, sizeof *r->regexes, router_cmp_regex);
+        if (r->n_regexes) {
+            qsort(r->regexes, r->n_regexes, sizeof *r->regexes, router_cmp_regex);
+            router_keep_compiled(r);
+        }
         router_finish_trees(r, &b);
     }
     free(b.pending);
@@ -388,11 +405,16 @@ struct router *router_build(const struct route *routes, size_t n, struct errlist
     return r;
 }
 
+struct regex_set *router_compiled_regexes(const struct router *r) {
+    return r->compiled;
+}
+
 void router_free(struct router *r) {
     if (!r) return;
     for (size_t i = 0; i < r->n_regexes; i++)
-        pcre2_code_free(r->regexes[i].code);
+        regex_code_release(r->regexes[i].shared);
     free(r->regexes);
+    regex_set_release(r->compiled);
     radix_pool_free(r->trees);
     free(r->exact.slots);
     free(r->wildcard.slots);

@@ -59,9 +59,18 @@ struct route_match {
     size_t captures[ROUTER_MAX_CAPTURES][2]; /* [start, end) offsets in path; SIZE_MAX if unset */
 };
 
+struct regex_set;
+
 /* Compiles routes[0..n) (pointers into a config that must outlive the router).
  * Returns NULL and fills errs ("routes[i].paths[j]: ...") on a bad regex. */
 struct router *router_build(const struct route *routes, size_t n, struct errlist *errs);
+/* The same, taking the compiled code of every regex whose pattern `reuse` holds (NULL: none)
+ * from there (router/regex_set.h): pass the previous router's router_compiled_regexes(). */
+struct router *router_build_reusing(const struct route *routes, size_t n,
+                                    const struct regex_set *reuse, struct errlist *errs);
+/* The router's regex codes (NULL without regex routes), valid while it lives; retain the set
+ * (regex_set_retain) to keep it longer. */
+struct regex_set *router_compiled_regexes(const struct router *r);
 /* Returns true and fills *out when a route matches. */
 bool router_match(const struct router *r, const struct route_request *req, struct route_match *out);
 void router_free(struct router *r);

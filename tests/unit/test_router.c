@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "router/regex_set.h"
 #include "router/router.h"
 
 /* Sets a (const char **, size_t) pair of struct route from string literals. */
@@ -588,6 +589,54 @@ static void test_many_routes(void **state) {
     free(routes);
 }
 
+/* An admin change builds a router from the previous one's compiled regexes: a pattern both have
+ * is the same code, which must outlive the previous router and its set. */
+static void test_next_router_reuses_compiled_regexes(void **state) {
+    struct route a[3], b[3];
+    routes_init(a, 3);
+    PATHS(a[0], "~/a/(\\d+)$");
+    PATHS(a[1], "~/b");
+    PATHS(a[2], "/c");
+    routes_init(b, 3);
+    PATHS(b[0], "/c");
+    PATHS(b[1], "~/a/(\\d+)$");
+    PATHS(b[2], "~/d/(\\w+)");
+    struct router *ra = build(a, 3);
+    struct regex_set *compiled = regex_set_retain(router_compiled_regexes(ra));
+    assert_non_null(compiled);
+    struct route_match ma, mb;
+    assert_ptr_equal(match_full(ra, "GET", NULL, "/a/42", NULL, &ma), &a[0]);
+
+    struct errlist errs;
+    errlist_init(&errs);
+    struct router *rb = router_build_reusing(b, 3, compiled, &errs);
+    assert_non_null(rb);
+    router_free(ra);
+    regex_set_release(compiled);
+
+    assert_ptr_equal(match_full(rb, "GET", NULL, "/a/42", NULL, &mb), &b[1]);
+    assert_ptr_equal(mb.regex, ma.regex); /* the same code, still alive */
+    assert_int_equal(mb.n_captures, 2);
+    assert_int_equal(mb.captures[1][0], 3);
+    assert_int_equal(mb.captures[1][1], 5);
+    assert_ptr_equal(match_full(rb, "GET", NULL, "/d/x", NULL, &mb), &b[2]);
+    assert_ptr_not_equal(mb.regex, ma.regex);
+    assert_null(match(rb, "GET", NULL, "/b"));
+    assert_ptr_equal(match(rb, "GET", NULL, "/c/1"), &b[0]);
+
+    /* a bad pattern is still reported when the others are reused */
+    struct route c[2];
+    routes_init(c, 2);
+    PATHS(c[0], "~/a/(\\d+)$");
+    PATHS(c[1], "~/x[");
+    assert_null(router_build_reusing(c, 2, router_compiled_regexes(rb), &errs));
+    assert_int_equal(errs.n, 1);
+    assert_true(strncmp(errs.items[0], "routes[1].paths[0]: invalid regex: ", 35) == 0);
+    errlist_free(&errs);
+    router_free(rb);
+    (void)state;
+}
+
 /* ---- the prefix rules against a reference ------------------------------ */
 
 /* router.h's prefix rules written the slow way: every (route, path, host) that matches is a
@@ -797,6 +846,7 @@ int main(void) {
         cmocka_unit_test(test_no_match),
         cmocka_unit_test(test_result_independent_of_insertion_order),
         cmocka_unit_test(test_invalid_regex_reports_field),
+        cmocka_unit_test(test_next_router_reuses_compiled_regexes),
         cmocka_unit_test(test_many_routes),
         cmocka_unit_test(test_prefix_rules_agree_with_reference),
         cmocka_unit_test(test_concurrent_matches_agree),
