@@ -13,12 +13,14 @@
  * whose methods and headers the request satisfies. All buckets of all trees
  * share one block.
  *
- * Building costs a handful of allocations whatever the number of routes (an
+ * Building costs a few dozen allocations whatever the number of routes (an
  * admin change rebuilds the router, and freeing the previous one must be as
  * cheap): entries are collected with the bucket number their key got when
  * inserted, the block is sized from the counts, each bucket of more than one
  * entry is sorted, and radix_pool_freeze() turns the numbers into the
  * buckets. Every tree is in one radix pool: 10,000 hosts are 10,000 trees.
+ * Regexes are compiled only when the previous router did not have them
+ * (router/regex_set.h).
  *
  * Everything is built once by router_build() and only read afterwards, so
  * router_match() needs no locks; the only per-call allocation is the PCRE2
