@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "config/entity.h"
 #include "config/model.h"
+#include "config/model_change.h"
 #include "config/model_text.h"
 #include "core/errlist.h"
 #include "core/uuid.h"
@@ -1462,6 +1463,144 @@ static void test_export_text_survives_many_random_changes(void **state) {
     model_text_cache_free(cache);
 }
 
+
+/* ---------------------------------------------------------------- model_change (journal records) */
+
+/* What a restart would load from the store after `stored` was written: export, then read back. */
+static json_t *reloaded(const json_t *stored) {
+    json_t *doc = model_export(stored);
+    struct errlist errs;
+    errlist_init(&errs);
+    json_t *m = config_model_from_doc(doc, (long long)time(NULL), NULL, &errs);
+    if (!m) print_errors(&errs);
+    assert_non_null(m);
+    errlist_free(&errs);
+    json_decref(doc);
+    return m;
+}
+
+/* Replays the change from `from` to `to` on `*stored` (a model as loaded from the store) and checks
+ * that the result exports exactly as `to` does, in the same order. */
+static void replay_and_check(json_t **stored, const json_t *from, const json_t *to) {
+    json_t *rec = model_change(from, to);
+    if (rec) {
+        /* through text, as the journal keeps it */
+        char *text = json_dumps(rec, JSON_COMPACT);
+        json_decref(rec);
+        rec = parse(text);
+        free(text);
+        char why[200] = "";
+        json_t *next = model_change_apply(*stored, rec, why, sizeof why);
+        if (!next) fprintf(stderr, "    %s\n", why);
+        assert_non_null(next);
+        json_decref(rec);
+        step(stored, next);
+    }
+    json_t *a = model_export(*stored), *b = model_export(to);
+    char *ta = json_dumps(a, JSON_COMPACT), *tb = json_dumps(b, JSON_COMPACT);
+    assert_string_equal(ta, tb);
+    free(ta);
+    free(tb);
+    json_decref(a);
+    json_decref(b);
+}
+
+static void test_model_change_of_one_route_is_that_route(void **state) {
+    (void)state;
+    json_t *m = big_model(3, 3);
+    assert_null(model_change(m, m));
+    json_t *copy = json_copy(m); /* the same arrays */
+    assert_null(model_change(m, copy));
+    json_decref(copy);
+    json_t *next = add_route(m);
+    json_t *rec = model_change(m, next);
+    json_t *routes = model_items(next, ENTITY_ROUTE);
+    json_t *want = json_pack("{s:[{s:s, s:i, s:i, s:[O]}]}", "splices", "kind", "routes", "at", 9,
+                             "remove", 0, "insert", json_array_get(routes, 9));
+    assert_true(json_equal(rec, want));
+    json_decref(want);
+    json_decref(rec);
+    json_t *after = replace_route(next, 4);
+    rec = model_change(next, after);
+    want = json_pack("{s:[{s:s, s:i, s:i, s:[O]}]}", "splices", "kind", "routes", "at", 4,
+                     "remove", 1, "insert", json_array_get(model_items(after, ENTITY_ROUTE), 4));
+    assert_true(json_equal(rec, want));
+    json_decref(want);
+    json_decref(rec);
+    json_t *deleted = delete_item(after, ENTITY_ROUTE, 0);
+    rec = model_change(after, deleted);
+    want = parse("{\"splices\": [{\"kind\": \"routes\", \"at\": 0, \"remove\": 1, \"insert\": []}]}");
+    assert_true(json_equal(rec, want));
+    json_decref(want);
+    json_decref(rec);
+    json_decref(deleted);
+    json_decref(after);
+    json_decref(next);
+    json_decref(m);
+}
+
+static void test_model_change_apply_refuses_records_that_do_not_fit(void **state) {
+    (void)state;
+    json_t *m = big_model(2, 2);
+    const char *bad[] = {
+        "{}",
+        "{\"splices\": {}}",
+        "{\"splices\": [{\"kind\": \"nothing\", \"at\": 0, \"remove\": 0, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 5, \"remove\": 0, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 3, \"remove\": 2, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": -1, \"remove\": 0, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 0, \"remove\": -1, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 0, \"remove\": 0, \"insert\": [1]}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": \"0\", \"remove\": 0, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 0, \"remove\": 0}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *rec = parse(bad[i]);
+        char why[200] = "";
+        json_t *out = model_change_apply(m, rec, why, sizeof why);
+        if (out) fprintf(stderr, "    accepted: %s\n", bad[i]);
+        assert_null(out);
+        assert_true(why[0] != '\0');
+        json_decref(rec);
+    }
+    /* the model is untouched */
+    assert_int_equal(json_array_size(model_items(m, ENTITY_ROUTE)), 4);
+    json_decref(m);
+}
+
+/* Targets appended to different upstreams interleave in the model but load grouped by upstream:
+ * records count positions in the stored (grouped) order, so replays stay exact. */
+static void test_model_change_replays_random_changes_on_the_stored_state(void **state) {
+    (void)state;
+    json_t *m = big_model(20, 5);
+    json_t *stored = reloaded(m);
+    for (int round = 0; round < 200; round++) {
+        json_t *next;
+        switch (rng(6)) {
+        case 0: next = add_route(m); break;
+        case 1: next = replace_route(m, rng(json_array_size(model_items(m, ENTITY_ROUTE)))); break;
+        case 2:
+            next = delete_item(m, ENTITY_ROUTE, rng(json_array_size(model_items(m, ENTITY_ROUTE))));
+            break;
+        case 3: next = add_target(m); break;
+        case 4:
+            next = replace_target(m, rng(json_array_size(model_items(m, ENTITY_TARGET))));
+            break;
+        default:
+            next = json_array_size(model_items(m, ENTITY_TARGET)) > 1
+                       ? delete_item(m, ENTITY_TARGET,
+                                     rng(json_array_size(model_items(m, ENTITY_TARGET))))
+                       : add_service(m);
+        }
+        if (round % 7 == 6) step(&next, add_service(next)); /* two kinds in one record */
+        replay_and_check(&stored, m, next);
+        step(&m, next);
+        if (round % 50 == 49) step(&stored, reloaded(stored)); /* a restart folds the journal */
+    }
+    json_decref(stored);
+    json_decref(m);
+}
+
 static void test_export_text_with_3000_routes(void **state) {
     (void)state;
     struct model_text_cache *cache = model_text_cache_new();
@@ -1523,6 +1662,9 @@ int main(void) {
         cmocka_unit_test(test_export_text_follows_shallow_copies),
         cmocka_unit_test(test_export_text_survives_many_random_changes),
         cmocka_unit_test(test_export_text_with_3000_routes),
+        cmocka_unit_test(test_model_change_of_one_route_is_that_route),
+        cmocka_unit_test(test_model_change_apply_refuses_records_that_do_not_fit),
+        cmocka_unit_test(test_model_change_replays_random_changes_on_the_stored_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
