@@ -49,6 +49,7 @@ struct admin_state {
     int n_workers;
     char node_id[37];
     struct timespec started;
+    struct model_conflict_cache *conflicts; /* admin_start() to admin_stop() (config/model.h) */
 };
 
 /* What an entity endpoint serves: a kind, maybe nested under an owner

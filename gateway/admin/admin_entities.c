@@ -563,7 +563,7 @@ static void store_entity(struct admin_state *st, enum entity_kind k, json_t *e, 
         }
     }
     const char *field = NULL;
-    long clash = model_conflict(model(st), k, e, at, &field);
+    long clash = model_conflict(model(st), k, e, at, &field, st->conflicts);
     if (clash >= 0) {
         json_t *value = json_object_get(e, field);
         if (!strcmp(field, "snis")) {

@@ -971,20 +971,20 @@ static void test_model_conflict_names_the_clashing_field(void **state) {
     json_t *m = model_of(lookup_doc, NULL);
     const char *field = NULL;
     json_t *e = parse("{\"name\": \"a\", \"host\": \"x\"}");
-    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, -1, &field), 1);
+    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, -1, &field, NULL), 1);
     assert_string_equal(field, "name");
-    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, 1, &field), -1); /* itself */
+    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, 1, &field, NULL), -1); /* itself */
     json_decref(e);
 
     e = parse("{\"id\": \"" ID_A_UPPER "\", \"name\": \"new\"}");
     field = NULL;
-    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, -1, &field), 3);
+    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, -1, &field, NULL), 3);
     assert_string_equal(field, "id");
-    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, 3, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, 3, &field, NULL), -1);
     json_decref(e);
 
     e = parse("{\"name\": \"Pool\"}");
-    assert_int_equal(model_conflict(m, ENTITY_UPSTREAM, e, -1, &field), 0);
+    assert_int_equal(model_conflict(m, ENTITY_UPSTREAM, e, -1, &field, NULL), 0);
     assert_string_equal(field, "name");
     json_decref(e);
 
@@ -992,14 +992,14 @@ static void test_model_conflict_names_the_clashing_field(void **state) {
     snprintf(text, sizeof text, "{\"target\": \"10.0.0.1:81\", \"upstream\": {\"id\": \"%s\"}}",
              str(item(m, ENTITY_UPSTREAM, 0), "id"));
     e = parse(text);
-    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, -1, &field), 1);
+    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, -1, &field, NULL), 1);
     assert_string_equal(field, "target");
-    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, 1, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, 1, &field, NULL), -1);
     json_decref(e);
     snprintf(text, sizeof text, "{\"target\": \"10.0.0.1:81\", \"upstream\": {\"id\": \"%s\"}}",
              str(item(m, ENTITY_UPSTREAM, 1), "id"));
     e = parse(text);
-    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, -1, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, -1, &field, NULL), -1);
     json_decref(e);
 
     /* a route matching the same requests, on any service */
@@ -1008,15 +1008,15 @@ static void test_model_conflict_names_the_clashing_field(void **state) {
              " \"hosts\": null, \"methods\": null, \"headers\": null}",
              ID_A);
     e = parse(text);
-    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field), 0);
+    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field, NULL), 0);
     assert_string_equal(field, "paths");
-    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, 0, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, 0, &field, NULL), -1);
     json_decref(e);
     e = parse("{\"name\": \"other\", \"paths\": [\"/a\", \"/b\"], \"headers\": {\"x\": [\"1\"]}}");
-    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field, NULL), -1);
     json_decref(e);
     e = parse("{\"name\": \"other\", \"paths\": [\"/a\"]}");
-    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field, NULL), -1);
     json_decref(e);
     json_decref(m);
 }
@@ -1601,6 +1601,61 @@ static void test_model_change_replays_random_changes_on_the_stored_state(void **
     json_decref(m);
 }
 
+
+/* The cache only saves lookups: across a run of admin-like changes (shallow copies, deletions,
+ * entities coming back) every answer equals the uncached one, clashes included. */
+static void test_model_conflict_cache_gives_the_uncached_answers(void **state) {
+    (void)state;
+    struct model_conflict_cache *cache = model_conflict_cache_new();
+    json_t *m = big_model(10, 10);
+    json_t *graveyard = json_array();
+    size_t clashes = 0;
+    for (int round = 0; round < 120; round++) {
+        json_t *next;
+        switch (rng(4)) {
+        case 0: next = add_route(m); break;
+        case 1: next = replace_route(m, rng(json_array_size(model_items(m, ENTITY_ROUTE)))); break;
+        case 2: {
+            size_t i = rng(json_array_size(model_items(m, ENTITY_ROUTE)));
+            json_array_append(graveyard, json_array_get(model_items(m, ENTITY_ROUTE), i));
+            next = delete_item(m, ENTITY_ROUTE, i);
+            break;
+        }
+        default:
+            next = json_array_size(graveyard)
+                       ? append_item(m, ENTITY_ROUTE, json_incref(json_array_get(graveyard, 0)))
+                       : add_service(m);
+            if (json_array_size(graveyard)) json_array_remove(graveyard, 0);
+        }
+        step(&m, next);
+        json_t *routes = model_items(m, ENTITY_ROUTE);
+        size_t n = json_array_size(routes);
+        /* a probe: a copy of a random route (same id, name and paths), or the same with a new
+         * id, or with new paths too */
+        size_t at = rng(n);
+        json_t *probe = json_deep_copy(json_array_get(routes, at));
+        int kind = (int)rng(3);
+        if (kind >= 1) json_object_set_new(probe, "id", json_string(ID_MISSING));
+        if (kind == 2) json_object_set_new(probe, "paths", json_pack("[s]", "/nobody/has/this"));
+        for (long self = -1; self <= 0; self++) {
+            long me = self < 0 ? -1 : (long)at;
+            const char *f1 = NULL, *f2 = NULL;
+            long a = model_conflict(m, ENTITY_ROUTE, probe, me, &f1, cache);
+            long b = model_conflict(m, ENTITY_ROUTE, probe, me, &f2, NULL);
+            assert_int_equal(a, b);
+            if (a >= 0) {
+                assert_string_equal(f1, f2);
+                clashes++;
+            }
+        }
+        json_decref(probe);
+    }
+    assert_true(clashes > 50); /* the probes did find clashes, and the same ones */
+    json_decref(graveyard);
+    json_decref(m);
+    model_conflict_cache_free(cache);
+}
+
 static void test_export_text_with_3000_routes(void **state) {
     (void)state;
     struct model_text_cache *cache = model_text_cache_new();
@@ -1663,6 +1718,7 @@ int main(void) {
         cmocka_unit_test(test_export_text_survives_many_random_changes),
         cmocka_unit_test(test_export_text_with_3000_routes),
         cmocka_unit_test(test_model_change_of_one_route_is_that_route),
+        cmocka_unit_test(test_model_conflict_cache_gives_the_uncached_answers),
         cmocka_unit_test(test_model_change_apply_refuses_records_that_do_not_fit),
         cmocka_unit_test(test_model_change_replays_random_changes_on_the_stored_state),
     };
