@@ -595,8 +595,17 @@ struct conflict_row {
     const char *id;
     const char *unique[3];
     const json_t *paths; /* routes */
+    const char *path0;   /* a route's first path: a quick "not the same paths" */
     const json_t *snis;  /* routes with snis */
 };
+
+/* a and b (either may be NULL) equal, case-insensitively when `nocase`; the first byte decides
+ * most comparisons without a call. */
+static inline bool same_str(const char *a, const char *b, bool nocase) {
+    if (!a || !b) return false;
+    if (!nocase) return a[0] == b[0] && !strcmp(a, b);
+    return (a[0] | 0x20) == (b[0] | 0x20) && !strcasecmp(a, b);
+}
 
 struct model_conflict_cache {
     struct {
@@ -626,6 +635,7 @@ static void conflict_row_fill(enum entity_kind k, const json_t *e, struct confli
     for (int u = 0; u < 3; u++)
         r->unique[u] = entity_kinds[k].unique[u] ? str(e, entity_kinds[k].unique[u]) : NULL;
     r->paths = k == ENTITY_ROUTE ? json_object_get(e, "paths") : NULL;
+    r->path0 = json_string_value(json_array_get(r->paths, 0));
     json_t *snis = k == ENTITY_ROUTE ? json_object_get(e, "snis") : NULL;
     r->snis = json_array_size(snis) ? e : NULL;
 }
@@ -671,15 +681,14 @@ long model_conflict(const json_t *model, enum entity_kind k, const json_t *entit
     for (size_t i = 0; i < n && found < 0; i++) {
         const struct conflict_row *r = &rows[i];
         if ((long)i == self) continue;
-        if (mine.id && r->id && !strcasecmp(mine.id, r->id)) {
+        if (same_str(mine.id, r->id, true)) {
             *field = "id";
             found = (long)i;
             break;
         }
         for (int u = 0; u < 3 && info->unique[u] && found < 0; u++) {
-            const char *a = mine.unique[u], *b = r->unique[u];
             /* upstream names are host names */
-            if (a && b && (k == ENTITY_UPSTREAM ? !strcasecmp(a, b) : !strcmp(a, b))) {
+            if (same_str(mine.unique[u], r->unique[u], k == ENTITY_UPSTREAM)) {
                 *field = info->unique[u];
                 found = (long)i;
             }
@@ -692,7 +701,16 @@ long model_conflict(const json_t *model, enum entity_kind k, const json_t *entit
         }
         if (ckey) {
             /* most routes differ in their paths: skip building their keys */
-            if (k == ENTITY_ROUTE && !same_set(mine.paths, r->paths)) continue;
+            if (k == ENTITY_ROUTE) {
+                /* the same set has r's first path among mine */
+                bool listed = !r->path0;
+                size_t j;
+                json_t *p;
+                json_array_foreach(mine.paths, j, p) {
+                    if (!listed) listed = same_str(json_string_value(p), r->path0, false);
+                }
+                if (!listed || !same_set(mine.paths, r->paths)) continue;
+            }
             const char *f2;
             char *other = composite_key(k, r->entity, &f2);
             bool same = other && !strcmp(other, ckey);
