@@ -27,6 +27,7 @@ class Toggle:
         self.health_status = 200
         self.status = 200
         self.health_hits = 0
+        self.health_headers = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +36,7 @@ class Toggle:
             def do_GET(self):
                 if self.path == "/health":
                     outer.health_hits += 1
+                    outer.health_headers = [(k.lower(), v) for k, v in self.headers.items()]
                     code = outer.health_status
                 else:
                     code = outer.status
@@ -115,6 +117,7 @@ def backends_hit(port, n):
 
 
 ACTIVE_HTTP = {"active": {"type": "http", "http_path": "/health", "timeout": 1,
+                          "headers": {"X-Probe": ["one", "two"]},
                           "healthy": {"interval": 0.1, "successes": 2},
                           "unhealthy": {"interval": 0.1, "http_failures": 2}}}
 
@@ -125,6 +128,10 @@ def test_active_http_checks_follow_a_target_down_and_back():
     try:
         assert_eq(health(w), {a.addr: "HEALTHY", b.addr: "HEALTHY"}, "health at start")
         wait_until(lambda: a.health_hits >= 2 and b.health_hits >= 2, what="probes of /health")
+        hs = a.health_headers
+        assert_eq([v for k, v in hs if k == "host"], [a.addr], "probe Host")
+        assert_eq([v for k, v in hs if k == "x-probe"], ["one", "two"], "configured headers")
+        assert_eq([v for k, v in hs if k == "user-agent"], ["weir-healthcheck"], "User-Agent")
         assert_eq(sorted(backends_hit(w.port, 6)), ["a", "b"], "both targets serve")
         a.health_status = 500  # in unhealthy.http_statuses (Kong's default list)
         wait_health(w, a.addr, "UNHEALTHY")
@@ -376,3 +383,33 @@ def test_admin_sets_a_target_healthy_or_unhealthy():
         w.stop()
         a.stop()
         b.stop()
+
+
+def test_active_https_checks_verify_the_certificate_and_send_the_sni():
+    from test_tls import Pki
+    from test_tls_upstream import TlsBackend
+    pki = Pki()
+    tb = TlsBackend(pki)
+    target = "localhost:%d" % tb.port
+    probe = {"type": "https", "http_path": "/health", "timeout": 1,
+             "healthy": {"interval": 0.1, "successes": 1},
+             "unhealthy": {"interval": 0.1, "tcp_failures": 1}}
+    # verified against the system's CAs, the test PKI's certificate fails: a TCP failure
+    w = start_weir(config([target], {"active": probe}))
+    try:
+        wait_health(w, target, "UNHEALTHY")
+        check("tcp failure: certificate verify failed" in w.stderr_text(),
+              "the failed verification is the logged reason")
+    finally:
+        w.stop()
+    check(tb.sni and set(tb.sni) == {"localhost"}, "without https_sni, the target's host is sent")
+    del tb.sni[:]
+    probe = dict(probe, https_verify_certificate=False, https_sni="probe.example")
+    w = start_weir(config([target], {"active": probe}))
+    try:
+        wait_until(lambda: any(p == "/health" for _, p in tb.requests), what="an https probe")
+        assert_eq(health(w), {target: "HEALTHY"}, "health")
+        assert_eq(set(tb.sni), {"probe.example"}, "server names sent")
+    finally:
+        w.stop()
+        tb.stop()
