@@ -1,6 +1,7 @@
 #include "upstream/health.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,7 @@
 #include "upstream/health_config.h"
 #include "upstream/health_internal.h"
 
-struct health_registry health_registry = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0};
+struct health_registry health_registry = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, NULL, NULL};
 
 static char *xstrdup(const char *s) {
     char *d = strdup(s);
@@ -19,30 +20,50 @@ static char *xstrdup(const char *s) {
     return d;
 }
 
-/* Linear lookups: they run on the control thread when a configuration is attached, once per
- * target with checks on, never on the request path. */
+/* The pointer a registry index holds under `key`, or NULL. */
+static void *index_get(json_t **index, const char *key) {
+    if (!*index && !(*index = json_object())) abort();
+    json_t *v = json_object_get(*index, key);
+    return v ? (void *)(intptr_t)json_integer_value(v) : NULL;
+}
+
+static void index_put(json_t *index, const char *key, void *p) {
+    if (json_object_set_new(index, key, json_integer((json_int_t)(intptr_t)p)) != 0) abort();
+}
+
+static void index_del(json_t **index, const char *key) {
+    json_object_del(*index, key);
+    if (json_object_size(*index) == 0) { /* nothing left: no memory kept */
+        json_decref(*index);
+        *index = NULL;
+    }
+}
+
 static struct health_group *group_get(const char *id) {
-    for (struct health_group *g = health_registry.groups; g; g = g->next)
-        if (!strcmp(g->id, id)) {
-            g->refs++;
-            return g;
-        }
-    struct health_group *g = calloc(1, sizeof *g);
+    struct health_group *g = index_get(&health_registry.group_index, id);
+    if (g) {
+        g->refs++;
+        return g;
+    }
+    g = calloc(1, sizeof *g);
     if (!g) abort();
     g->id = xstrdup(id);
     g->refs = 1;
     g->next = health_registry.groups;
+    if (g->next) g->next->prev = g;
     health_registry.groups = g;
+    index_put(health_registry.group_index, id, g);
     return g;
 }
 
 static void group_release(struct health_group *g) {
     if (--g->refs > 0) return;
-    for (struct health_group **p = &health_registry.groups; *p; p = &(*p)->next)
-        if (*p == g) {
-            *p = g->next;
-            break;
-        }
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        health_registry.groups = g->next;
+    if (g->next) g->next->prev = g->prev;
+    index_del(&health_registry.group_index, g->id);
     free(g->id);
     free(g);
 }
@@ -52,30 +73,33 @@ static struct health_target *entry_get(const char *upstream_id, const char *targ
     char *key = malloc(n);
     if (!key) abort();
     snprintf(key, n, "%s\n%s", upstream_id, target);
-    for (struct health_target *h = health_registry.head; h; h = h->next)
-        if (!strcmp(h->key, key)) {
-            free(key);
-            return h;
-        }
-    struct health_target *h = calloc(1, sizeof *h);
+    struct health_target *h = index_get(&health_registry.entry_index, key);
+    if (h) {
+        free(key);
+        return h;
+    }
+    h = calloc(1, sizeof *h);
     if (!h) abort();
     atomic_init(&h->state, health_state_of(true)); /* Kong: targets start healthy */
     h->key = key;
     h->group = group_get(upstream_id);
     h->next = health_registry.head;
+    if (h->next) h->next->prev = h;
     health_registry.head = h;
     health_registry.n_entries++;
+    index_put(health_registry.entry_index, key, h);
     return h;
 }
 
 void health_entry_release_locked(struct health_target *h) {
     if (--h->refs > 0) return;
-    for (struct health_target **p = &health_registry.head; *p; p = &(*p)->next)
-        if (*p == h) {
-            *p = h->next;
-            break;
-        }
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        health_registry.head = h->next;
+    if (h->next) h->next->prev = h->prev;
     health_registry.n_entries--;
+    index_del(&health_registry.entry_index, h->key);
     group_release(h->group);
     free(h->key);
     free(h);

@@ -38,7 +38,7 @@ struct health_target {
     struct health_group *group;      /* the entries of one upstream id (probe concurrency) */
     long long next_probe_ms;   /* monotonic; 0: not scheduled yet */
     bool probing;
-    struct health_target *next;
+    struct health_target *prev, *next;
 };
 
 /* Control thread. Parses every upstream's healthchecks of `c` and links its targets to their

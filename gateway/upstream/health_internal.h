@@ -28,7 +28,7 @@ struct health_group {
     char *id;
     int refs;      /* entries */
     int in_flight; /* probes */
-    struct health_group *next;
+    struct health_group *prev, *next;
 };
 
 struct health_registry {
@@ -36,6 +36,9 @@ struct health_registry {
     struct health_target *head;
     struct health_group *groups;
     size_t n_entries;
+    /* Lookups for health_attach() (tens of thousands of targets must not cost a quadratic scan):
+     * entry key -> entry, upstream id -> group, as JSON integers holding the pointer. */
+    struct json_t *entry_index, *group_index;
 };
 extern struct health_registry health_registry;
 

@@ -7,7 +7,12 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include <string.h>
+
+#include "config/config.h"
+#include "upstream/health.h"
 #include "upstream/health_config.h"
+#include "upstream/health_internal.h"
 #include "upstream/health_state.h"
 
 /* Applies n events of one kind. */
@@ -184,6 +189,96 @@ static void test_passive_failure_thresholds_turn_checks_on(void **state) {
     health_config_release(c);
 }
 
+/* ---- the registry: health kept by upstream id and target across configurations ---- */
+
+#define UID "5b1e3c0e-0000-4000-8000-000000000001"
+
+static struct config *load_pool(const char *healthchecks, const char *targets) {
+    char doc[1024];
+    snprintf(doc, sizeof doc,
+             "{\"_format_version\":\"3.0\",\"upstreams\":[{\"id\":\"" UID "\",\"name\":\"pool\","
+             "\"healthchecks\":%s,\"targets\":[%s]}]}",
+             healthchecks, targets);
+    struct errlist errs;
+    errlist_init(&errs);
+    struct config *c = config_load_string(doc, strlen(doc), "/etc/weir", &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "    error: %s\n", errs.items[i]);
+    assert_non_null(c);
+    errlist_free(&errs);
+    return c;
+}
+
+#define PASSIVE "{\"passive\":{\"unhealthy\":{\"http_failures\":1}}}"
+#define T1 "{\"target\":\"127.0.0.1:9001\"}"
+#define T2 "{\"target\":\"127.0.0.1:9002\"}"
+
+static void test_health_survives_a_new_configuration_that_keeps_the_target(void **state) {
+    (void)state;
+    struct config *a = load_pool(PASSIVE, T1);
+    health_attach(a);
+    struct upstream *u = &a->upstreams[0];
+    assert_non_null(u->health);
+    struct health_target *h = u->targets[0].health;
+    assert_non_null(h);
+    assert_string_equal(health_target_state(u, &u->targets[0]), "HEALTHY");
+    health_passive_status(u, &u->targets[0], 500);
+    assert_string_equal(health_target_state(u, &u->targets[0]), "UNHEALTHY");
+
+    /* the next configuration (settings changed, a target added) shares the entry */
+    struct config *b = load_pool("{\"passive\":{\"unhealthy\":{\"timeouts\":2}}}", T1 "," T2);
+    health_attach(b);
+    struct upstream *ub = &b->upstreams[0];
+    assert_ptr_equal(ub->targets[0].health, h);
+    assert_string_equal(health_target_state(ub, &ub->targets[0]), "UNHEALTHY");
+    assert_string_equal(health_target_state(ub, &ub->targets[1]), "HEALTHY");
+    assert_int_equal(health_registry.n_entries, 2);
+    health_detach(a);
+    config_free(a);
+    assert_null(h->bindings->next); /* only b's binding is left */
+    assert_string_equal(health_target_state(ub, &ub->targets[0]), "UNHEALTHY");
+
+    /* checks off: no entry, HEALTHCHECKS_OFF; the entries go with the last configuration */
+    struct config *c = load_pool("null", T1);
+    health_attach(c);
+    assert_null(c->upstreams[0].health);
+    assert_null(c->upstreams[0].targets[0].health);
+    assert_string_equal(health_target_state(&c->upstreams[0], &c->upstreams[0].targets[0]),
+                        "HEALTHCHECKS_OFF");
+    health_detach(b);
+    config_free(b);
+    assert_int_equal(health_registry.n_entries, 0);
+    assert_null(health_registry.head);
+    assert_null(health_registry.groups);
+    health_detach(c);
+    config_free(c);
+}
+
+static void test_passive_statuses_follow_the_lists(void **state) {
+    (void)state;
+    struct config *a = load_pool("{\"passive\":{\"healthy\":{\"successes\":2},\"unhealthy\":{"
+                                 "\"http_failures\":2,\"http_statuses\":[502]}}}",
+                                 T1);
+    health_attach(a);
+    struct upstream *u = &a->upstreams[0];
+    struct upstream_target *t = &u->targets[0];
+    health_passive_status(u, t, 500); /* not in the list */
+    health_passive_status(u, t, 500);
+    assert_string_equal(health_target_state(u, t), "HEALTHY");
+    health_passive_status(u, t, 502);
+    health_passive_status(u, t, 404); /* neither list: breaks nothing */
+    health_passive_status(u, t, 502);
+    assert_string_equal(health_target_state(u, t), "UNHEALTHY");
+    health_passive_status(u, t, 200);
+    health_passive_event(u, t, HEALTH_TCP_FAILURE); /* threshold 0: counts nothing */
+    health_passive_status(u, t, 204);
+    assert_string_equal(health_target_state(u, t), "HEALTHY");
+    health_set(t->health, false);
+    assert_string_equal(health_target_state(u, t), "UNHEALTHY");
+    health_detach(a);
+    config_free(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failures_reaching_the_threshold_make_a_target_unhealthy),
@@ -199,6 +294,8 @@ int main(void) {
         cmocka_unit_test(test_active_settings_take_kong_defaults),
         cmocka_unit_test(test_active_settings_as_given),
         cmocka_unit_test(test_passive_failure_thresholds_turn_checks_on),
+        cmocka_unit_test(test_health_survives_a_new_configuration_that_keeps_the_target),
+        cmocka_unit_test(test_passive_statuses_follow_the_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
