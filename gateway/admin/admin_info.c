@@ -108,7 +108,7 @@ void admin_get_metrics(struct admin_state *st, const struct admin_request *req,
     for (size_t u = 0; u < c->n_upstreams; u++)
         n_targets += c->upstreams[u].n_targets;
     struct metrics_target_health *h = calloc(n_targets ? n_targets : 1, sizeof *h);
-    char (*addr)[INET6_ADDRSTRLEN + 8] = calloc(n_targets ? n_targets : 1, sizeof *addr);
+    char(*addr)[INET6_ADDRSTRLEN + 8] = calloc(n_targets ? n_targets : 1, sizeof *addr);
     if (!h || !addr) abort();
     size_t k = 0;
     for (size_t u = 0; u < c->n_upstreams; u++) {
@@ -119,7 +119,7 @@ void admin_get_metrics(struct admin_state *st, const struct admin_request *req,
             h[k].target = tg->target;
             h[k].address = addr[k];
             format_address(&tg->addr, addr[k], sizeof addr[k]);
-            h[k].state = !tg->health                ? "healthchecks_off"
+            h[k].state = !tg->health                    ? "healthchecks_off"
                          : health_target_up(tg->health) ? "healthy"
                                                         : "unhealthy";
         }

@@ -182,8 +182,8 @@ bool health_record(struct health_target *h, enum health_event ev, unsigned thres
                                                   memory_order_relaxed)) {
             if (health_state_healthy(n) == health_state_healthy(s)) return false;
             if (health_state_healthy(n))
-                log_warn("upstream %s: target %s is healthy again (%u successes)", upstream,
-                         target, threshold);
+                log_warn("upstream %s: target %s is healthy again (%u successes)", upstream, target,
+                         threshold);
             else
                 log_warn("upstream %s: target %s is unhealthy (%u %s%s)", upstream, target,
                          threshold, health_event_name(ev), threshold == 1 ? "" : "s");

@@ -32,11 +32,11 @@ struct health_group;
 struct health_target {
     _Atomic uint64_t state; /* the health word: any thread, atomics only */
     /* The rest belongs to the registry and its checker, under the registry's lock. */
-    char *key;                 /* "upstream id\nhost:port" */
-    int refs;                  /* bindings + probes in flight */
+    char *key;                       /* "upstream id\nhost:port" */
+    int refs;                        /* bindings + probes in flight */
     struct health_binding *bindings; /* one per attached configuration, newest first */
     struct health_group *group;      /* the entries of one upstream id (probe concurrency) */
-    long long next_probe_ms;   /* monotonic; 0: not scheduled yet */
+    long long next_probe_ms;         /* monotonic; 0: not scheduled yet */
     bool probing;
     struct health_target *prev, *next;
 };

@@ -139,8 +139,8 @@ static void start_http(struct probe *p, const struct health_binding *b) {
                      a->type == HEALTH_PROBE_HTTPS ? "https" : "http", v6 ? "[" : "", b->host,
                      v6 ? "]" : "", b->port, a->http_path);
     struct http_client_url u;
-    const char *bad = n > 0 && (size_t)n < sizeof url ? http_client_parse_url(url, (size_t)n, &u)
-                                                      : "too long";
+    const char *bad =
+        n > 0 && (size_t)n < sizeof url ? http_client_parse_url(url, (size_t)n, &u) : "too long";
     if (bad) {
         probe_finish(p, HEALTH_TCP_FAILURE, false, bad);
         return;
@@ -149,11 +149,12 @@ static void start_http(struct probe *p, const struct health_binding *b) {
     http_client_authority(&u, authority, sizeof authority);
     bool own_host = has_host_header(a->headers);
     char *head = NULL;
-    int len = asprintf(&head,
-                       "GET %.*s HTTP/1.1\r\n%s%s%sUser-Agent: weir-healthcheck\r\n"
-                       "Connection: close\r\n%s\r\n",
-                       (int)u.target_len, u.target, own_host ? "" : "Host: ",
-                       own_host ? "" : authority, own_host ? "" : "\r\n", a->headers);
+    int len =
+        asprintf(&head,
+                 "GET %.*s HTTP/1.1\r\n%s%s%sUser-Agent: weir-healthcheck\r\n"
+                 "Connection: close\r\n%s\r\n",
+                 (int)u.target_len, u.target, own_host ? "" : "Host: ", own_host ? "" : authority,
+                 own_host ? "" : "\r\n", a->headers);
     if (len < 0) abort();
     struct http_client_request req = {
         .url = &u,
@@ -221,7 +222,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg) {
         char host[256];
     } *starts = NULL;
     size_t n = 0;
-    for (struct probe *p = due; p; p = p->next) n++;
+    for (struct probe *p = due; p; p = p->next)
+        n++;
     if (n) {
         starts = calloc(n, sizeof *starts);
         if (!starts) abort();

@@ -106,9 +106,10 @@ struct health_config *health_config_parse(const json_t *hc) {
     a->timeout_ms = ms_or(active, "timeout", 1);
     if (a->timeout_ms < 1) a->timeout_ms = 1;
     const json_t *conc = member(active, "concurrency");
-    a->concurrency = json_is_integer(conc) && json_integer_value(conc) > 0
-                         ? (int)(json_integer_value(conc) > 65536 ? 65536 : json_integer_value(conc))
-                         : 10;
+    a->concurrency =
+        json_is_integer(conc) && json_integer_value(conc) > 0
+            ? (int)(json_integer_value(conc) > 65536 ? 65536 : json_integer_value(conc))
+            : 10;
     const json_t *verify = member(active, "https_verify_certificate");
     a->verify = verify ? json_is_true(verify) : true;
     const char *sni = json_string_value(member(active, "https_sni"));
@@ -118,8 +119,7 @@ struct health_config *health_config_parse(const json_t *hc) {
     a->healthy_interval_ms = ms_or(ah, "interval", 0);
     a->unhealthy_interval_ms = ms_or(au, "interval", 0);
     statuses_or(ah, "http_statuses", ACTIVE_HEALTHY, N(ACTIVE_HEALTHY), &a->healthy_statuses);
-    statuses_or(au, "http_statuses", ACTIVE_UNHEALTHY, N(ACTIVE_UNHEALTHY),
-                &a->unhealthy_statuses);
+    statuses_or(au, "http_statuses", ACTIVE_UNHEALTHY, N(ACTIVE_UNHEALTHY), &a->unhealthy_statuses);
     a->thresholds.of[HEALTH_SUCCESS] = count_or(ah, "successes", 0);
     a->thresholds.of[HEALTH_HTTP_FAILURE] = count_or(au, "http_failures", 0);
     a->thresholds.of[HEALTH_TCP_FAILURE] = count_or(au, "tcp_failures", 0);

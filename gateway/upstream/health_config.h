@@ -33,15 +33,15 @@ struct health_thresholds {
 };
 
 struct health_active {
-    enum health_probe_type type;   /* "http" */
-    char *http_path;               /* "/" */
-    long timeout_ms;               /* 1 s; at least 1 ms */
-    int concurrency;               /* 10: probes of this upstream in flight at once */
-    bool verify;                   /* https_verify_certificate, true */
-    char *sni;                     /* https_sni, NULL: the target's host when a name */
-    char *headers;                 /* "Name: value\r\n" lines, "" when none */
-    long healthy_interval_ms;      /* 0: healthy targets are not probed */
-    long unhealthy_interval_ms;    /* 0: unhealthy targets are not probed */
+    enum health_probe_type type; /* "http" */
+    char *http_path;             /* "/" */
+    long timeout_ms;             /* 1 s; at least 1 ms */
+    int concurrency;             /* 10: probes of this upstream in flight at once */
+    bool verify;                 /* https_verify_certificate, true */
+    char *sni;                   /* https_sni, NULL: the target's host when a name */
+    char *headers;               /* "Name: value\r\n" lines, "" when none */
+    long healthy_interval_ms;    /* 0: healthy targets are not probed */
+    long unhealthy_interval_ms;  /* 0: unhealthy targets are not probed */
     struct health_statuses healthy_statuses, unhealthy_statuses;
     struct health_thresholds thresholds;
 };

@@ -29,10 +29,14 @@ uint64_t health_state_next(uint64_t s, enum health_event ev, unsigned threshold)
 
 const char *health_event_name(enum health_event ev) {
     switch (ev) {
-    case HEALTH_SUCCESS: return "success";
-    case HEALTH_HTTP_FAILURE: return "http failure";
-    case HEALTH_TCP_FAILURE: return "tcp failure";
-    case HEALTH_TIMEOUT: return "timeout";
+    case HEALTH_SUCCESS:
+        return "success";
+    case HEALTH_HTTP_FAILURE:
+        return "http failure";
+    case HEALTH_TCP_FAILURE:
+        return "tcp failure";
+    case HEALTH_TIMEOUT:
+        return "timeout";
     }
     return "?";
 }

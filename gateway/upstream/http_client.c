@@ -841,7 +841,8 @@ struct http_client_op *http_client_request(struct http_client *c,
     op->verify = req->verify;
     op->host_is_ip = u->host_is_ip;
     memcpy(op->host, u->host, sizeof op->host);
-    snprintf(op->tls_name, sizeof op->tls_name, "%s", req->server_name ? req->server_name : u->host);
+    snprintf(op->tls_name, sizeof op->tls_name, "%s",
+             req->server_name ? req->server_name : u->host);
     op->tls_name_is_ip = req->server_name ? false : u->host_is_ip;
     snprintf(op->port_text, sizeof op->port_text, "%u", u->port);
     static const char *const IDEMPOTENT[] = {"GET",     "HEAD",  "PUT", "DELETE",

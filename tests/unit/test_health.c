@@ -155,10 +155,10 @@ static void test_active_settings_take_kong_defaults(void **state) {
 
 static void test_active_settings_as_given(void **state) {
     (void)state;
-    struct health_config *c =
-        parse("{\"active\":{\"type\":\"tcp\",\"timeout\":0.0001,\"concurrency\":2,"
-              "\"http_path\":\"/status\",\"https_sni\":\"a.example\",\"headers\":{\"X-A\":[\"1\","
-              "\"2\"]},\"unhealthy\":{\"interval\":2,\"http_statuses\":[599],\"tcp_failures\":4}}}");
+    struct health_config *c = parse(
+        "{\"active\":{\"type\":\"tcp\",\"timeout\":0.0001,\"concurrency\":2,"
+        "\"http_path\":\"/status\",\"https_sni\":\"a.example\",\"headers\":{\"X-A\":[\"1\","
+        "\"2\"]},\"unhealthy\":{\"interval\":2,\"http_statuses\":[599],\"tcp_failures\":4}}}");
     assert_non_null(c);
     assert_int_equal(c->active.type, HEALTH_PROBE_TCP);
     assert_int_equal(c->active.timeout_ms, 1); /* rounded up, never 0 */

@@ -87,14 +87,18 @@ static void test_target_health_has_one_line_per_state(void **state) {
     text = metrics_render_target_health(text, h, 2);
     assert_non_null(strstr(text, "# existing\n# HELP weir_upstream_target_health "));
     assert_non_null(strstr(text, "# TYPE weir_upstream_target_health gauge\n"));
-    assert_non_null(strstr(text, "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
-                                 "address=\"10.0.0.1:80\",state=\"unhealthy\"} 1\n"));
-    assert_non_null(strstr(text, "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
-                                 "address=\"10.0.0.1:80\",state=\"healthy\"} 0\n"));
-    assert_non_null(strstr(text, "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
-                                 "address=\"10.0.0.1:80\",state=\"healthchecks_off\"} 0\n"));
-    assert_non_null(strstr(text, "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
-                                 "address=\"10.0.0.1:80\",state=\"dns_error\"} 0\n"));
+    assert_non_null(strstr(text,
+                           "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
+                           "address=\"10.0.0.1:80\",state=\"unhealthy\"} 1\n"));
+    assert_non_null(strstr(text,
+                           "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
+                           "address=\"10.0.0.1:80\",state=\"healthy\"} 0\n"));
+    assert_non_null(strstr(text,
+                           "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
+                           "address=\"10.0.0.1:80\",state=\"healthchecks_off\"} 0\n"));
+    assert_non_null(strstr(text,
+                           "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
+                           "address=\"10.0.0.1:80\",state=\"dns_error\"} 0\n"));
     assert_non_null(strstr(text, "{upstream=\"po\\\"ol\",target=\"b:1\",address=\"[::1]:1\","
                                  "state=\"healthchecks_off\"} 1\n"));
     size_t lines = 0;
