@@ -141,7 +141,9 @@ static void start_http(struct probe *p, const struct health_binding *b) {
     struct http_client_url u;
     const char *bad =
         n > 0 && (size_t)n < sizeof url ? http_client_parse_url(url, (size_t)n, &u) : "too long";
-    if (bad) {
+    if (bad) { /* the schema makes this impossible: say so rather than skip it quietly */
+        log_err("health check of %s (upstream %s): cannot probe %s: %s", p->target, p->upstream,
+                url, bad);
         probe_finish(p, HEALTH_TCP_FAILURE, false, bad);
         return;
     }

@@ -834,6 +834,10 @@ def agreement_cases():
                       ("healthchecks header name", {"active": {"headers": {"a b": ["c"]}}}),
                       ("healthchecks https_sni IP", {"active": {"https_sni": "1.2.3.4x y"}}),
                       ("healthchecks http_path", {"active": {"http_path": "x"}}),
+                      ("healthchecks http_path 1025",
+                       {"active": {"http_path": "/" + "a" * 1024}}),
+                      ("healthchecks http_path 1024",
+                       {"active": {"http_path": "/" + "a" * 1023}}),
                       ("healthchecks string", "x"),
                       ("healthchecks active on", {"active": {
                           "type": "https", "https_sni": "a.example", "headers": {"x-a": ["1"]},

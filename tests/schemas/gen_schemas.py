@@ -435,9 +435,10 @@ def healthchecks():
     active = obj("Active checks: Weir probes each target on its own.", {
         "type": check_type("How targets are probed: \"http\" or \"https\" (a GET of http_path), "
                            "\"tcp\" (a connection)."),
-        "http_path": d("Path of the probe's GET (RFC 3986 characters, percent-encoded)." +
-                       NULL_NOTE, type=nullable("string"), pattern=P["path"], default="/",
-                       errorMessage=MSG["path"]),
+        "http_path": d("Path of the probe's GET (RFC 3986 characters, percent-encoded; at most "
+                       "1024)." + NULL_NOTE, type=nullable("string"), pattern=P["path"],
+                       maxLength=1024, default="/",
+                       errorMessage=MSG["path"][:-1] + "; at most 1024 characters)"),
         "timeout": d("Seconds a probe may take (connect, then each wait for the response)." +
                      NULL_NOTE, type=nullable("number"), minimum=0, maximum=65535, default=1),
         "concurrency": d("Probes of this upstream's targets in flight at once." + NULL_NOTE,
