@@ -310,8 +310,11 @@ def test_health_is_kept_across_admin_changes_and_reloads():
                          "http_failures": 3}}}}))
             assert_eq(r.status, 200, "patch the checks", r)
             assert_eq(health(w)[a.addr], "UNHEALTHY", "health after new settings")
+            def version():
+                return get(admin_port(w), "/status", headers=AUTH).json()["configuration_version"]
+            before = version()
             w.send_signal(1)  # SIGHUP: the store is reloaded, the upstream id is kept
-            time.sleep(0.5)
+            wait_until(lambda: version() > before, what="the reload")
             assert_eq(health(w)[a.addr], "UNHEALTHY", "health after a reload")
             r = http("PATCH", admin_port(w), "/upstreams/pool.test", headers=auth,
                      body=json.dumps({"healthchecks": None}))
