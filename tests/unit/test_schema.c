@@ -568,7 +568,7 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         ],
         "routes": [{"service": null, "paths": ["/"]}],
         "upstreams": [{"name": "1.2.3.4", "hash_on": "header", "slots": 5,
-                       "healthchecks": {"active": {"healthy": {"interval": 5}}},
+                       "healthchecks": {"active": {"type": "grpc"}},
                        "algorithm": "latency", "targets": [{"target": "h:0", "id": "X"}]}],
         "plugins": [{}], "consumers": [{}], "vaults": [{}]
     });
@@ -626,8 +626,8 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "upstreams[0].name: must be a host name (not an IP address)",
         "upstreams[0].hash_on: not supported yet (only null, [] or \"none\", Kong's default)",
         "upstreams[0].slots: not supported yet (only null, [] or 10 to 65536, Kong's range)",
-        "upstreams[0].healthchecks: not supported yet (accepted only with every check disabled, "
-        "Kong's default)",
+        "upstreams[0].healthchecks.active.type: must be \"http\", \"https\" or \"tcp\" (grpc and "
+        "grpcs are not supported yet)",
         "upstreams[0].algorithm: must be \"round-robin\" (least-connections, consistent-hashing "
         "and latency are not supported yet)",
         "upstreams[0].targets[0].target: must be a host name or an IP address, optionally with a "
