@@ -26,6 +26,7 @@
 #include "lua/shared_dict.h"
 #include "store/store.h"
 #include "tls/tls_server.h"
+#include "upstream/health_checker.h"
 
 struct server {
     struct snapshot *snapshot; /* the current one (the control thread's reference) */
@@ -204,6 +205,7 @@ static void teardown(struct server *s) {
     for (int i = 0; i < s->n_workers && s->workers[i]; i++)
         worker_join_and_free(s->workers[i]);
     lua_watchdog_stop(); /* after the workers: they are its registered threads */
+    health_checker_stop(); /* its probes, if any upstream has active checks */
     free(s->workers);
     if (s->dicts) close_shared_dicts(s);
     if (s->collector) event_free(s->collector);
