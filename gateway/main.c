@@ -17,6 +17,7 @@
 #include "cli/plugin_test.h"
 #include "config/config.h"
 #include "config/model.h"
+#include "config/model_change.h"
 #include "config/snapshot.h"
 #include "core/log.h"
 #include "core/paths.h"
@@ -40,12 +41,39 @@ static struct config *load(const char *path, struct errlist *errs) {
     return config_load_string(config_default_json, strlen(config_default_json), NULL, errs);
 }
 
+/* The stored model: the state, with the journalled changes replayed on it (store.h). A replayed
+ * model is exported and read back, so that it passes every check a config file does, and the
+ * export goes to *fold, to be written back whole once it compiles: the next start then replays
+ * nothing. NULL on problems, in errs. */
+static json_t *stored_model(json_t *state, const json_t *records, json_t **fold,
+                            struct errlist *errs) {
+    long long now = (long long)time(NULL);
+    json_t *model = config_model_from_doc(state, now, NULL, errs);
+    size_t i;
+    const json_t *rec;
+    json_array_foreach(records, i, rec) {
+        if (!model) break;
+        char why[200];
+        json_t *next = model_change_apply(model, rec, why, sizeof why);
+        if (!next) errlist_addf(errs, NULL, "journal record %zu: %s", i + 1, why);
+        json_decref(model);
+        model = next;
+    }
+    if (!model || !json_array_size(records)) return model;
+    *fold = model_export(model);
+    json_decref(model);
+    model = config_model_from_doc(*fold, now, NULL, errs);
+    log_notice("store: %zu journalled change%s replayed", json_array_size(records),
+               json_array_size(records) == 1 ? "" : "s");
+    return model;
+}
+
 /* Opens weir.store. A store with entities replaces the file's; an empty one is
  * seeded with them. Returns the config to run with (NULL on problems, in errs). */
 static struct config *open_store(struct config *cfg, struct store **out, struct errlist *errs) {
     struct store *store = store_file_open(cfg->weir.store_path, errs);
-    json_t *state = NULL;
-    if (!store || store_load(store, &state, errs) != 0) {
+    json_t *state = NULL, *records = NULL;
+    if (!store || store_load(store, &state, &records, errs) != 0) {
         store_close(store);
         config_free(cfg);
         return NULL;
@@ -63,11 +91,18 @@ static struct config *open_store(struct config *cfg, struct store **out, struct 
         return cfg;
     }
     size_t before = errs->n;
-    json_t *model = config_model_from_doc(state, (long long)time(NULL), NULL, errs);
+    json_t *fold = NULL;
+    json_t *model = stored_model(state, records, &fold, errs);
     json_decref(state);
+    json_decref(records);
     struct config *stored = model ? config_with_model(cfg, model, errs) : NULL;
     json_decref(model);
     config_free(cfg);
+    if (stored && fold && store_apply(store, fold, errs) != 0) {
+        config_free(stored);
+        stored = NULL;
+    }
+    json_decref(fold);
     if (!stored) {
         for (size_t i = before; i < errs->n; i++) { /* name the store in each problem */
             char *item = errs->items[i];

@@ -14,6 +14,7 @@
 
 #include "admin/admin.h"
 #include "config/model.h"
+#include "config/model_change.h"
 #include "config/model_text.h"
 #include "core/access_log.h"
 #include "core/listener.h"
@@ -25,6 +26,7 @@
 #include "lua/shared_dict.h"
 #include "store/store.h"
 #include "tls/tls_server.h"
+#include "upstream/health_checker.h"
 
 struct server {
     struct snapshot *snapshot; /* the current one (the control thread's reference) */
@@ -40,6 +42,7 @@ struct server {
     struct shared_dict **dicts;          /* weir.shared_dicts, fixed at start */
     size_t n_dicts;
     struct event *collector;
+    struct event *collect_soon; /* one-shot: publish() frees old snapshots off the answer's path */
     struct event *ticket_rotation; /* TLS session ticket keys (tls/tls_server.h) */
     int stop_fd;                   /* eventfd: server_stop() from any thread */
     struct event *stop_event;
@@ -61,14 +64,21 @@ static bool same_listeners(const struct weir_settings *a, const struct weir_sett
     return true;
 }
 
-/* Hands `snap` (the caller's reference) to every worker and makes it current. */
+/* Hands `snap` (the caller's reference) to every worker and makes it current. The snapshots the
+ * workers let go of are freed a millisecond later: after the admin answer that waits for this has
+ * been written (freeing 10,000 routes takes milliseconds), yet soon enough that back-to-back
+ * changes never pile up more than a couple of them. */
 static void publish(struct server *s, struct snapshot *snap) {
     s->version++;
     for (int i = 0; i < s->n_workers; i++)
         worker_publish(s->workers[i], snap);
     snapshot_release(s->snapshot);
     s->snapshot = snap;
-    snapshot_collect();
+    struct timeval soon = {0, 1000};
+    if (s->collect_soon)
+        evtimer_add(s->collect_soon, &soon);
+    else
+        snapshot_collect();
 }
 
 /* The control thread compiles and saves admin changes: about 100 ms of CPU each at 10,000
@@ -109,6 +119,29 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg) {
     event_base_loopbreak(s->base);
 }
 
+/* Persists the step from model `from` (what the store holds) to `to`: as one change record
+ * (config/model_change.h), a few hundred bytes for one entity, or as the whole state when the
+ * records would outweigh it (model_text.h re-encodes only what changed since the last time). */
+static int save_change(struct server *s, const json_t *from, const json_t *to,
+                       struct errlist *errs) {
+    json_t *record = model_change(from, to);
+    if (!record) return 0; /* no entity changed */
+    char *text = json_dumps(record, JSON_COMPACT);
+    json_decref(record);
+    if (!text) abort();
+    size_t len = strlen(text);
+    int rc;
+    if (store_wants_full(s->store, len)) {
+        free(text);
+        text = model_export_text(to, s->text_cache, &len);
+        rc = store_apply_text(s->store, text, len, errs);
+    } else {
+        rc = store_append(s->store, text, len, errs);
+    }
+    free(text);
+    return rc;
+}
+
 /* The admin API's changes: compile, persist, publish, in that order, so that
  * an answer is sent only for a change that is both valid and durable. */
 static enum commit_result commit_model(void *arg, json_t *model, struct errlist *errs) {
@@ -116,18 +149,12 @@ static enum commit_result commit_model(void *arg, json_t *model, struct errlist 
     struct config *cfg = config_with_model(s->snapshot->config, model, errs);
     struct snapshot *snap = cfg ? snapshot_build(cfg, s->n_workers, s->version + 1, errs) : NULL;
     if (!snap) return COMMIT_INVALID;
-    if (s->store) {
-        size_t len;
-        /* the config's model: plugin configs there carry their defaults */
-        char *text = model_export_text(snap->config->model, s->text_cache, &len);
-        int rc = store_apply_text(s->store, text, len, errs);
-        free(text);
-        if (rc != 0) {
-            log_err("admin: the change could not be saved to %s: %s", store_describe(s->store),
-                    errs->n ? errs->items[errs->n - 1] : "");
-            snapshot_release(snap);
-            return COMMIT_FAILED;
-        }
+    /* the configs' models: plugin configs there carry their defaults */
+    if (s->store && save_change(s, s->snapshot->config->model, snap->config->model, errs) != 0) {
+        log_err("admin: the change could not be saved to %s: %s", store_describe(s->store),
+                errs->n ? errs->items[errs->n - 1] : "");
+        snapshot_release(snap);
+        return COMMIT_FAILED;
     }
     publish(s, snap);
     log_info("configuration version %llu installed", (unsigned long long)s->version);
@@ -178,9 +205,11 @@ static void teardown(struct server *s) {
     for (int i = 0; i < s->n_workers && s->workers[i]; i++)
         worker_join_and_free(s->workers[i]);
     lua_watchdog_stop(); /* after the workers: they are its registered threads */
+    health_checker_stop(); /* its probes, if any upstream has active checks */
     free(s->workers);
     if (s->dicts) close_shared_dicts(s);
     if (s->collector) event_free(s->collector);
+    if (s->collect_soon) event_free(s->collect_soon);
     if (s->ticket_rotation) event_free(s->ticket_rotation);
     if (s->stop_event) event_free(s->stop_event);
     if (s->stop_fd >= 0) close(s->stop_fd);
@@ -288,6 +317,7 @@ struct server *server_start(struct snapshot *snap, struct store *store, const ch
     s->collector = event_new(s->base, -1, EV_PERSIST, collect_cb, NULL);
     struct timeval every_second = {1, 0};
     evtimer_add(s->collector, &every_second);
+    s->collect_soon = evtimer_new(s->base, collect_cb, NULL);
     s->ticket_rotation = event_new(s->base, -1, EV_PERSIST, rotate_ticket_keys_cb, NULL);
     arm_ticket_rotation(s);
     s->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

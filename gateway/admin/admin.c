@@ -1,5 +1,7 @@
 #include "admin/admin.h"
 
+#include "config/model.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <event2/buffer.h>
@@ -12,6 +14,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "config/model.h"
 #include "core/conn.h"
 #include "core/listener.h"
 #include "core/log.h"
@@ -305,6 +308,14 @@ static const struct admin_route admin_routes[] = {
     COLLECTION("/upstreams", ENTITY_UPSTREAM),
     NESTED("/upstreams/{}/targets", ENTITY_TARGET, ENTITY_UPSTREAM, "upstream"),
     {"/upstreams/{}/health", admin_get_upstream_health, NULL, NULL, NULL, NULL, {0}},
+    {"/upstreams/{}/targets/{}/healthy", NULL, admin_post_target_healthy, NULL, NULL, NULL, {0}},
+    {"/upstreams/{}/targets/{}/unhealthy",
+     NULL,
+     admin_post_target_unhealthy,
+     NULL,
+     NULL,
+     NULL,
+     {0}},
     COLLECTION("/consumers", ENTITY_CONSUMER),
     NESTED("/consumers/{}/plugins", ENTITY_PLUGIN, ENTITY_CONSUMER, "consumer"),
     NESTED("/consumers/{}/jwt", ENTITY_JWT_SECRET, ENTITY_CONSUMER, "consumer"),
@@ -565,6 +576,7 @@ struct admin *admin_start(struct event_base *base, struct admin_state *state,
     if (!a) abort();
     a->base = base;
     a->state = state;
+    state->conflicts = model_conflict_cache_new();
     a->token = settings->admin_token ? strdup(settings->admin_token) : NULL;
     a->n_listeners = settings->n_admin_listen;
     a->listeners = calloc(a->n_listeners ? a->n_listeners : 1, sizeof *a->listeners);
@@ -613,6 +625,8 @@ void admin_stop(struct admin *a) {
     while (a->conns)
         admin_conn_destroy(a->conns);
     free(a->listeners);
+    model_conflict_cache_free(a->state->conflicts);
+    a->state->conflicts = NULL;
     if (a->token) OPENSSL_cleanse(a->token, strlen(a->token));
     free(a->token);
     free(a);

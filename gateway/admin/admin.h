@@ -49,6 +49,7 @@ struct admin_state {
     int n_workers;
     char node_id[37];
     struct timespec started;
+    struct model_conflict_cache *conflicts; /* admin_start() to admin_stop() (config/model.h) */
 };
 
 /* What an entity endpoint serves: a kind, maybe nested under an owner
@@ -137,6 +138,12 @@ void admin_get_route_service(struct admin_state *st, const struct admin_request 
                              struct admin_response *res);
 void admin_get_upstream_health(struct admin_state *st, const struct admin_request *req,
                                struct admin_response *res);
+/* Kong's POST /upstreams/{u}/targets/{t}/healthy and /unhealthy: 204, 404, or 400 when the
+ * upstream's health checks are off. */
+void admin_post_target_healthy(struct admin_state *st, const struct admin_request *req,
+                               struct admin_response *res);
+void admin_post_target_unhealthy(struct admin_state *st, const struct admin_request *req,
+                                 struct admin_response *res);
 void admin_get_schema(struct admin_state *st, const struct admin_request *req,
                       struct admin_response *res);
 void admin_get_plugin_schema(struct admin_state *st, const struct admin_request *req,

@@ -18,7 +18,9 @@
 #include "config/model.h"
 #include "lua/plugin_catalog.h"
 #include "core/paths.h"
+#include "core/log.h"
 #include "core/uuid.h"
+#include "upstream/health.h"
 
 #include <openssl/rand.h>
 
@@ -295,8 +297,16 @@ void admin_get_route_service(struct admin_state *st, const struct admin_request 
     res->json = json_incref(json_array_get(model_items(model(st), ENTITY_SERVICE), (size_t)s));
 }
 
-/* GET /upstreams/{u}/health: Weir has no health checks yet, so every target reports Kong's
- * HEALTHCHECKS_OFF, which is what Kong says for an upstream with checks disabled. */
+/* The running configuration's upstream with id `uid`, or NULL. */
+static const struct upstream *running_upstream(struct admin_state *st, const char *uid) {
+    const struct config *c = (*st->snapshot)->config;
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        if (!strcmp(c->upstreams[i].id, uid)) return &c->upstreams[i];
+    return NULL;
+}
+
+/* GET /upstreams/{u}/health: each target as the entity, with Kong's "health": HEALTHCHECKS_OFF
+ * while the upstream's checks are off, else HEALTHY or UNHEALTHY (upstream/health.h). */
 void admin_get_upstream_health(struct admin_state *st, const struct admin_request *req,
                                struct admin_response *res) {
     long u = model_find(model(st), ENTITY_UPSTREAM, req->params[0], NULL, NULL);
@@ -305,18 +315,67 @@ void admin_get_upstream_health(struct admin_state *st, const struct admin_reques
         return;
     }
     const char *uid = str(json_array_get(model_items(model(st), ENTITY_UPSTREAM), (size_t)u), "id");
+    const struct upstream *up = running_upstream(st, uid);
     json_t *data = json_array();
     size_t i;
     json_t *t;
     json_array_foreach(model_items(model(st), ENTITY_TARGET), i, t) {
         if (strcmp(ref_id(t, "upstream"), uid)) continue;
+        const char *health = "HEALTHCHECKS_OFF";
+        for (size_t k = 0; up && k < up->n_targets; k++)
+            if (!strcmp(up->targets[k].id, str(t, "id")))
+                health = health_target_state(up, &up->targets[k]);
         json_t *copy = json_copy(t);
-        json_object_set_new(copy, "health", json_string("HEALTHCHECKS_OFF"));
+        json_object_set_new(copy, "health", json_string(health));
         json_array_append_new(data, copy);
     }
     res->status = 200;
     res->json =
         json_pack("{s:o, s:n, s:{s:s}}", "data", data, "next", "node_id", "id", st->node_id);
+}
+
+/* POST /upstreams/{u}/targets/{t}/healthy and .../unhealthy (Kong): sets the target's health in
+ * this node at once and clears its counters; checks then go on from there (an active check may
+ * change it back). The target is named by id or by "host:port". Kong answers 204; with the
+ * upstream's checks off there is no health to set, which is a 400 here rather than a silent
+ * success. */
+static void set_target_health(struct admin_state *st, const struct admin_request *req,
+                              struct admin_response *res, bool healthy) {
+    long u = model_find(model(st), ENTITY_UPSTREAM, req->params[0], NULL, NULL);
+    if (u < 0) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    const char *uid = str(json_array_get(model_items(model(st), ENTITY_UPSTREAM), (size_t)u), "id");
+    long t = model_find(model(st), ENTITY_TARGET, req->params[1], "upstream", uid);
+    if (t < 0) {
+        admin_error(res, 404, "Not found");
+        return;
+    }
+    const char *tid = str(json_array_get(model_items(model(st), ENTITY_TARGET), (size_t)t), "id");
+    const struct upstream *up = running_upstream(st, uid);
+    for (size_t k = 0; up && k < up->n_targets; k++) {
+        if (strcmp(up->targets[k].id, tid)) continue;
+        if (!up->targets[k].health) break;
+        health_set(up->targets[k].health, healthy);
+        log_notice("admin: upstream %s: target %s set %s", up->name, up->targets[k].target,
+                   healthy ? "healthy" : "unhealthy");
+        res->status = 204;
+        return;
+    }
+    admin_error(res, 400,
+                "health checks are off for this upstream (set an active interval or a passive "
+                "failure threshold in its healthchecks)");
+}
+
+void admin_post_target_healthy(struct admin_state *st, const struct admin_request *req,
+                               struct admin_response *res) {
+    set_target_health(st, req, res, true);
+}
+
+void admin_post_target_unhealthy(struct admin_state *st, const struct admin_request *req,
+                                 struct admin_response *res) {
+    set_target_health(st, req, res, false);
 }
 
 /* /schemas/{plural} serves schemas/{singular}.json, as compiled. */
@@ -563,7 +622,7 @@ static void store_entity(struct admin_state *st, enum entity_kind k, json_t *e, 
         }
     }
     const char *field = NULL;
-    long clash = model_conflict(model(st), k, e, at, &field);
+    long clash = model_conflict(model(st), k, e, at, &field, st->conflicts);
     if (clash >= 0) {
         json_t *value = json_object_get(e, field);
         if (!strcmp(field, "snis")) {

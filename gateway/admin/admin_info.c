@@ -12,6 +12,10 @@
 #include "lua/plugin_chain.h"
 #include "core/metrics.h"
 #include "core/worker.h"
+#include "upstream/health.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 void admin_get_root(struct admin_state *st, const struct admin_request *req,
                     struct admin_response *res) {
@@ -73,6 +77,22 @@ void admin_get_status(struct admin_state *st, const struct admin_request *req,
                   (json_int_t)*st->config_version, "memory", "rss_bytes", (json_int_t)rss_bytes());
 }
 
+/* "ip:port", "[ip6]:port" */
+static void format_address(const struct sockaddr_storage *ss, char *out, size_t len) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        snprintf(out, len, "[%s]:%u", ip, ntohs(a->sin6_port));
+    } else if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        snprintf(out, len, "%s:%u", ip, ntohs(a->sin_port));
+    } else {
+        snprintf(out, len, "%s", "");
+    }
+}
+
 void admin_get_metrics(struct admin_state *st, const struct admin_request *req,
                        struct admin_response *res) {
     (void)req;
@@ -82,6 +102,31 @@ void admin_get_metrics(struct admin_state *st, const struct admin_request *req,
         tables[n++] = st->workers[i]->metrics;
     res->status = 200;
     res->text = metrics_render(tables, n, atomic_load(&weir_connections));
+    /* Kong's upstream target health gauge, every target of the running configuration */
+    const struct config *c = (*st->snapshot)->config;
+    size_t n_targets = 0;
+    for (size_t u = 0; u < c->n_upstreams; u++)
+        n_targets += c->upstreams[u].n_targets;
+    struct metrics_target_health *h = calloc(n_targets ? n_targets : 1, sizeof *h);
+    char(*addr)[INET6_ADDRSTRLEN + 8] = calloc(n_targets ? n_targets : 1, sizeof *addr);
+    if (!h || !addr) abort();
+    size_t k = 0;
+    for (size_t u = 0; u < c->n_upstreams; u++) {
+        const struct upstream *up = &c->upstreams[u];
+        for (size_t t = 0; t < up->n_targets; t++, k++) {
+            const struct upstream_target *tg = &up->targets[t];
+            h[k].upstream = up->name;
+            h[k].target = tg->target;
+            h[k].address = addr[k];
+            format_address(&tg->addr, addr[k], sizeof addr[k]);
+            h[k].state = !tg->health                    ? "healthchecks_off"
+                         : health_target_up(tg->health) ? "healthy"
+                                                        : "unhealthy";
+        }
+    }
+    res->text = metrics_render_target_health(res->text, h, n_targets);
+    free(h);
+    free(addr);
     res->text_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 

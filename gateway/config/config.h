@@ -23,6 +23,9 @@
 #include "core/arena.h"
 #include "core/errlist.h"
 
+struct health_target;
+struct health_config;
+
 #define WEIR_UUID_LEN 36
 
 struct regex_set;
@@ -121,6 +124,7 @@ struct upstream_target {
     int weight;                   /* 0..65535, 0 = disabled */
     struct sockaddr_storage addr; /* resolved at load time */
     socklen_t addrlen;
+    struct health_target *health; /* shared health (upstream/health.h); NULL: checks off */
 };
 
 struct upstream {
@@ -130,6 +134,7 @@ struct upstream {
     size_t n_targets;
     const char **tags; /* array owned, strings model */
     size_t n_tags;
+    struct health_config *health; /* healthchecks (upstream/health_config.h); NULL: all off */
 };
 
 struct service {

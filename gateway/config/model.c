@@ -558,14 +558,6 @@ static char *unique_value(enum entity_kind k, const json_t *e, const char *field
     return k == ENTITY_UPSTREAM ? field_lower(s) : s; /* upstream names are host names */
 }
 
-/* unique_value(a) equal to unique_value(b), both present, without copying: model_conflict runs
- * it against every entity of a kind on each admin write. */
-static bool unique_equal(enum entity_kind k, const json_t *a, const json_t *b, const char *field) {
-    const char *x = str(a, field), *y = str(b, field);
-    if (!x || !y) return false;
-    return k == ENTITY_UPSTREAM ? !strcasecmp(x, y) : !strcmp(x, y);
-}
-
 /* Two arrays of strings (or nulls) holding the same set of values. */
 static bool same_set(const json_t *a, const json_t *b) {
     size_t na = json_array_size(a), nb = json_array_size(b);
@@ -596,50 +588,141 @@ static const char *route_sni_clash(const json_t *a, const json_t *b) {
     return NULL;
 }
 
+/* What model_conflict compares of one entity, looked up once: borrowed from the entity, which
+ * the cache keeps alive through its reference to the kind's array. */
+struct conflict_row {
+    const json_t *entity;
+    const char *id;
+    const char *unique[3];
+    const json_t *paths; /* routes */
+    const char *path0;   /* a route's first path: a quick "not the same paths" */
+    const json_t *snis;  /* routes with snis */
+};
+
+/* a and b (either may be NULL) equal, case-insensitively when `nocase`; the first byte decides
+ * most comparisons without a call. */
+static inline bool same_str(const char *a, const char *b, bool nocase) {
+    if (!a || !b) return false;
+    if (!nocase) return a[0] == b[0] && !strcmp(a, b);
+    return (a[0] | 0x20) == (b[0] | 0x20) && !strcasecmp(a, b);
+}
+
+struct model_conflict_cache {
+    struct {
+        json_t *items; /* a reference: the array the rows describe */
+        struct conflict_row *rows;
+    } kinds[ENTITY_KINDS];
+};
+
+struct model_conflict_cache *model_conflict_cache_new(void) {
+    struct model_conflict_cache *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    return c;
+}
+
+void model_conflict_cache_free(struct model_conflict_cache *c) {
+    if (!c) return;
+    for (int k = 0; k < ENTITY_KINDS; k++) {
+        json_decref(c->kinds[k].items);
+        free(c->kinds[k].rows);
+    }
+    free(c);
+}
+
+static void conflict_row_fill(enum entity_kind k, const json_t *e, struct conflict_row *r) {
+    r->entity = e;
+    r->id = str(e, "id");
+    for (int u = 0; u < 3; u++)
+        r->unique[u] = entity_kinds[k].unique[u] ? str(e, entity_kinds[k].unique[u]) : NULL;
+    r->paths = k == ENTITY_ROUTE ? json_object_get(e, "paths") : NULL;
+    r->path0 = json_string_value(json_array_get(r->paths, 0));
+    json_t *snis = k == ENTITY_ROUTE ? json_object_get(e, "snis") : NULL;
+    r->snis = json_array_size(snis) ? e : NULL;
+}
+
+/* The rows of kind k's array `items`. A new array mostly shares its entities with the last one
+ * (admin changes make shallow copies), in the same order: the rows of its common prefix and
+ * suffix are copied, and only the entities in between looked up. */
+static const struct conflict_row *conflict_rows(struct model_conflict_cache *c, enum entity_kind k,
+                                               json_t *items) {
+    if (c->kinds[k].items == items) return c->kinds[k].rows;
+    size_t n = json_array_size(items), old_n = json_array_size(c->kinds[k].items), pre = 0,
+           suf = 0;
+    const struct conflict_row *old = c->kinds[k].rows;
+    while (pre < n && pre < old_n && old[pre].entity == json_array_get(items, pre))
+        pre++;
+    while (suf < n - pre && suf < old_n - pre &&
+           old[old_n - 1 - suf].entity == json_array_get(items, n - 1 - suf))
+        suf++;
+    struct conflict_row *rows = malloc((n ? n : 1) * sizeof *rows);
+    if (!rows) abort();
+    if (pre) memcpy(rows, old, pre * sizeof *rows);
+    for (size_t i = pre; i < n - suf; i++)
+        conflict_row_fill(k, json_array_get(items, i), &rows[i]);
+    if (suf) memcpy(rows + n - suf, old + old_n - suf, suf * sizeof *rows);
+    json_decref(c->kinds[k].items);
+    free(c->kinds[k].rows);
+    c->kinds[k].items = json_incref(items);
+    c->kinds[k].rows = rows;
+    return rows;
+}
+
 long model_conflict(const json_t *model, enum entity_kind k, const json_t *entity, long self,
-                    const char **field) {
+                    const char **field, struct model_conflict_cache *cache) {
     const struct entity_kind_info *info = &entity_kinds[k];
+    struct model_conflict_cache *own = cache ? NULL : model_conflict_cache_new();
+    const struct conflict_row *rows = conflict_rows(cache ? cache : own, k, model_items(model, k));
+    struct conflict_row mine;
+    conflict_row_fill(k, entity, &mine);
     const char *cfield = NULL;
     char *ckey = composite_key(k, entity, &cfield);
     long found = -1;
-    size_t i;
-    json_t *e;
-    json_array_foreach(model_items(model, k), i, e) {
+    size_t n = json_array_size(model_items(model, k));
+    for (size_t i = 0; i < n && found < 0; i++) {
+        const struct conflict_row *r = &rows[i];
         if ((long)i == self) continue;
-        if (str(entity, "id") && str(e, "id") && !strcasecmp(str(entity, "id"), str(e, "id"))) {
+        if (same_str(mine.id, r->id, true)) {
             *field = "id";
             found = (long)i;
             break;
         }
         for (int u = 0; u < 3 && info->unique[u] && found < 0; u++) {
-            if (unique_equal(k, entity, e, info->unique[u])) {
+            /* upstream names are host names */
+            if (same_str(mine.unique[u], r->unique[u], k == ENTITY_UPSTREAM)) {
                 *field = info->unique[u];
                 found = (long)i;
             }
         }
         if (found >= 0) break;
-        if (k == ENTITY_ROUTE && route_sni_clash(entity, e)) {
+        if (mine.snis && r->snis && route_sni_clash(mine.snis, r->snis)) {
             *field = "snis";
             found = (long)i;
             break;
         }
         if (ckey) {
             /* most routes differ in their paths: skip building their keys */
-            if (k == ENTITY_ROUTE &&
-                !same_set(json_object_get(entity, "paths"), json_object_get(e, "paths")))
-                continue;
+            if (k == ENTITY_ROUTE) {
+                /* the same set has r's first path among mine */
+                bool listed = !r->path0;
+                size_t j;
+                json_t *p;
+                json_array_foreach(mine.paths, j, p) {
+                    if (!listed) listed = same_str(json_string_value(p), r->path0, false);
+                }
+                if (!listed || !same_set(mine.paths, r->paths)) continue;
+            }
             const char *f2;
-            char *other = composite_key(k, e, &f2);
+            char *other = composite_key(k, r->entity, &f2);
             bool same = other && !strcmp(other, ckey);
             free(other);
             if (same) {
                 *field = cfield;
                 found = (long)i;
-                break;
             }
         }
     }
     free(ckey);
+    model_conflict_cache_free(own);
     return found;
 }
 

@@ -67,11 +67,20 @@ long model_resolve_ref(const json_t *model, enum entity_kind k, const json_t *re
  * at an existing entity. Every problem goes to errs, named through origins. */
 bool model_check(const json_t *model, const json_t *origins, struct errlist *errs);
 
+/* What model_conflict() looked up in the entities of the models it checked, kept so that the next
+ * check, on a model sharing most entities with the last (an admin write's), looks up only the new
+ * ones: at 10,000 routes that is the difference between comparing C strings and 50,000 JSON
+ * member lookups per write. Holds references to the arrays it describes. One owner; not
+ * thread-safe. */
+struct model_conflict_cache;
+struct model_conflict_cache *model_conflict_cache_new(void);
+void model_conflict_cache_free(struct model_conflict_cache *c);
+
 /* A unique-key clash of `entity` (kind k) with another entity than the one at index `self`
  * (-1: none): returns the other's index and sets *field to the clashing field ("name", "id",
- * "target", "paths"); -1 when there is none. */
+ * "target", "paths", "snis"); -1 when there is none. `cache` may be NULL. */
 long model_conflict(const json_t *model, enum entity_kind k, const json_t *entity, long self,
-                    const char **field);
+                    const char **field, struct model_conflict_cache *cache);
 
 /* For a nested kind (targets, credentials, snis): owner id -> the positions of its entities in
  * model_items(model, k), in order, as the declarative form nests them. NULL for other kinds. */

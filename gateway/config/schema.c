@@ -109,9 +109,15 @@ const struct schema_node *schema_node_find(const struct schema *s, const json_t 
  * Shared helpers */
 
 bool schema_regex_search(const pcre2_code *re, const char *str, size_t len, pcre2_match_data *md) {
-    /* Any PCRE2 failure (match limit, bad UTF-8 from a hand-built string) counts as no match:
-     * rejecting is the safe side for a validator. */
-    return pcre2_match(re, (PCRE2_SPTR)str, len, 0, 0, md, NULL) >= 0;
+    int rc = pcre2_match(re, (PCRE2_SPTR)str, len, 0, 0, md, NULL);
+    /* The JIT runs on a 32 KiB stack, which a repeated group outgrows on long strings (a URL
+     * path's "(?:[...]|%XX)*" at about 1,400 bytes): the interpreter keeps its backtracking on
+     * the heap, bounded by PCRE2's 20 MB heap limit, and answers. */
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
+        rc = pcre2_match(re, (PCRE2_SPTR)str, len, 0, PCRE2_NO_JIT, md, NULL);
+    /* Any other PCRE2 failure (match or heap limit, bad UTF-8 from a hand-built string) counts as
+     * no match: rejecting is the safe side for a validator. */
+    return rc >= 0;
 }
 
 bool schema_json_equal(const json_t *a, const json_t *b, unsigned depth) {

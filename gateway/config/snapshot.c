@@ -8,6 +8,7 @@
 #include "tls/sni_map.h"
 #include "tls/tls_server.h"
 #include "tls/tls_upstream.h"
+#include "upstream/health.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -97,6 +98,7 @@ struct snapshot *snapshot_build(struct config *cfg, int n_workers, uint64_t vers
     }
     build_chains(s);
     build_indexes(s);
+    health_attach(cfg); /* targets' shared health; undone in snapshot_free() */
     return s;
 }
 
@@ -138,6 +140,7 @@ static void snapshot_free(struct snapshot *s) {
     tls_server_release(s->tls);
     sni_map_free(s->passthrough);
     tls_upstream_free(s->tls_upstreams);
+    health_detach(s->config);
     config_free(s->config);
     free(s);
 }

@@ -250,3 +250,24 @@ void metrics_plugin_error(struct metrics *m, const char *plugin, const char *pha
                           atomic_load_explicit(&slot->errors, memory_order_relaxed) + 1,
                           memory_order_relaxed);
 }
+
+char *metrics_render_target_health(char *text, const struct metrics_target_health *h, size_t n) {
+    size_t len = strlen(text);
+    struct text t = {text, len, len + 1};
+    static const char *const states[] = {"healthchecks_off", "healthy", "unhealthy", "dns_error"};
+    put(&t, "# HELP weir_upstream_target_health Health of each upstream target: 1 for its state "
+            "(healthchecks_off, healthy, unhealthy, dns_error), 0 for the others.\n"
+            "# TYPE weir_upstream_target_health gauge\n");
+    char upstream[2 * 256 + 1], target[2 * 300 + 1], address[2 * 64 + 1];
+    for (size_t i = 0; i < n; i++) {
+        escape_label(h[i].upstream, upstream, sizeof upstream);
+        escape_label(h[i].target, target, sizeof target);
+        escape_label(h[i].address, address, sizeof address);
+        for (size_t k = 0; k < sizeof states / sizeof states[0]; k++)
+            put(&t,
+                "weir_upstream_target_health{upstream=\"%s\",target=\"%s\",address=\"%s\","
+                "state=\"%s\"} %d\n",
+                upstream, target, address, states[k], strcmp(states[k], h[i].state) == 0);
+    }
+    return t.data;
+}

@@ -56,4 +56,15 @@ void metrics_plugin_error(struct metrics *m, const char *plugin, const char *pha
  * (caller frees); `connections` is the current open client connections. */
 char *metrics_render(struct metrics *const *tables, size_t n, int connections);
 
+/* One upstream target's health, for Kong's weir_upstream_target_health gauge. */
+struct metrics_target_health {
+    const char *upstream; /* the upstream's name */
+    const char *target;   /* "host:port" as configured */
+    const char *address;  /* "ip:port" it resolved to */
+    const char *state;    /* "healthchecks_off", "healthy", "unhealthy" or "dns_error" */
+};
+/* Appends the gauge for `n` targets to `text` (metrics_render's result, taken over); returns
+ * the new malloc'd text. Each target has one line per state: 1 for its state, 0 for the others. */
+char *metrics_render_target_health(char *text, const struct metrics_target_health *t, size_t n);
+
 #endif

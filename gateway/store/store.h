@@ -3,6 +3,11 @@
  * A store holds one JSON object, the whole entity set, and replaces it as a
  * unit: store_apply() returns 0 only once the new state is durable, and a crash
  * at any instant leaves either the previous or the new state, never a mix.
+ * Between two applies a caller may instead append change records
+ * (store_append(), durable on return), which are much cheaper than the whole
+ * state; store_load() returns the last state applied and the records appended
+ * since, for the caller to replay in order. The records' meaning is the
+ * caller's (config/model_change.h); the store keeps them intact and in order.
  * Callers see only the functions below; each backend (the file store here, a
  * Redis cluster store later) is a struct store_ops behind them, so adding one
  * touches no caller.
@@ -14,6 +19,7 @@
 #define WEIR_STORE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,11 +46,13 @@ typedef void (*store_watch_cb)(void *arg, json_t *state);
 struct store *store_file_open(const char *path, struct errlist *errs);
 
 /* Reads the stored state into `*state` (the caller's reference), or NULL when
- * nothing was ever stored. Unreadable, malformed (not JSON, not an object) or
- * oversized contents are an error naming the file, with line and column when
- * the JSON is bad: never an empty store. Returns 0, or -1 with `errs` filled
- * and `*state` NULL. */
-static inline int store_load(struct store *s, json_t **state, struct errlist *errs);
+ * nothing was ever stored, and the records appended since into `*records` (an
+ * array, possibly empty; NULL with no state). Unreadable, malformed (not JSON,
+ * not an object) or oversized contents are an error naming the file, with line
+ * and column when the JSON is bad: never an empty store. Returns 0, or -1 with
+ * `errs` filled and `*state` and `*records` NULL. */
+static inline int store_load(struct store *s, json_t **state, json_t **records,
+                             struct errlist *errs);
 
 /* Replaces the stored state with `state`, which must be a JSON object (the
  * caller keeps its reference). Returns 0 once the new state is durable, or -1
@@ -58,6 +66,17 @@ static inline int store_apply(struct store *s, const json_t *state, struct errli
  * keep the text of unchanged entities (model_text.h) skip re-encoding the whole state. */
 static inline int store_apply_text(struct store *s, const char *text, size_t len,
                                    struct errlist *errs);
+
+/* Appends one change record (`record`: `len` bytes of compact JSON) to the
+ * state last loaded or applied; there must be one. Returns 0 once the record is
+ * durable, or -1 with the reason in `errs` (the record is then not stored). */
+static inline int store_append(struct store *s, const char *record, size_t len,
+                               struct errlist *errs);
+
+/* Whether the caller should apply the whole state rather than append a record
+ * of `len` bytes: once the records would outweigh the state, replaying them
+ * costs more than the write they save. An apply drops them. */
+static inline bool store_wants_full(const struct store *s, size_t len);
 
 /* Asks for cb(arg, state) whenever another writer changes the store; calls
  * arrive on the thread that owns the store. The file store has a single writer
@@ -75,9 +94,11 @@ static inline void store_close(struct store *s);
  * functions above are inline dispatches through them, which is why the struct
  * is defined here rather than in a .c file. */
 struct store_ops {
-    int (*load)(struct store *s, json_t **state, struct errlist *errs);
+    int (*load)(struct store *s, json_t **state, json_t **records, struct errlist *errs);
     /* `text`: the state serialized as one JSON object (no trailing newline needed). */
     int (*apply)(struct store *s, const char *text, size_t len, struct errlist *errs);
+    int (*append)(struct store *s, const char *record, size_t len, struct errlist *errs);
+    bool (*wants_full)(const struct store *s, size_t len);
     int (*watch)(struct store *s, store_watch_cb cb, void *arg);
     const char *(*describe)(const struct store *s);
     void (*close)(struct store *s);
@@ -87,8 +108,18 @@ struct store {
     const struct store_ops *ops;
 };
 
-static inline int store_load(struct store *s, json_t **state, struct errlist *errs) {
-    return s->ops->load(s, state, errs);
+static inline int store_load(struct store *s, json_t **state, json_t **records,
+                             struct errlist *errs) {
+    return s->ops->load(s, state, records, errs);
+}
+
+static inline int store_append(struct store *s, const char *record, size_t len,
+                               struct errlist *errs) {
+    return s->ops->append(s, record, len, errs);
+}
+
+static inline bool store_wants_full(const struct store *s, size_t len) {
+    return s->ops->wants_full(s, len);
 }
 
 static inline int store_apply_text(struct store *s, const char *text, size_t len,

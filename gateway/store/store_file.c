@@ -1,12 +1,16 @@
-/* The file store: one JSON file, replaced atomically.
+/* The file store: one JSON file, replaced atomically, and a journal of the
+ * changes appended since (store/journal.h).
  *
  * Durability comes from the classic sequence: write "<path>.tmp.<pid>", fsync
  * it, rename() it over <path>, fsync the directory. rename() is atomic, so a
  * reader (or a restart after kill -9 or power loss) sees the old file or the
- * new one, whole. The flock on "<path>.lock" makes this process the only
+ * new one, whole. Appends go to "<path>.journal", fdatasynced each. The flock on "<path>.lock" makes this process the only
  * writer, which is also what makes it safe to delete any temp file found at
  * open: whoever wrote it is dead. */
 #include "store/store.h"
+
+#include "store/file_io.h"
+#include "store/journal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,7 +31,12 @@ struct store_file {
     char *name;        /* last component of path */
     char *description; /* "file <path>" */
     int lock_fd;       /* holds the flock; closing it releases the lock */
+    struct journal *journal;
+    size_t state_len;  /* bytes of the state last loaded or applied */
 };
+
+/* Records may grow to the state's size, and at least this, before a full write is wanted. */
+#define JOURNAL_MIN_BUDGET ((size_t)1024 * 1024)
 
 static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -43,18 +52,6 @@ static char *str_printf(const char *fmt, ...) {
     vsnprintf(out, (size_t)len + 1, fmt, ap);
     va_end(ap);
     return out;
-}
-
-/* fsync a directory so that entries created or renamed in it survive a power
- * loss; the file's own fsync does not cover its name. */
-static int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
 }
 
 /* mkdir -p with mode 0700; each directory created is made durable in its
@@ -81,7 +78,7 @@ static int make_dirs(const char *dir, struct errlist *errs) {
     if (rc == 0 && mkdir(dir, 0700) != 0 && errno != EEXIST) {
         errlist_addf(errs, dir, "cannot create directory: %s", strerror(errno));
         rc = -1;
-    } else if (rc == 0 && fsync_dir(parent) != 0) {
+    } else if (rc == 0 && file_fsync_dir(parent) != 0) {
         errlist_addf(errs, parent, "fsync: %s", strerror(errno));
         rc = -1;
     }
@@ -121,9 +118,10 @@ static int remove_stale_temps(struct store_file *f, struct errlist *errs) {
     return rc;
 }
 
-static int file_load(struct store *s, json_t **state, struct errlist *errs) {
+static int file_load(struct store *s, json_t **state, json_t **records, struct errlist *errs) {
     struct store_file *f = (struct store_file *)s;
     *state = NULL;
+    *records = NULL;
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) return 0; /* never applied: the empty store */
@@ -178,6 +176,7 @@ static int file_load(struct store *s, json_t **state, struct errlist *errs) {
     }
     json_error_t jerr;
     json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    struct journal_base base = journal_base_of(buf, len);
     free(buf);
     if (!doc) {
         errlist_addf(errs, f->path, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
@@ -188,24 +187,12 @@ static int file_load(struct store *s, json_t **state, struct errlist *errs) {
         json_decref(doc);
         return -1;
     }
-    *state = doc;
-    return 0;
-}
-
-/* write() until done: regular files may write short (a full disk part way
- * through returns the bytes written first, then ENOSPC on the next call). */
-static int write_all(int fd, const char *p, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return -1;
-        if (n == 0) { /* no progress and no errno: do not spin */
-            errno = EIO;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
+    if (journal_read(f->journal, base, records, errs) != 0) {
+        json_decref(doc);
+        return -1;
     }
+    f->state_len = len;
+    *state = doc;
     return 0;
 }
 
@@ -226,7 +213,7 @@ static int write_temp(const char *tmp, const char *text, size_t len, const char 
         *what = "chmod";
         goto fail;
     }
-    if (write_all(fd, text, len) != 0) {
+    if (file_write_all(fd, text, len) != 0) {
         *what = "write";
         goto fail;
     }
@@ -266,28 +253,49 @@ static int file_apply(struct store *s, const char *state, size_t state_len, stru
     char *tmp = str_printf("%s.tmp.%ld", f->path, (long)getpid());
     const char *what;
     int rc = write_temp(tmp, text, len, &what);
-    free(text);
     if (rc != 0) {
         errlist_addf(errs, f->path, "cannot %s %s: %s", what, tmp, strerror(errno));
         unlink(tmp); /* best effort; open removes what is left */
         free(tmp);
+        free(text);
         return -1;
     }
     if (rename(tmp, f->path) != 0) {
         errlist_addf(errs, f->path, "cannot rename %s over it: %s", tmp, strerror(errno));
         unlink(tmp);
         free(tmp);
+        free(text);
         return -1;
     }
     free(tmp);
+    /* From here the new state is the one a load finds, so appends must follow it: the old
+     * journal's records are in it, and the old journal's header names the previous state, so a
+     * crash before the reset leaves a journal a load ignores. A reset that fails is retried, and
+     * reported, by the next append. */
+    f->state_len = len;
+    struct errlist journal_errs;
+    errlist_init(&journal_errs);
+    journal_reset(f->journal, journal_base_of(text, len), &journal_errs);
+    errlist_free(&journal_errs);
+    free(text);
     /* Until the directory is fsynced the rename itself may not survive a power
      * loss, so the state is not yet durable and the caller must not ack it. */
-    if (fsync_dir(f->dir) != 0) {
+    if (file_fsync_dir(f->dir) != 0) {
         errlist_addf(errs, f->path, "fsync of directory %s: %s (the new state may not be durable)",
                      f->dir, strerror(errno));
         return -1;
     }
     return 0;
+}
+
+static int file_append(struct store *s, const char *record, size_t len, struct errlist *errs) {
+    return journal_append(((struct store_file *)s)->journal, record, len, errs);
+}
+
+static bool file_wants_full(const struct store *s, size_t len) {
+    const struct store_file *f = (const struct store_file *)s;
+    size_t budget = f->state_len > JOURNAL_MIN_BUDGET ? f->state_len : JOURNAL_MIN_BUDGET;
+    return journal_size(f->journal) + len > budget;
 }
 
 static int file_watch(struct store *s, store_watch_cb cb, void *arg) {
@@ -304,6 +312,7 @@ static void file_free(struct store_file *f) {
     /* The lock file is left in place: unlinking it would let a later opener
      * lock a new inode while someone still holds the old one. */
     if (f->lock_fd >= 0) close(f->lock_fd);
+    journal_free(f->journal);
     free(f->path);
     free(f->dir);
     free(f->name);
@@ -318,6 +327,8 @@ static void file_close(struct store *s) {
 static const struct store_ops file_ops = {
     .load = file_load,
     .apply = file_apply,
+    .append = file_append,
+    .wants_full = file_wants_full,
     .watch = file_watch,
     .describe = file_describe,
     .close = file_close,
@@ -359,6 +370,7 @@ struct store *store_file_open(const char *path, struct errlist *errs) {
     f->name = strdup(slash + 1);
     if (!f->dir || !f->name) abort();
     f->description = str_printf("file %s", f->path);
+    f->journal = journal_new(f->path);
 
     if (make_dirs(f->dir, errs) != 0) goto fail;
     char *lock_path = str_printf("%s.lock", f->path);

@@ -2,6 +2,8 @@
 
 #include <stdbool.h>
 
+#include "upstream/health.h"
+
 static bool was_tried(int i, const int *tried, size_t n_tried) {
     for (size_t k = 0; k < n_tried; k++)
         if (tried[k] == i) return true;
@@ -14,6 +16,7 @@ int balancer_pick(const struct upstream *u, int *current, const int *tried, size
     for (size_t i = 0; i < u->n_targets; i++) {
         int w = u->targets[i].weight;
         if (w <= 0 || was_tried((int)i, tried, n_tried)) continue;
+        if (!health_target_up(u->targets[i].health)) continue;
         current[i] += w;
         total += w;
         if (best < 0 || current[i] > current[best]) best = (int)i;

@@ -13,7 +13,8 @@
 
 #include "config/config.h"
 
-/* Returns the index of the chosen target, skipping weight-0 targets and the
+/* Returns the index of the chosen target, skipping weight-0 targets, unhealthy ones
+ * (upstream/health.h: one relaxed atomic load per target with checks on), and the
  * `n_tried` indexes in `tried` (targets that already failed for this
  * request), or -1 when none is left. `current` holds u->n_targets ints. */
 int balancer_pick(const struct upstream *u, int *current, const int *tried, size_t n_tried);

@@ -265,6 +265,8 @@ struct http_client_op {
     size_t req_len;
     char *key; /* keep-alive pool key */
     char host[HTTP_CLIENT_HOST_MAX + 1];
+    char tls_name[HTTP_CLIENT_HOST_MAX + 1]; /* SNI and the name verified */
+    bool tls_name_is_ip;
     char port_text[6];
     bool tls, verify, host_is_ip, is_head, idempotent;
     struct tls_ca *ca; /* the CA file's store (a reference), or NULL */
@@ -454,7 +456,7 @@ static void start_transport(struct http_client_op *op, int fd) {
         send_request(op);
         return;
     }
-    op->bev = tls_client_bufferevent(op->client->tls, base, fd, op->host, op->host_is_ip,
+    op->bev = tls_client_bufferevent(op->client->tls, base, fd, op->tls_name, op->tls_name_is_ip,
                                      op->verify, op->ca);
     op->phase = OP_HANDSHAKE;
     bufferevent_setcb(op->bev, read_cb, write_cb, event_cb, op);
@@ -839,6 +841,9 @@ struct http_client_op *http_client_request(struct http_client *c,
     op->verify = req->verify;
     op->host_is_ip = u->host_is_ip;
     memcpy(op->host, u->host, sizeof op->host);
+    snprintf(op->tls_name, sizeof op->tls_name, "%s",
+             req->server_name ? req->server_name : u->host);
+    op->tls_name_is_ip = req->server_name ? false : u->host_is_ip;
     snprintf(op->port_text, sizeof op->port_text, "%u", u->port);
     static const char *const IDEMPOTENT[] = {"GET",     "HEAD",  "PUT", "DELETE",
                                              "OPTIONS", "TRACE", NULL};
@@ -856,16 +861,17 @@ struct http_client_op *http_client_request(struct http_client *c,
                           : !req->verify ? "|noverify"
                           : req->ca_file ? "|ca="
                                          : "|verify";
-    int key_len = snprintf(NULL, 0, "%s://%s:%u%s%s", u->tls ? "https" : "http", authority, u->port,
-                           tls_key, ca ? req->ca_file : "");
+    const char *sni = u->tls && req->server_name ? req->server_name : "";
+    int key_len = snprintf(NULL, 0, "%s://%s:%u%s%s|%s", u->tls ? "https" : "http", authority,
+                           u->port, tls_key, ca ? req->ca_file : "", sni);
     op->key = malloc((size_t)key_len + 1);
     op->timer = evtimer_new(c->base, timer_cb, op);
     op->body = evbuffer_new();
     if (!op->req || !op->key || !op->timer || !op->body) abort();
     memcpy(op->req, req->head, req->head_len);
     if (req->body_len) memcpy(op->req + req->head_len, req->body, req->body_len);
-    snprintf(op->key, (size_t)key_len + 1, "%s://%s:%u%s%s", u->tls ? "https" : "http", authority,
-             u->port, tls_key, ca ? req->ca_file : "");
+    snprintf(op->key, (size_t)key_len + 1, "%s://%s:%u%s%s|%s", u->tls ? "https" : "http",
+             authority, u->port, tls_key, ca ? req->ca_file : "", sni);
 
     op->holding = true;
     op_start(op, true);

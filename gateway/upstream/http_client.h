@@ -79,6 +79,9 @@ struct http_client_request {
     const char *ca_file; /* https with verify: trust this file's CAs instead of the system's */
     long timeout_ms;     /* > 0; for each step, see above */
     size_t max_body;     /* a larger response body is an error */
+
+    /* https: the name sent (SNI) and verified instead of the URL's host, or NULL */
+    const char *server_name;
 };
 
 /* A response, valid only during the completion callback, which may drain or pull up body. The

@@ -18,6 +18,7 @@
 #include "tls/tls_conn.h"
 #include "tls/tls_upstream.h"
 #include "upstream/balancer.h"
+#include "upstream/health.h"
 #include "upstream/pool.h"
 
 static void up_read_cb(struct conn *conn, void *arg);
@@ -225,6 +226,20 @@ void proxy_abort(struct client_conn *c) {
     if (c->up.state != UP_IDLE) c->up.state = UP_DONE;
 }
 
+/* Passive health checks: the target this attempt went to, when an upstream's target with checks
+ * on (a single pointer test otherwise). */
+static const struct upstream_target *checked_target(const struct client_conn *c) {
+    const struct upstream *u = c->req.match.route->service->upstream;
+    if (c->up.target < 0 || !u) return NULL;
+    const struct upstream_target *t = &u->targets[c->up.target];
+    return t->health ? t : NULL;
+}
+
+static void report_failure(struct client_conn *c, enum health_event ev) {
+    const struct upstream_target *t = checked_target(c);
+    if (t) health_passive_event(c->req.match.route->service->upstream, t, ev);
+}
+
 static void fail(struct client_conn *c, int status, const char *msg) {
     free_upstream_bev(c);
     c->up.state = UP_DONE;
@@ -399,6 +414,7 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
                          ? (up->tls ? "connect or TLS handshake timed out" : "connect timed out")
                          : "connect failed");
         free_upstream_bev(c);
+        report_failure(c, timeout ? HEALTH_TIMEOUT : HEALTH_TCP_FAILURE);
         if (up->target >= 0 && up->n_tried < sizeof up->tried / sizeof up->tried[0])
             up->tried[up->n_tried++] = up->target;
         bool other_target = up->target >= 0;
@@ -412,6 +428,7 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
     if (up->state == UP_WAITING_HEAD) {
         if (what & CONN_TIMEOUT) {
             log_warn("upstream %s: timed out", proxy_upstream_addr(c));
+            report_failure(c, HEALTH_TIMEOUT);
             fail(c, 504, MSG_TIMEOUT);
             return;
         }
@@ -428,6 +445,7 @@ static void up_event_cb(struct conn *conn, short what, void *arg) {
         else
             log_warn("upstream %s: closed the connection before the response head",
                      proxy_upstream_addr(c));
+        report_failure(c, HEALTH_TCP_FAILURE);
         fail(c, 502, MSG_BAD_RESPONSE);
         return;
     }
@@ -790,6 +808,8 @@ static void read_response_head(struct client_conn *c) {
         }
         up->status = status;
         up->latency_ms = clock_ms_since(&up->start);
+        const struct upstream_target *checked = checked_target(c);
+        if (checked) health_passive_status(r->match.route->service->upstream, checked, status);
         r->status = status;
         if (status == 101) {
             if (!r->upgrade) {

@@ -242,6 +242,45 @@ class Backend:
             _live.remove(self)
 
 
+class TlsServer:
+    """A threaded TLS server on 127.0.0.1 for backends written in Python: binds, accepts, counts
+    connections and calls self.serve(raw_socket, n) on a thread per connection (n counts from 1).
+    Subclasses set self.ctx (an ssl.SSLContext) before calling TlsServer.__init__ and do the
+    handshake themselves in serve(). `rcvbuf`: a receive buffer for the listening socket,
+    inherited by accepted ones."""
+
+    def __init__(self, rcvbuf=None):
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                s, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                n = self.connections
+            threading.Thread(target=self.serve, args=(s, n), daemon=True).start()
+
+    def serve(self, raw, n):
+        raise NotImplementedError
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
 def start_backend(port=None, small_buffers=False):
     return Backend(port, small_buffers)
 

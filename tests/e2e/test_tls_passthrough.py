@@ -9,6 +9,7 @@ backend end to end. Each backend speaks a tiny line protocol over its TLS sessio
   "SINK <n>\\n" -> waits until the test releases it, then reads n bytes and answers
                   "<bytes> <sha256>\\n" (to check back-pressure: nothing is read meanwhile)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,14 +21,14 @@ import subprocess
 import threading
 import time
 
-from harness import (assert_eq, assert_in, base_config, check, free_port, http, raw, run_weir,
-                     start_weir, timeout, wait_until, write_config_file)
+from harness import (TlsServer, assert_eq, assert_in, base_config, check, free_port, http, raw,
+                     run_weir, start_weir, timeout, wait_until, write_config_file)
 from test_tls import Pki, admin_port
 
 JSON = {"Content-Type": "application/json"}
 
 
-class TlsBackend:
+class TlsBackend(TlsServer):
     """A TLS server on 127.0.0.1 speaking the line protocol above."""
 
     def __init__(self, pki, name, *dns):
@@ -38,28 +39,11 @@ class TlsBackend:
         self.sni = []
         self.ctx.sni_callback = lambda sock, n, ctx: self.sni.append(n)
         self.release = threading.Event()
-        self.connections = 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # a small receive window (inherited by accepted sockets): the kernel buffers little of
         # what the backend does not read, so the back-pressure test sees Weir's bound
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        TlsServer.__init__(self, rcvbuf=1 << 16)
 
-    def _accept(self):
-        while not self.stopped:
-            try:
-                s, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
-
-    def _serve(self, s):
+    def serve(self, s, n):
         try:
             s.settimeout(20)
             t = self.ctx.wrap_socket(s, server_side=True)
@@ -99,9 +83,8 @@ class TlsBackend:
             s.close()
 
     def stop(self):
-        self.stopped = True
         self.release.set()
-        self.sock.close()
+        TlsServer.stop(self)
 
 
 def passthrough_config(backends, stream_port=None, **overrides):
@@ -186,11 +169,21 @@ def two_backends():
     return pki, a, b
 
 
+@contextlib.contextmanager
 def start_two(**overrides):
+    """Two backends (alpha: db.example.com, beta: *.internal.example.com) behind a weir; yields
+    (pki, alpha, beta, weir) and stops all three."""
     pki, a, b = two_backends()
-    w = start_weir(passthrough_config([(a, ["db.example.com"]), (b, ["*.internal.example.com"])],
-                                      **overrides))
-    return pki, a, b, w
+    try:
+        w = start_weir(passthrough_config([(a, ["db.example.com"]),
+                                           (b, ["*.internal.example.com"])], **overrides))
+    except BaseException:
+        stop(a, b)
+        raise
+    try:
+        yield pki, a, b, w
+    finally:
+        stop(w, a, b)
 
 
 def stop(*things):
@@ -206,8 +199,7 @@ def access_lines(w):
 
 
 def test_sni_selects_the_backend_whose_certificate_the_client_sees():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         p = stream_port(w)
         assert_eq(ask_name(p, pki, "db.example.com"), ("db.example.com", "alpha db.example.com"),
                   "db.example.com: (certificate, backend)")
@@ -217,13 +209,10 @@ def test_sni_selects_the_backend_whose_certificate_the_client_sees():
         cn, answer = ask_name(p, pki, "DB.Example.COM")
         assert_eq(cn, "db.example.com", "certificate for an upper-case SNI")
         assert_eq(answer, "alpha DB.Example.COM", "the backend saw the client's own bytes")
-    finally:
-        stop(w, a, b)
 
 
 def test_openssl_s_client_sees_the_backends_certificate():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         p = stream_port(w)
         for sni, cn in (("db.example.com", "db.example.com"),
                         ("x.internal.example.com", "api.internal.example.com")):
@@ -233,25 +222,19 @@ def test_openssl_s_client_sees_the_backends_certificate():
             out = r.stdout.decode("utf-8", "replace")
             assert_in("subject=CN = %s" % cn, out, "s_client's subject line for " + sni)
             assert_in("Verify return code: 0 (ok)", out, "verified through the chain")
-    finally:
-        stop(w, a, b)
 
 
 def test_wildcard_covers_one_label_only():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         p = stream_port(w)
         assert_eq(ask_name(p, pki, "x.internal.example.com")[1], "beta x.internal.example.com",
                   "one label")
         check(refused(p, sni="a.b.internal.example.com", pki=pki), "two labels must not match")
         check(refused(p, sni="internal.example.com", pki=pki), "the bare domain must not match")
-    finally:
-        stop(w, a, b)
 
 
 def test_unknown_sni_and_no_sni_close_the_connection():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         p = stream_port(w)
         before = a.connections + b.connections
         check(refused(p, sni="other.example.org", pki=pki), "unknown SNI was answered")
@@ -260,13 +243,10 @@ def test_unknown_sni_and_no_sni_close_the_connection():
         wait_until(lambda: "no tls_passthrough route has this server name" in w.stderr_text() and
                    "the ClientHello names no server" in w.stderr_text(), what="logged at info")
         assert_eq(ask_name(p, pki, "db.example.com")[1], "alpha db.example.com", "still served")
-    finally:
-        stop(w, a, b)
 
 
 def test_plain_text_and_malformed_client_hellos_are_closed():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         p = stream_port(w)
         for data in (b"GET / HTTP/1.1\r\nHost: db.example.com\r\n\r\n",
                      b"\x16\x03\x01\x00\x00",                       # an empty record
@@ -287,14 +267,11 @@ def test_plain_text_and_malformed_client_hellos_are_closed():
         check(w.alive(), "weir exited")
         assert_eq(ask_name(p, pki, "db.example.com")[1], "alpha db.example.com", "still served")
         assert_eq(a.connections + b.connections, 1, "only the good client reached a backend")
-    finally:
-        stop(w, a, b)
 
 
 @timeout(30)
 def test_a_silent_client_is_closed_after_the_handshake_timeout():
-    pki, a, b, w = start_two(ssl_handshake_timeout=500)
-    try:
+    with start_two(ssl_handshake_timeout=500) as (pki, a, b, w):
         s = socket.create_connection(("127.0.0.1", stream_port(w)), timeout=5)
         s.sendall(bytes.fromhex("16030100a5"))  # a record header, then nothing
         start = time.monotonic()
@@ -308,8 +285,6 @@ def test_a_silent_client_is_closed_after_the_handshake_timeout():
         check(0.3 <= took < 3, "closed after %.2fs, want about 0.5s" % took)
         wait_until(lambda: any(l["ended"] == "client_hello_timeout" for l in access_lines(w)),
                    what="the timeout in the access log")
-    finally:
-        stop(w, a, b)
 
 
 def _handshake_over(sock, sni, pki, hello_chunk):
@@ -343,8 +318,7 @@ def _handshake_over(sock, sni, pki, hello_chunk):
 
 
 def test_a_client_hello_split_into_tiny_writes_is_routed():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         s = socket.create_connection(("127.0.0.1", stream_port(w)), timeout=10)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         obj, inc, out = _handshake_over(s, "db.example.com", pki, 3)
@@ -363,8 +337,6 @@ def test_a_client_hello_split_into_tiny_writes_is_routed():
                 inc.write(d)
         assert_eq(answer, b"alpha db.example.com\n", "the answer over the session")
         s.close()
-    finally:
-        stop(w, a, b)
 
 
 # ---------------------------------------------------------------- relaying
@@ -372,8 +344,7 @@ def test_a_client_hello_split_into_tiny_writes_is_routed():
 
 @timeout(60)
 def test_megabytes_flow_both_ways_intact():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         payload = os.urandom(1 << 20) * 6  # 6 MiB each way
         with connect(stream_port(w), pki, "db.example.com") as t:
             t.sendall(b"ECHO\n")
@@ -413,14 +384,11 @@ def test_megabytes_flow_both_ways_intact():
         line = [l for l in access_lines(w) if l["ended"] == "closed"][0]
         check(line["bytes_from_client"] > len(payload), "bytes_from_client %r" % line)
         check(line["bytes_from_upstream"] > len(payload), "bytes_from_upstream %r" % line)
-    finally:
-        stop(w, a, b)
 
 
 @timeout(60)
 def test_back_pressure_bounds_what_weir_buffers_for_a_backend_that_does_not_read():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         total = 48 << 20
         chunk = os.urandom(1 << 16)
         s = socket.socket()
@@ -456,13 +424,10 @@ def test_back_pressure_bounds_what_weir_buffers_for_a_backend_that_does_not_read
         expect = hashlib.sha256(chunk * (total // len(chunk))).hexdigest()
         assert_eq(answer, [str(total), expect], "what the backend read")
         t.close()
-    finally:
-        stop(w, a, b)
 
 
 def test_access_log_line_for_a_relayed_and_a_refused_connection():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         p = stream_port(w)
         ask_name(p, pki, "db.example.com")
         refused(p, sni="nobody.example.net", pki=pki)
@@ -485,13 +450,10 @@ def test_access_log_line_for_a_relayed_and_a_refused_connection():
         assert_eq((bad["sni"], bad["route"], bad["service"], bad["upstream_addr"]),
                   ("nobody.example.net", None, None, None), "a refused connection's line")
         assert_eq((bad["bytes_from_client"], bad["bytes_from_upstream"]), (0, 0), "nothing relayed")
-    finally:
-        stop(w, a, b)
 
 
 def test_a_backend_that_refuses_the_connection_closes_the_client():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         dead = free_port()  # nothing listens there
         cfg = passthrough_config([(a, ["db.example.com"])])
         cfg["weir"] = w.config["weir"]
@@ -505,8 +467,6 @@ def test_a_backend_that_refuses_the_connection_closes_the_client():
         wait_until(lambda: any(l["sni"] == "gone.example.com" and
                                l["ended"] == "upstream_connect_failed" for l in access_lines(w)),
                    what="the access log line of the failed connect")
-    finally:
-        stop(w, a, b)
 
 
 # ---------------------------------------------------------------- configuration
@@ -628,8 +588,7 @@ def test_declarative_errors_name_each_problem():
 
 
 def test_passthrough_connections_count_toward_max_connections():
-    pki, a, b, w = start_two(limits={"max_connections": 2})
-    try:
+    with start_two(limits={"max_connections": 2}) as (pki, a, b, w):
         p = stream_port(w)
         held = [connect(p, pki, "db.example.com"), connect(p, pki, "db.example.com")]
         for t in held:
@@ -640,8 +599,6 @@ def test_passthrough_connections_count_toward_max_connections():
             t.close()
         wait_until(lambda: not refused(p, sni="db.example.com", pki=pki),
                    what="accepted again once the others closed")
-    finally:
-        stop(w, a, b)
 
 
 @timeout(30)
@@ -698,8 +655,7 @@ def test_an_upstream_balances_over_its_targets_and_retries_a_dead_one():
 
 @timeout(30)
 def test_graceful_stop_lets_relayed_connections_finish():
-    pki, a, b, w = start_two()
-    try:
+    with start_two() as (pki, a, b, w):
         p = stream_port(w)
         t = connect(p, pki, "db.example.com")
         t.sendall(b"ECHO\n")
@@ -721,8 +677,6 @@ def test_graceful_stop_lets_relayed_connections_finish():
         check(w.alive(), "weir exited with a relayed connection open")
         t.close()
         assert_eq(w.wait(10), 0, "exit status once the connection ended")
-    finally:
-        stop(w, a, b)
 
 
 def _client_hello(sni):

@@ -11,20 +11,18 @@ import base64
 import hashlib
 import json
 import os
-import socket
 import ssl
-import threading
 import uuid
 
-from harness import (Conn, assert_eq, assert_in, base_config, http, route, service, start_weir,
-                     wait_until)
+from harness import (Conn, TlsServer, assert_eq, assert_in, base_config, http, route, service,
+                     start_weir, wait_until)
 from test_tls import Pki, admin_port
 from test_websocket import WS_GUID, handshake as ws_handshake, recv_exact
 
 JSON = {"Content-Type": "application/json"}
 
 
-class TlsBackend:
+class TlsBackend(TlsServer):
     """An HTTPS echo backend on 127.0.0.1: answers every request with JSON (path, headers, the
     connection's number) and keeps connections alive unless the request path ends in /close."""
 
@@ -37,32 +35,13 @@ class TlsBackend:
             self.ctx.load_verify_locations(client_ca)
         self.sni = []
         self.ctx.sni_callback = lambda sock, name, ctx: self.sni.append(name)
-        self.lock = threading.Lock()
-        self.connections = 0
         self.handshakes = 0
         self.resumed = 0
         self.requests = []  # (connection number, path)
         self.client_subjects = []
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        TlsServer.__init__(self)
 
-    def _accept(self):
-        while not self.stopped:
-            try:
-                s, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-                n = self.connections
-            threading.Thread(target=self._serve, args=(s, n), daemon=True).start()
-
-    def _serve(self, raw, n):
+    def serve(self, raw, n):
         try:
             raw.settimeout(10)
             s = self.ctx.wrap_socket(raw, server_side=True)
@@ -127,11 +106,6 @@ class TlsBackend:
             if not data:
                 return
             s.sendall(data)
-
-    def stop(self):
-        self.stopped = True
-        self.sock.close()
-
 
 def https_service(backend, name="secure", host="localhost", **fields):
     return service(name, url="https://%s:%d" % (host, backend.port),

@@ -408,31 +408,95 @@ def target_schema():
             "additionalProperties": False}
 
 
-def zero_or_null(text):
-    return d(text + " Must be 0 or null (check disabled).", enum=[0, None])
-
-
 def healthchecks():
-    z = zero_or_null
+    """Kong's healthchecks object (kong/db/schema/entities/upstreams.lua), its defaults included."""
+    def obj(text, props):
+        return d(text + NULL_NOTE, type=nullable("object"), properties=props,
+                 additionalProperties=False)
+
+    def count(text):
+        return d(text + " 0 (the default) disables this counter." + NULL_NOTE,
+                 type=nullable("integer"), minimum=0, maximum=255, default=0)
+
+    def interval(text):
+        return d(text + " Seconds (fractions allowed); 0 (the default) means never." + NULL_NOTE,
+                 type=nullable("number"), minimum=0, maximum=65535, default=0)
+
+    def statuses(text, default):
+        return d(text + NULL_NOTE, type=nullable("array"), default=default,
+                 items={"type": "integer", "minimum": 100, "maximum": 999})
+
+    def check_type(text):
+        return d(text + " \"grpc\" and \"grpcs\" are not supported yet." + NULL_NOTE,
+                 enum=["http", "https", "tcp", None], default="http",
+                 errorMessage="must be \"http\", \"https\" or \"tcp\" (grpc and grpcs are not "
+                              "supported yet)")
+
+    active = obj("Active checks: Weir probes each target on its own.", {
+        "type": check_type("How targets are probed: \"http\" or \"https\" (a GET of http_path), "
+                           "\"tcp\" (a connection)."),
+        "http_path": d("Path of the probe's GET (RFC 3986 characters, percent-encoded; at most "
+                       "1024)." + NULL_NOTE, type=nullable("string"), pattern=P["path"],
+                       maxLength=1024, default="/",
+                       errorMessage=MSG["path"][:-1] + "; at most 1024 characters)"),
+        "timeout": d("Seconds a probe may take (connect, then each wait for the response)." +
+                     NULL_NOTE, type=nullable("number"), minimum=0, maximum=65535, default=1),
+        "concurrency": d("Probes of this upstream's targets in flight at once." + NULL_NOTE,
+                         type=nullable("integer"), minimum=1, maximum=2147483648, default=10),
+        "https_verify_certificate": d("Whether https probes verify the target's certificate "
+                                      "(chain and name)." + NULL_NOTE,
+                                      type=nullable("boolean"), default=True),
+        "https_sni": d("Server name https probes send and verify; null: the target's host when it "
+                       "is a name.", type=nullable("string"), pattern=P["hostname"],
+                       errorMessage=MSG["upstream_name"].replace(" (not an IP address)", "")),
+        "headers": d("Extra header fields of http and https probes: a name maps to its values." +
+                     NULL_NOTE, type=nullable("object"),
+                     propertyNames={"pattern": P["header_name"]},
+                     additionalProperties={"type": "array", "items": {
+                         "type": "string", "pattern": f"^[^{CTRL}]*$"}}),
+        "healthy": obj("What makes a probed target healthy.", {
+            "interval": interval("Probe a healthy target every this many seconds."),
+            "http_statuses": statuses("Probe statuses counted as successes.", [200, 302]),
+            "successes": count("Successes in a row that make an unhealthy target healthy."),
+        }),
+        "unhealthy": obj("What makes a probed target unhealthy.", {
+            "interval": interval("Probe an unhealthy target every this many seconds."),
+            "http_statuses": statuses("Probe statuses counted as HTTP failures.",
+                                      [429, 404, 500, 501, 502, 503, 504, 505]),
+            "tcp_failures": count("Failed connections that make a target unhealthy."),
+            "timeouts": count("Timed-out probes that make a target unhealthy."),
+            "http_failures": count("Probe HTTP failures that make a target unhealthy."),
+        }),
+    })
+    passive = obj("Passive checks (circuit breaker): counted from proxied traffic.", {
+        "type": check_type("\"tcp\": statuses are not looked at."),
+        "healthy": obj("What proxied traffic counts as successes.", {
+            "http_statuses": statuses("Upstream statuses counted as successes.",
+                                      [200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300,
+                                       301, 302, 303, 304, 305, 306, 307, 308]),
+            "successes": count("Successes in a row that make an unhealthy target healthy."),
+        }),
+        "unhealthy": obj("What proxied traffic counts as failures.", {
+            "http_statuses": statuses("Upstream statuses counted as HTTP failures.",
+                                      [429, 500, 503]),
+            "tcp_failures": count("Failed connections that make a target unhealthy."),
+            "timeouts": count("Timeouts (connect or response) that make a target unhealthy."),
+            "http_failures": count("HTTP failures that make a target unhealthy."),
+        }),
+    })
     return d(
-        "Kong's health checks. Not supported yet: accepted only as null, [] or an object with "
-        "every check disabled, as in Kong's default (active.healthy.interval, "
-        "active.unhealthy.interval, passive.unhealthy.http_failures, tcp_failures, timeouts and "
-        "passive.healthy.successes absent, null or 0); other keys are not checked.",
-        errorMessage="not supported yet (accepted only with every check disabled, Kong's "
-                     "default)",
-        anyOf=[{"enum": [None, []]}, {
-            "type": "object",
-            "properties": {
-                "active": {"properties": {
-                    "healthy": {"properties": {"interval": z("Active healthy interval.")}},
-                    "unhealthy": {"properties": {"interval": z("Active unhealthy interval.")}}}},
-                "passive": {"properties": {
-                    "healthy": {"properties": {"successes": z("Passive successes.")}},
-                    "unhealthy": {"properties": {
-                        "http_failures": z("Passive HTTP failures."),
-                        "tcp_failures": z("Passive TCP failures."),
-                        "timeouts": z("Passive timeouts.")}}}}}}])
+        "Kong's health checks (docs/configuration.md). Checks are off unless an active interval "
+        "or a passive failure threshold is set; unhealthy targets are skipped by the balancer. "
+        "null or [] is Kong's default.",
+        type=["object", "null", "array"], maxItems=0,
+        properties={
+            "active": active,
+            "passive": passive,
+            "threshold": d("Kong's upstream health threshold (percent). Not supported yet: only "
+                           "0 or null.", enum=[0, None],
+                           errorMessage="not supported yet (only 0 or null, Kong's default)"),
+        },
+        additionalProperties=False)
 
 
 def upstream_schema():

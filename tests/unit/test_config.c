@@ -879,9 +879,9 @@ static void test_unsupported_features_are_refused(void **state) {
         "upstreams[0].algorithm: must be \"round-robin\" (least-connections, consistent-hashing and latency are not supported yet)");
     expect_error(
         DOC("upstreams"
-            : [ {"name" : "p", "healthchecks" : {"active" : {"healthy" : {"interval" : 5}}}} ]),
-        "upstreams[0].healthchecks: not supported yet (accepted only with every check "
-        "disabled, Kong's default)");
+            : [ {"name" : "p", "healthchecks" : {"active" : {"type" : "grpc"}}} ]),
+        "upstreams[0].healthchecks.active.type: must be \"http\", \"https\" or \"tcp\" (grpc "
+        "and grpcs are not supported yet)");
 }
 
 /* ---- routes ---- */
@@ -1065,10 +1065,11 @@ static void test_kong_defaults_of_unsupported_upstream_fields_load(void **state)
     config_free(c);
 }
 
-static void test_enabled_health_checks_are_refused_until_supported(void **state) {
+static void test_enabled_health_checks_load(void **state) {
     (void)state;
-    expect_error(KONG_UPSTREAM("5"), "upstreams[0].healthchecks: not supported yet (accepted only "
-                                     "with every check disabled, Kong's default)");
+    struct config *c = load_ok(KONG_UPSTREAM("5"));
+    assert_int_equal(c->upstreams[0].n_targets, 1);
+    config_free(c);
 }
 
 static void test_non_default_hash_on_is_refused(void **state) {
@@ -1081,7 +1082,7 @@ static void test_non_default_hash_on_is_refused(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kong_defaults_of_unsupported_upstream_fields_load),
-        cmocka_unit_test(test_enabled_health_checks_are_refused_until_supported),
+        cmocka_unit_test(test_enabled_health_checks_load),
         cmocka_unit_test(test_non_default_hash_on_is_refused),
         cmocka_unit_test(test_issue_example_loads),
         cmocka_unit_test(test_embedded_default_loads),

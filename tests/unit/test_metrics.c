@@ -77,12 +77,44 @@ static void test_a_full_table_counts_in_the_overflow_series(void **state) {
     metrics_free(w[0]);
 }
 
+static void test_target_health_has_one_line_per_state(void **state) {
+    (void)state;
+    char *text = strdup("# existing\n");
+    struct metrics_target_health h[] = {
+        {"pool", "a.test:80", "10.0.0.1:80", "unhealthy"},
+        {"po\"ol", "b:1", "[::1]:1", "healthchecks_off"},
+    };
+    text = metrics_render_target_health(text, h, 2);
+    assert_non_null(strstr(text, "# existing\n# HELP weir_upstream_target_health "));
+    assert_non_null(strstr(text, "# TYPE weir_upstream_target_health gauge\n"));
+    assert_non_null(strstr(text,
+                           "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
+                           "address=\"10.0.0.1:80\",state=\"unhealthy\"} 1\n"));
+    assert_non_null(strstr(text,
+                           "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
+                           "address=\"10.0.0.1:80\",state=\"healthy\"} 0\n"));
+    assert_non_null(strstr(text,
+                           "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
+                           "address=\"10.0.0.1:80\",state=\"healthchecks_off\"} 0\n"));
+    assert_non_null(strstr(text,
+                           "weir_upstream_target_health{upstream=\"pool\",target=\"a.test:80\","
+                           "address=\"10.0.0.1:80\",state=\"dns_error\"} 0\n"));
+    assert_non_null(strstr(text, "{upstream=\"po\\\"ol\",target=\"b:1\",address=\"[::1]:1\","
+                                 "state=\"healthchecks_off\"} 1\n"));
+    size_t lines = 0;
+    for (const char *p = text; (p = strstr(p, "weir_upstream_target_health{")); p++)
+        lines++;
+    assert_int_equal(lines, 8);
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counts_are_summed_over_workers_by_route_service_and_status),
         cmocka_unit_test(test_latency_histogram_is_cumulative_across_statuses),
         cmocka_unit_test(test_label_values_are_escaped),
         cmocka_unit_test(test_a_full_table_counts_in_the_overflow_series),
+        cmocka_unit_test(test_target_health_has_one_line_per_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "config/entity.h"
 #include "config/model.h"
+#include "config/model_change.h"
 #include "config/model_text.h"
 #include "core/errlist.h"
 #include "core/uuid.h"
@@ -970,20 +971,20 @@ static void test_model_conflict_names_the_clashing_field(void **state) {
     json_t *m = model_of(lookup_doc, NULL);
     const char *field = NULL;
     json_t *e = parse("{\"name\": \"a\", \"host\": \"x\"}");
-    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, -1, &field), 1);
+    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, -1, &field, NULL), 1);
     assert_string_equal(field, "name");
-    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, 1, &field), -1); /* itself */
+    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, 1, &field, NULL), -1); /* itself */
     json_decref(e);
 
     e = parse("{\"id\": \"" ID_A_UPPER "\", \"name\": \"new\"}");
     field = NULL;
-    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, -1, &field), 3);
+    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, -1, &field, NULL), 3);
     assert_string_equal(field, "id");
-    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, 3, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_SERVICE, e, 3, &field, NULL), -1);
     json_decref(e);
 
     e = parse("{\"name\": \"Pool\"}");
-    assert_int_equal(model_conflict(m, ENTITY_UPSTREAM, e, -1, &field), 0);
+    assert_int_equal(model_conflict(m, ENTITY_UPSTREAM, e, -1, &field, NULL), 0);
     assert_string_equal(field, "name");
     json_decref(e);
 
@@ -991,14 +992,14 @@ static void test_model_conflict_names_the_clashing_field(void **state) {
     snprintf(text, sizeof text, "{\"target\": \"10.0.0.1:81\", \"upstream\": {\"id\": \"%s\"}}",
              str(item(m, ENTITY_UPSTREAM, 0), "id"));
     e = parse(text);
-    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, -1, &field), 1);
+    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, -1, &field, NULL), 1);
     assert_string_equal(field, "target");
-    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, 1, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, 1, &field, NULL), -1);
     json_decref(e);
     snprintf(text, sizeof text, "{\"target\": \"10.0.0.1:81\", \"upstream\": {\"id\": \"%s\"}}",
              str(item(m, ENTITY_UPSTREAM, 1), "id"));
     e = parse(text);
-    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, -1, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_TARGET, e, -1, &field, NULL), -1);
     json_decref(e);
 
     /* a route matching the same requests, on any service */
@@ -1007,15 +1008,15 @@ static void test_model_conflict_names_the_clashing_field(void **state) {
              " \"hosts\": null, \"methods\": null, \"headers\": null}",
              ID_A);
     e = parse(text);
-    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field), 0);
+    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field, NULL), 0);
     assert_string_equal(field, "paths");
-    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, 0, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, 0, &field, NULL), -1);
     json_decref(e);
     e = parse("{\"name\": \"other\", \"paths\": [\"/a\", \"/b\"], \"headers\": {\"x\": [\"1\"]}}");
-    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field, NULL), -1);
     json_decref(e);
     e = parse("{\"name\": \"other\", \"paths\": [\"/a\"]}");
-    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field), -1);
+    assert_int_equal(model_conflict(m, ENTITY_ROUTE, e, -1, &field, NULL), -1);
     json_decref(e);
     json_decref(m);
 }
@@ -1462,6 +1463,199 @@ static void test_export_text_survives_many_random_changes(void **state) {
     model_text_cache_free(cache);
 }
 
+
+/* ---------------------------------------------------------------- model_change (journal records) */
+
+/* What a restart would load from the store after `stored` was written: export, then read back. */
+static json_t *reloaded(const json_t *stored) {
+    json_t *doc = model_export(stored);
+    struct errlist errs;
+    errlist_init(&errs);
+    json_t *m = config_model_from_doc(doc, (long long)time(NULL), NULL, &errs);
+    if (!m) print_errors(&errs);
+    assert_non_null(m);
+    errlist_free(&errs);
+    json_decref(doc);
+    return m;
+}
+
+/* Replays the change from `from` to `to` on `*stored` (a model as loaded from the store) and checks
+ * that the result exports exactly as `to` does, in the same order. */
+static void replay_and_check(json_t **stored, const json_t *from, const json_t *to) {
+    json_t *rec = model_change(from, to);
+    if (rec) {
+        /* through text, as the journal keeps it */
+        char *text = json_dumps(rec, JSON_COMPACT);
+        json_decref(rec);
+        rec = parse(text);
+        free(text);
+        char why[200] = "";
+        json_t *next = model_change_apply(*stored, rec, why, sizeof why);
+        if (!next) fprintf(stderr, "    %s\n", why);
+        assert_non_null(next);
+        json_decref(rec);
+        step(stored, next);
+    }
+    json_t *a = model_export(*stored), *b = model_export(to);
+    char *ta = json_dumps(a, JSON_COMPACT), *tb = json_dumps(b, JSON_COMPACT);
+    assert_string_equal(ta, tb);
+    free(ta);
+    free(tb);
+    json_decref(a);
+    json_decref(b);
+}
+
+static void test_model_change_of_one_route_is_that_route(void **state) {
+    (void)state;
+    json_t *m = big_model(3, 3);
+    assert_null(model_change(m, m));
+    json_t *copy = json_copy(m); /* the same arrays */
+    assert_null(model_change(m, copy));
+    json_decref(copy);
+    json_t *next = add_route(m);
+    json_t *rec = model_change(m, next);
+    json_t *routes = model_items(next, ENTITY_ROUTE);
+    json_t *want = json_pack("{s:[{s:s, s:i, s:i, s:[O]}]}", "splices", "kind", "routes", "at", 9,
+                             "remove", 0, "insert", json_array_get(routes, 9));
+    assert_true(json_equal(rec, want));
+    json_decref(want);
+    json_decref(rec);
+    json_t *after = replace_route(next, 4);
+    rec = model_change(next, after);
+    want = json_pack("{s:[{s:s, s:i, s:i, s:[O]}]}", "splices", "kind", "routes", "at", 4,
+                     "remove", 1, "insert", json_array_get(model_items(after, ENTITY_ROUTE), 4));
+    assert_true(json_equal(rec, want));
+    json_decref(want);
+    json_decref(rec);
+    json_t *deleted = delete_item(after, ENTITY_ROUTE, 0);
+    rec = model_change(after, deleted);
+    want = parse("{\"splices\": [{\"kind\": \"routes\", \"at\": 0, \"remove\": 1, \"insert\": []}]}");
+    assert_true(json_equal(rec, want));
+    json_decref(want);
+    json_decref(rec);
+    json_decref(deleted);
+    json_decref(after);
+    json_decref(next);
+    json_decref(m);
+}
+
+static void test_model_change_apply_refuses_records_that_do_not_fit(void **state) {
+    (void)state;
+    json_t *m = big_model(2, 2);
+    const char *bad[] = {
+        "{}",
+        "{\"splices\": {}}",
+        "{\"splices\": [{\"kind\": \"nothing\", \"at\": 0, \"remove\": 0, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 5, \"remove\": 0, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 3, \"remove\": 2, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": -1, \"remove\": 0, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 0, \"remove\": -1, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 0, \"remove\": 0, \"insert\": [1]}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": \"0\", \"remove\": 0, \"insert\": []}]}",
+        "{\"splices\": [{\"kind\": \"routes\", \"at\": 0, \"remove\": 0}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *rec = parse(bad[i]);
+        char why[200] = "";
+        json_t *out = model_change_apply(m, rec, why, sizeof why);
+        if (out) fprintf(stderr, "    accepted: %s\n", bad[i]);
+        assert_null(out);
+        assert_true(why[0] != '\0');
+        json_decref(rec);
+    }
+    /* the model is untouched */
+    assert_int_equal(json_array_size(model_items(m, ENTITY_ROUTE)), 4);
+    json_decref(m);
+}
+
+/* Targets appended to different upstreams interleave in the model but load grouped by upstream:
+ * records count positions in the stored (grouped) order, so replays stay exact. */
+static void test_model_change_replays_random_changes_on_the_stored_state(void **state) {
+    (void)state;
+    json_t *m = big_model(20, 5);
+    json_t *stored = reloaded(m);
+    for (int round = 0; round < 200; round++) {
+        json_t *next;
+        switch (rng(6)) {
+        case 0: next = add_route(m); break;
+        case 1: next = replace_route(m, rng(json_array_size(model_items(m, ENTITY_ROUTE)))); break;
+        case 2:
+            next = delete_item(m, ENTITY_ROUTE, rng(json_array_size(model_items(m, ENTITY_ROUTE))));
+            break;
+        case 3: next = add_target(m); break;
+        case 4:
+            next = replace_target(m, rng(json_array_size(model_items(m, ENTITY_TARGET))));
+            break;
+        default:
+            next = json_array_size(model_items(m, ENTITY_TARGET)) > 1
+                       ? delete_item(m, ENTITY_TARGET,
+                                     rng(json_array_size(model_items(m, ENTITY_TARGET))))
+                       : add_service(m);
+        }
+        if (round % 7 == 6) step(&next, add_service(next)); /* two kinds in one record */
+        replay_and_check(&stored, m, next);
+        step(&m, next);
+        if (round % 50 == 49) step(&stored, reloaded(stored)); /* a restart folds the journal */
+    }
+    json_decref(stored);
+    json_decref(m);
+}
+
+
+/* The cache only saves lookups: across a run of admin-like changes (shallow copies, deletions,
+ * entities coming back) every answer equals the uncached one, clashes included. */
+static void test_model_conflict_cache_gives_the_uncached_answers(void **state) {
+    (void)state;
+    struct model_conflict_cache *cache = model_conflict_cache_new();
+    json_t *m = big_model(10, 10);
+    json_t *graveyard = json_array();
+    size_t clashes = 0;
+    for (int round = 0; round < 120; round++) {
+        json_t *next;
+        switch (rng(4)) {
+        case 0: next = add_route(m); break;
+        case 1: next = replace_route(m, rng(json_array_size(model_items(m, ENTITY_ROUTE)))); break;
+        case 2: {
+            size_t i = rng(json_array_size(model_items(m, ENTITY_ROUTE)));
+            json_array_append(graveyard, json_array_get(model_items(m, ENTITY_ROUTE), i));
+            next = delete_item(m, ENTITY_ROUTE, i);
+            break;
+        }
+        default:
+            next = json_array_size(graveyard)
+                       ? append_item(m, ENTITY_ROUTE, json_incref(json_array_get(graveyard, 0)))
+                       : add_service(m);
+            if (json_array_size(graveyard)) json_array_remove(graveyard, 0);
+        }
+        step(&m, next);
+        json_t *routes = model_items(m, ENTITY_ROUTE);
+        size_t n = json_array_size(routes);
+        /* a probe: a copy of a random route (same id, name and paths), or the same with a new
+         * id, or with new paths too */
+        size_t at = rng(n);
+        json_t *probe = json_deep_copy(json_array_get(routes, at));
+        int kind = (int)rng(3);
+        if (kind >= 1) json_object_set_new(probe, "id", json_string(ID_MISSING));
+        if (kind == 2) json_object_set_new(probe, "paths", json_pack("[s]", "/nobody/has/this"));
+        for (long self = -1; self <= 0; self++) {
+            long me = self < 0 ? -1 : (long)at;
+            const char *f1 = NULL, *f2 = NULL;
+            long a = model_conflict(m, ENTITY_ROUTE, probe, me, &f1, cache);
+            long b = model_conflict(m, ENTITY_ROUTE, probe, me, &f2, NULL);
+            assert_int_equal(a, b);
+            if (a >= 0) {
+                assert_string_equal(f1, f2);
+                clashes++;
+            }
+        }
+        json_decref(probe);
+    }
+    assert_true(clashes > 50); /* the probes did find clashes, and the same ones */
+    json_decref(graveyard);
+    json_decref(m);
+    model_conflict_cache_free(cache);
+}
+
 static void test_export_text_with_3000_routes(void **state) {
     (void)state;
     struct model_text_cache *cache = model_text_cache_new();
@@ -1523,6 +1717,10 @@ int main(void) {
         cmocka_unit_test(test_export_text_follows_shallow_copies),
         cmocka_unit_test(test_export_text_survives_many_random_changes),
         cmocka_unit_test(test_export_text_with_3000_routes),
+        cmocka_unit_test(test_model_change_of_one_route_is_that_route),
+        cmocka_unit_test(test_model_conflict_cache_gives_the_uncached_answers),
+        cmocka_unit_test(test_model_change_apply_refuses_records_that_do_not_fit),
+        cmocka_unit_test(test_model_change_replays_random_changes_on_the_stored_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

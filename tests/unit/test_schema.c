@@ -357,6 +357,31 @@ static void test_pattern_is_a_search_with_ecma_categories(void **state) {
     schema_free(s);
 }
 
+/* A repeated alternation on a long string outgrows PCRE2's default JIT stack (32 KiB): the
+ * validator must still answer, not call the string invalid (a 1,400-byte URL path was refused). */
+static void test_pattern_on_a_long_string_outgrowing_the_jit_stack(void **state) {
+    (void)state;
+    struct schema *s = compile(json_pack("{s:s}", "pattern", "^/(?:[a-z/]|%[0-9A-F]{2})*$"));
+    size_t lens[] = {100, 1400, 20000, 100000};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        char *text = malloc(lens[i] + 1);
+        assert_non_null(text);
+        text[0] = '/';
+        for (size_t j = 1; j < lens[i]; j++)
+            text[j] = j % 7 ? 'a' : '/';
+        text[lens[i]] = '\0';
+        json_t *yes = json_string(text);
+        text[lens[i] - 1] = 'A'; /* not in the class: no match, found the long way */
+        json_t *no = json_string(text);
+        assert_true(schema_validate(s, yes, NULL));
+        assert_false(schema_validate(s, no, NULL));
+        json_decref(yes);
+        json_decref(no);
+        free(text);
+    }
+    schema_free(s);
+}
+
 /* errorMessage (a Weir extension): the schema author's words replace the details. */
 
 static struct errlist check(const struct schema *s, const char *instance_text, bool want_valid) {
@@ -568,7 +593,7 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         ],
         "routes": [{"service": null, "paths": ["/"]}],
         "upstreams": [{"name": "1.2.3.4", "hash_on": "header", "slots": 5,
-                       "healthchecks": {"active": {"healthy": {"interval": 5}}},
+                       "healthchecks": {"active": {"type": "grpc"}},
                        "algorithm": "latency", "targets": [{"target": "h:0", "id": "X"}]}],
         "plugins": [{}], "consumers": [{}], "vaults": [{}]
     });
@@ -626,8 +651,8 @@ static void test_declarative_schema_says_what_each_bad_field_expects(void **stat
         "upstreams[0].name: must be a host name (not an IP address)",
         "upstreams[0].hash_on: not supported yet (only null, [] or \"none\", Kong's default)",
         "upstreams[0].slots: not supported yet (only null, [] or 10 to 65536, Kong's range)",
-        "upstreams[0].healthchecks: not supported yet (accepted only with every check disabled, "
-        "Kong's default)",
+        "upstreams[0].healthchecks.active.type: must be \"http\", \"https\" or \"tcp\" (grpc and "
+        "grpcs are not supported yet)",
         "upstreams[0].algorithm: must be \"round-robin\" (least-connections, consistent-hashing "
         "and latency are not supported yet)",
         "upstreams[0].targets[0].target: must be a host name or an IP address, optionally with a "
@@ -665,6 +690,7 @@ int main(void) {
         cmocka_unit_test(test_ref_cycle_is_an_error_not_a_crash),
         cmocka_unit_test(test_broken_schema_reports_every_problem),
         cmocka_unit_test(test_pattern_is_a_search_with_ecma_categories),
+        cmocka_unit_test(test_pattern_on_a_long_string_outgrowing_the_jit_stack),
         cmocka_unit_test(test_error_message_replaces_every_detail_of_its_schema),
         cmocka_unit_test(test_error_message_of_items_reports_each_failing_item_at_its_path),
         cmocka_unit_test(test_error_message_works_beside_a_ref_and_in_the_referenced_def),

@@ -124,15 +124,20 @@ static void apply_ok(struct store *s, const char *json) {
 
 /* Loads and returns the compact text of the state, or "NULL". */
 static char *load_compact(struct store *s) {
-    json_t *state = (json_t *)1;
+    json_t *state = (json_t *)1, *records = (json_t *)1;
     struct errlist errs;
     errlist_init(&errs);
-    int rc = store_load(s, &state, &errs);
+    int rc = store_load(s, &state, &records, &errs);
     print_errs(&errs);
     assert_int_equal(rc, 0);
     errlist_free(&errs);
     char *text = state ? json_dumps(state, JSON_PRESERVE_ORDER | JSON_COMPACT) : strdup("NULL");
+    if (state)
+        assert_int_equal(json_array_size(records), 0);
+    else
+        assert_null(records);
     json_decref(state);
+    json_decref(records);
     return text;
 }
 
@@ -182,11 +187,12 @@ static void test_second_open_fails_while_first_is_open_and_succeeds_after_close(
 
 static void assert_load_fails(const char *path, const char *expect) {
     struct store *s = open_ok(path);
-    json_t *loaded = (json_t *)1;
+    json_t *loaded = (json_t *)1, *records = (json_t *)1;
     struct errlist errs;
     errlist_init(&errs);
-    assert_int_equal(store_load(s, &loaded, &errs), -1);
+    assert_int_equal(store_load(s, &loaded, &records, &errs), -1);
     assert_null(loaded);
+    assert_null(records);
     print_errs(&errs);
     assert_true(errs_contain(&errs, path));
     assert_true(errs_contain(&errs, expect));
@@ -421,13 +427,15 @@ static void test_kill_9_during_apply_leaves_a_complete_acknowledged_state(void *
 
         struct store *s = open_ok(fx->path); /* the lock died with the child */
         assert_int_equal(count_temps(fx->dir), 0);
-        json_t *loaded = NULL;
+        json_t *loaded = NULL, *records = NULL;
         struct errlist errs;
         errlist_init(&errs);
-        assert_int_equal(store_load(s, &loaded, &errs), 0);
+        assert_int_equal(store_load(s, &loaded, &records, &errs), 0);
         print_errs(&errs);
         errlist_free(&errs);
         assert_true(json_is_object(loaded));
+        assert_int_equal(json_array_size(records), 0);
+        json_decref(records);
         long n = (long)json_integer_value(json_object_get(loaded, "n"));
         assert_true(n == acked || n == acked + 1);
         const char *pad = json_string_value(json_object_get(loaded, "pad"));
@@ -438,6 +446,280 @@ static void test_kill_9_during_apply_leaves_a_complete_acknowledged_state(void *
         json_decref(loaded);
         store_close(s);
         next = n + 1;
+    }
+}
+
+
+/* ---------------------------------------------------------------- the journal (store/journal.h) */
+
+static void append_ok(struct store *s, const char *record) {
+    struct errlist errs;
+    errlist_init(&errs);
+    int rc = store_append(s, record, strlen(record), &errs);
+    print_errs(&errs);
+    assert_int_equal(rc, 0);
+    errlist_free(&errs);
+}
+
+/* Loads, checks the state's compact text and returns the records' compact text. */
+static char *load_with_records(struct store *s, const char *want_state) {
+    json_t *state = NULL, *records = NULL;
+    struct errlist errs;
+    errlist_init(&errs);
+    int rc = store_load(s, &state, &records, &errs);
+    print_errs(&errs);
+    assert_int_equal(rc, 0);
+    errlist_free(&errs);
+    char *text = json_dumps(state, JSON_PRESERVE_ORDER | JSON_COMPACT);
+    assert_string_equal(text, want_state);
+    free(text);
+    text = json_dumps(records, JSON_PRESERVE_ORDER | JSON_COMPACT);
+    json_decref(state);
+    json_decref(records);
+    return text;
+}
+
+static void append_bytes(const char *path, const char *bytes) {
+    FILE *fp = fopen(path, "ab");
+    assert_non_null(fp);
+    assert_int_equal(fputs(bytes, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static void test_appended_records_come_back_in_order_after_a_reopen(void **state) {
+    struct fixture *fx = *state;
+    struct store *s = open_ok(fx->path);
+    apply_ok(s, "{\"a\":1}");
+    append_ok(s, "{\"n\":1}");
+    append_ok(s, "[\"two\"]");
+    append_ok(s, "{\"n\":3,\"s\":\"x y\"}");
+    store_close(s);
+    s = open_ok(fx->path);
+    char *records = load_with_records(s, "{\"a\":1}");
+    assert_string_equal(records, "[{\"n\":1},[\"two\"],{\"n\":3,\"s\":\"x y\"}]");
+    free(records);
+    /* appends after a load follow the loaded records */
+    append_ok(s, "{\"n\":4}");
+    store_close(s);
+    s = open_ok(fx->path);
+    records = load_with_records(s, "{\"a\":1}");
+    assert_string_equal(records, "[{\"n\":1},[\"two\"],{\"n\":3,\"s\":\"x y\"},{\"n\":4}]");
+    free(records);
+    store_close(s);
+}
+
+static void test_an_apply_drops_the_records_before_it(void **state) {
+    struct fixture *fx = *state;
+    struct store *s = open_ok(fx->path);
+    apply_ok(s, "{\"a\":1}");
+    append_ok(s, "{\"n\":1}");
+    apply_ok(s, "{\"a\":2}");
+    append_ok(s, "{\"n\":2}");
+    store_close(s);
+    s = open_ok(fx->path);
+    char *records = load_with_records(s, "{\"a\":2}");
+    assert_string_equal(records, "[{\"n\":2}]");
+    free(records);
+    store_close(s);
+}
+
+static void test_an_append_needs_a_state(void **state) {
+    struct fixture *fx = *state;
+    struct store *s = open_ok(fx->path);
+    struct errlist errs;
+    errlist_init(&errs);
+    assert_int_equal(store_append(s, "{}", 2, &errs), -1);
+    assert_true(errs_contain(&errs, "no state"));
+    errlist_free(&errs);
+    store_close(s);
+}
+
+static void test_a_torn_last_record_is_dropped_and_cut_off(void **state) {
+    struct fixture *fx = *state;
+    char journal[160];
+    snprintf(journal, sizeof journal, "%s.journal", fx->path);
+    struct store *s = open_ok(fx->path);
+    apply_ok(s, "{\"a\":1}");
+    append_ok(s, "{\"n\":1}");
+    store_close(s);
+    const char *torn[] = {"0123", "deadbeef {\"n\":2}\n", "00000000 {\"n\"", "\n"};
+    for (size_t i = 0; i < sizeof torn / sizeof torn[0]; i++) {
+        append_bytes(journal, torn[i]);
+        s = open_ok(fx->path);
+        char *records = load_with_records(s, "{\"a\":1}");
+        assert_string_equal(records, "[{\"n\":1}]");
+        free(records);
+        store_close(s);
+    }
+    /* the tail was cut off at the load: a new record follows the good ones */
+    s = open_ok(fx->path);
+    free(load_with_records(s, "{\"a\":1}"));
+    append_ok(s, "{\"n\":5}");
+    store_close(s);
+    s = open_ok(fx->path);
+    char *records = load_with_records(s, "{\"a\":1}");
+    assert_string_equal(records, "[{\"n\":1},{\"n\":5}]");
+    free(records);
+    store_close(s);
+}
+
+static void test_a_damaged_record_before_the_last_is_an_error(void **state) {
+    struct fixture *fx = *state;
+    char journal[160];
+    snprintf(journal, sizeof journal, "%s.journal", fx->path);
+    struct store *s = open_ok(fx->path);
+    apply_ok(s, "{\"a\":1}");
+    append_ok(s, "{\"n\":1}");
+    append_ok(s, "{\"n\":2}");
+    store_close(s);
+    /* flip one byte of the first record's JSON */
+    FILE *fp = fopen(journal, "r+b");
+    assert_non_null(fp);
+    char line[200];
+    assert_non_null(fgets(line, sizeof line, fp)); /* header */
+    long at = ftell(fp) + 14;
+    assert_int_equal(fseek(fp, at, SEEK_SET), 0);
+    assert_int_equal(fputc('7', fp), '7');
+    assert_int_equal(fclose(fp), 0);
+    assert_load_fails(fx->path, "line 2 is damaged");
+}
+
+static void test_a_journal_for_another_state_is_ignored(void **state) {
+    struct fixture *fx = *state;
+    struct store *s = open_ok(fx->path);
+    apply_ok(s, "{\"a\":1}");
+    append_ok(s, "{\"n\":1}");
+    store_close(s);
+    /* a crash between writing a new state and starting its journal leaves this */
+    write_text(fx->path, "{\"a\":2}\n");
+    s = open_ok(fx->path);
+    char *records = load_with_records(s, "{\"a\":2}");
+    assert_string_equal(records, "[]");
+    free(records);
+    /* and an append starts a journal for the state loaded */
+    append_ok(s, "{\"n\":2}");
+    store_close(s);
+    s = open_ok(fx->path);
+    records = load_with_records(s, "{\"a\":2}");
+    assert_string_equal(records, "[{\"n\":2}]");
+    free(records);
+    store_close(s);
+}
+
+static void test_a_file_that_is_not_a_journal_is_an_error(void **state) {
+    struct fixture *fx = *state;
+    char journal[160];
+    snprintf(journal, sizeof journal, "%s.journal", fx->path);
+    struct store *s = open_ok(fx->path);
+    apply_ok(s, "{\"a\":1}");
+    store_close(s);
+    write_text(journal, "something else\n");
+    assert_load_fails(fx->path, "not a Weir store journal");
+}
+
+static void test_wants_full_once_the_records_would_outweigh_the_state(void **state) {
+    struct fixture *fx = *state;
+    struct store *s = open_ok(fx->path);
+    apply_ok(s, "{\"a\":1}");
+    /* a small state: records may reach 1 MiB */
+    assert_false(store_wants_full(s, 1000));
+    assert_true(store_wants_full(s, 2 * 1024 * 1024));
+    char *rec = malloc(600 * 1024 + 1);
+    assert_non_null(rec);
+    memset(rec, ' ', 600 * 1024);
+    rec[0] = '0';
+    rec[600 * 1024] = '\0';
+    append_ok(s, rec);
+    assert_false(store_wants_full(s, 100 * 1024));
+    assert_true(store_wants_full(s, 500 * 1024));
+    apply_ok(s, "{\"a\":2}");
+    assert_false(store_wants_full(s, 500 * 1024));
+    free(rec);
+    store_close(s);
+}
+
+static void test_journal_mode_is_0600(void **state) {
+    struct fixture *fx = *state;
+    mode_t old = umask(0);
+    struct store *s = open_ok(fx->path);
+    apply_ok(s, "{\"a\":1}");
+    append_ok(s, "{}");
+    umask(old);
+    char journal[160];
+    snprintf(journal, sizeof journal, "%s.journal", fx->path);
+    struct stat st;
+    assert_int_equal(stat(journal, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(count_temps(fx->dir), 0);
+    store_close(s);
+}
+
+/* The child: appends {"n": i} for i = first, first+1, ... after one apply, and writes each i to
+ * `ack` once store_append returned. */
+static _Noreturn void append_forever(const char *path, int ack) {
+    struct errlist errs;
+    errlist_init(&errs);
+    struct store *s = store_file_open(path, &errs);
+    json_t *st = NULL, *recs = NULL;
+    if (!s || store_load(s, &st, &recs, &errs) != 0) _exit(2);
+    long first = (long)json_array_size(recs);
+    if (!st) {
+        json_t *empty = json_object();
+        if (store_apply(s, empty, &errs) != 0) _exit(3);
+        json_decref(empty);
+    }
+    for (long i = first;; i++) {
+        char rec[64];
+        int n = snprintf(rec, sizeof rec, "{\"n\":%ld,\"pad\":\"%040ld\"}", i, i);
+        if (store_append(s, rec, (size_t)n, &errs) != 0) _exit(3);
+        if (write(ack, &i, sizeof i) != sizeof i) _exit(4);
+    }
+}
+
+/* After kill -9 at a random instant, a restart reads every acknowledged record, in order, and at
+ * most the one in flight besides. */
+static void test_kill_9_during_appends_loses_no_acknowledged_record(void **state) {
+    struct fixture *fx = *state;
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    long acked_total = -1;
+    for (int round = 0; round < 10; round++) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            append_forever(fx->path, fds[1]);
+        }
+        close(fds[1]);
+        long acked;
+        assert_int_equal(read(fds[0], &acked, sizeof acked), sizeof acked);
+        usleep(1000 + (useconds_t)(rand() % 8000));
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        long v;
+        while (read(fds[0], &v, sizeof v) == sizeof v)
+            acked = v;
+        close(fds[0]);
+        assert_true(acked > acked_total);
+        acked_total = acked;
+
+        struct store *s = open_ok(fx->path);
+        json_t *loaded = NULL, *records = NULL;
+        struct errlist errs;
+        errlist_init(&errs);
+        assert_int_equal(store_load(s, &loaded, &records, &errs), 0);
+        print_errs(&errs);
+        errlist_free(&errs);
+        long n = (long)json_array_size(records);
+        assert_true(n == acked + 1 || n == acked + 2);
+        for (long i = 0; i < n; i++)
+            assert_int_equal(json_integer_value(json_object_get(json_array_get(records, (size_t)i), "n")), i);
+        json_decref(loaded);
+        json_decref(records);
+        store_close(s);
     }
 }
 
@@ -460,6 +742,16 @@ int main(void) {
         T(test_describe_names_the_file),
         T(test_watch_returns_0_and_never_calls_back),
         T(test_kill_9_during_apply_leaves_a_complete_acknowledged_state),
+        T(test_appended_records_come_back_in_order_after_a_reopen),
+        T(test_an_apply_drops_the_records_before_it),
+        T(test_an_append_needs_a_state),
+        T(test_a_torn_last_record_is_dropped_and_cut_off),
+        T(test_a_damaged_record_before_the_last_is_an_error),
+        T(test_a_journal_for_another_state_is_ignored),
+        T(test_a_file_that_is_not_a_journal_is_an_error),
+        T(test_wants_full_once_the_records_would_outweigh_the_state),
+        T(test_journal_mode_is_0600),
+        T(test_kill_9_during_appends_loses_no_acknowledged_record),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,16 @@
+/* file_io: the two POSIX steps every durable file write in the store needs.
+ * errno is left set on failure, for the caller's message. */
+#ifndef WEIR_STORE_FILE_IO_H
+#define WEIR_STORE_FILE_IO_H
+
+#include <stddef.h>
+
+/* write() until all `len` bytes are written: regular files may write short (a full disk part way
+ * through returns the bytes written first, then ENOSPC on the next call). 0, or -1. */
+int file_write_all(int fd, const char *p, size_t len);
+
+/* fsync a directory so that entries created or renamed in it survive a power loss; the file's
+ * own fsync does not cover its name. 0, or -1. */
+int file_fsync_dir(const char *dir);
+
+#endif
