@@ -494,7 +494,13 @@ static bool router_match_regex(const struct router *r, const struct route_reques
             ROUTER_CHECK_ALLOC(md);
         }
         /* Errors (match or depth limits) count as no match. */
-        if (pcre2_match(re->code, (PCRE2_SPTR)path, req->path_len, 0, 0, md, NULL) <= 0) continue;
+        int rc = pcre2_match(re->code, (PCRE2_SPTR)path, req->path_len, 0, 0, md, NULL);
+        /* The JIT's 32 KiB stack can be outgrown by a repeated group on a long path; the
+         * interpreter backtracks on the heap instead. Without this the route would silently not
+         * match. */
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
+            rc = pcre2_match(re->code, (PCRE2_SPTR)path, req->path_len, 0, PCRE2_NO_JIT, md, NULL);
+        if (rc <= 0) continue;
         if (!router_headers_ok(re->route, req)) continue;
 
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);

@@ -285,6 +285,26 @@ static void test_regex_routes_before_prefix(void **state) {
     router_free(r);
 }
 
+/* A long path outgrows PCRE2's default 32 KiB JIT stack on a repeated group: the route still
+ * matches (the interpreter takes over) rather than silently not. */
+static void test_regex_matches_a_path_that_outgrows_the_jit_stack(void **state) {
+    (void)state;
+    struct route routes[2];
+    routes_init(routes, 2);
+    PATHS(routes[0], "/");
+    PATHS(routes[1], "~/files/(?:[a-z]|/|%[0-9A-F]{2})*$");
+    struct router *r = build(routes, 2);
+    static char path[6001];
+    memcpy(path, "/files/", 7);
+    for (size_t i = 7; i < sizeof path - 1; i++)
+        path[i] = i % 9 ? 'a' : '/';
+    path[sizeof path - 1] = '\0';
+    assert_ptr_equal(match(r, "GET", NULL, path), &routes[1]);
+    path[sizeof path - 2] = 'A'; /* not in the class: the prefix route */
+    assert_ptr_equal(match(r, "GET", NULL, path), &routes[0]);
+    router_free(r);
+}
+
 static void test_regex_priority_orders_regexes(void **state) {
     struct route routes[3];
     routes_init(routes, 3);
@@ -835,6 +855,7 @@ int main(void) {
         cmocka_unit_test(test_lower_order_wins_a_full_tie),
         cmocka_unit_test(test_regex_routes_before_prefix),
         cmocka_unit_test(test_regex_priority_orders_regexes),
+        cmocka_unit_test(test_regex_matches_a_path_that_outgrows_the_jit_stack),
         cmocka_unit_test(test_regex_is_anchored_at_path_start),
         cmocka_unit_test(test_regex_captures),
         cmocka_unit_test(test_regex_route_checks_hosts_methods_headers),
