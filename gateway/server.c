@@ -17,6 +17,7 @@
 #include "config/model_change.h"
 #include "config/model_text.h"
 #include "core/access_log.h"
+#include "core/idle_runner.h"
 #include "core/listener.h"
 #include "core/log.h"
 #include "core/uuid.h"
@@ -42,7 +43,7 @@ struct server {
     struct shared_dict **dicts;          /* weir.shared_dicts, fixed at start */
     size_t n_dicts;
     struct event *collector;
-    struct event *collect_soon; /* one-shot: publish() frees old snapshots off the answer's path */
+    struct idle_runner *compiler; /* admin changes and reloads compile there (server_run on) */
     struct event *ticket_rotation; /* TLS session ticket keys (tls/tls_server.h) */
     int stop_fd;                   /* eventfd: server_stop() from any thread */
     struct event *stop_event;
@@ -65,26 +66,21 @@ static bool same_listeners(const struct weir_settings *a, const struct weir_sett
 }
 
 /* Hands `snap` (the caller's reference) to every worker and makes it current. The snapshots the
- * workers let go of are freed a millisecond later: after the admin answer that waits for this has
- * been written (freeing 10,000 routes takes milliseconds), yet soon enough that back-to-back
- * changes never pile up more than a couple of them. */
+ * workers let go of are freed by the next compilation, on the compile thread (compile_job_run),
+ * or by the collector within a second: never on the way to an admin answer. */
 static void publish(struct server *s, struct snapshot *snap) {
     s->version++;
     for (int i = 0; i < s->n_workers; i++)
         worker_publish(s->workers[i], snap);
     snapshot_release(s->snapshot);
     s->snapshot = snap;
-    struct timeval soon = {0, 1000};
-    if (s->collect_soon)
-        evtimer_add(s->collect_soon, &soon);
-    else
-        snapshot_collect();
 }
 
-/* The control thread compiles and saves admin changes: about 100 ms of CPU each at 10,000
- * routes. Where it competes with workers for a core, the workers must win, so it runs at nice 10
- * (Linux: setpriority on a thread id affects that thread only; the workers, started before, keep
- * the process's priority). A flood of admin calls then slows the admin API, not the traffic. */
+/* The control thread serves the admin API, and saves and publishes admin changes (their
+ * compilation runs on the compile thread: core/idle_runner.h). Where it competes with workers for
+ * a core, the workers must win, so it runs at nice 10 (Linux: setpriority on a thread id affects
+ * that thread only; the workers, started before, keep the process's priority). A flood of admin
+ * calls then slows the admin API, not the traffic. */
 static void lower_control_priority(void) {
     pid_t tid = (pid_t)syscall(SYS_gettid);
     int now = getpriority(PRIO_PROCESS, (id_t)tid);
@@ -142,12 +138,54 @@ static int save_change(struct server *s, const json_t *from, const json_t *to,
     return rc;
 }
 
+/* A compilation for the compile thread (core/idle_runner.h): `model` over `base`'s settings, or
+ * `cfg` when given (a reload), into `snap`. The control thread waits, so the job may read what
+ * it owns. */
+struct compile_job {
+    struct server *s;
+    const struct config *base;
+    json_t *model;
+    struct config *cfg;
+    struct errlist *errs;
+    struct snapshot *snap;
+};
+
+static void compile_job_run(void *arg) {
+    struct compile_job *j = arg;
+    /* what the last change replaced, at the compile thread's priority: freeing 10,000 routes
+     * is not free either */
+    snapshot_collect();
+    struct config *cfg = j->cfg ? j->cfg : config_with_model(j->base, j->model, j->errs);
+    j->snap = cfg ? snapshot_build(cfg, j->s->n_workers, j->s->version + 1, j->errs) : NULL;
+}
+
+/* The snapshot of `cfg` (taken), or of `model` over the running settings when cfg is NULL; NULL
+ * with the problems in errs. On the compile thread once the server runs. */
+static struct snapshot *compile(struct server *s, json_t *model, struct config *cfg,
+                                struct errlist *errs) {
+    struct compile_job job = {s, s->snapshot->config, model, cfg, errs, NULL};
+    if (s->compiler && !idle_runner_is_current(s->compiler))
+        idle_runner_run(s->compiler, compile_job_run, &job);
+    else
+        compile_job_run(&job);
+    return job.snap;
+}
+
+/* admin_state.run_write: a whole admin write (parse, check, compile, persist, publish) on the
+ * compile thread, so that none of its CPU is taken from a busy worker. */
+static void run_admin_write(void *arg, void (*fn)(void *), void *fn_arg) {
+    struct server *s = arg;
+    if (s->compiler)
+        idle_runner_run(s->compiler, fn, fn_arg);
+    else
+        fn(fn_arg);
+}
+
 /* The admin API's changes: compile, persist, publish, in that order, so that
  * an answer is sent only for a change that is both valid and durable. */
 static enum commit_result commit_model(void *arg, json_t *model, struct errlist *errs) {
     struct server *s = arg;
-    struct config *cfg = config_with_model(s->snapshot->config, model, errs);
-    struct snapshot *snap = cfg ? snapshot_build(cfg, s->n_workers, s->version + 1, errs) : NULL;
+    struct snapshot *snap = compile(s, model, NULL, errs);
     if (!snap) return COMMIT_INVALID;
     /* the configs' models: plugin configs there carry their defaults */
     if (s->store && save_change(s, s->snapshot->config->model, snap->config->model, errs) != 0) {
@@ -200,6 +238,7 @@ static void close_shared_dicts(struct server *s) {
 /* Frees what server_start() set up, whatever it reached; workers are joined first. */
 static void teardown(struct server *s) {
     if (s->admin) admin_stop(s->admin);
+    idle_runner_stop(s->compiler);
     for (int i = 0; i < s->n_workers && s->workers[i]; i++)
         worker_stop(s->workers[i], atomic_load(&s->fast));
     for (int i = 0; i < s->n_workers && s->workers[i]; i++)
@@ -209,7 +248,6 @@ static void teardown(struct server *s) {
     free(s->workers);
     if (s->dicts) close_shared_dicts(s);
     if (s->collector) event_free(s->collector);
-    if (s->collect_soon) event_free(s->collect_soon);
     if (s->ticket_rotation) event_free(s->ticket_rotation);
     if (s->stop_event) event_free(s->stop_event);
     if (s->stop_fd >= 0) close(s->stop_fd);
@@ -250,6 +288,7 @@ static bool open_endpoints(struct server *s, char *err, size_t errlen) {
         .n_workers = s->n_workers,
         .commit = commit_model,
         .commit_ctx = s,
+        .run_write = run_admin_write,
         .has_store = s->store != NULL,
     };
     uuid_v4(s->admin_state.node_id);
@@ -317,7 +356,6 @@ struct server *server_start(struct snapshot *snap, struct store *store, const ch
     s->collector = event_new(s->base, -1, EV_PERSIST, collect_cb, NULL);
     struct timeval every_second = {1, 0};
     evtimer_add(s->collector, &every_second);
-    s->collect_soon = evtimer_new(s->base, collect_cb, NULL);
     s->ticket_rotation = event_new(s->base, -1, EV_PERSIST, rotate_ticket_keys_cb, NULL);
     arm_ticket_rotation(s);
     s->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -334,6 +372,11 @@ struct event_base *server_event_base(struct server *s) {
 
 void server_run(struct server *s) {
     lower_control_priority();
+    /* started here, by the control thread at its final priority, which a runner that is not
+     * idle keeps */
+    s->compiler = idle_runner_start(s->snapshot->config->weir.admin_compile_idle);
+    if (!s->compiler) log_warn("no compile thread (%s): admin changes compile on the control thread",
+                               strerror(errno));
     event_base_dispatch(s->base);
 }
 
@@ -366,10 +409,10 @@ static bool same_string(const char *a, const char *b) {
 static void warn_restart_needed(const struct weir_settings *old, const struct weir_settings *neu) {
     if (!same_listeners(old, neu) || old->workers != neu->workers ||
         !same_string(old->access_log, neu->access_log) ||
-        !same_string(old->store_path, neu->store_path))
-        log_warn("reload: proxy_listen, stream_listen, workers, access_log and store changes "
-                 "need a restart; "
-                 "the rest is applied");
+        !same_string(old->store_path, neu->store_path) ||
+        old->admin_compile_idle != neu->admin_compile_idle)
+        log_warn("reload: proxy_listen, stream_listen, workers, access_log, store and "
+                 "admin_compile_priority changes need a restart; the rest is applied");
     bool same_dicts = json_object_size(old->shared_dicts) == json_object_size(neu->shared_dicts) &&
                       (!json_object_size(old->shared_dicts) ||
                        json_equal((json_t *)old->shared_dicts, (json_t *)neu->shared_dicts));
@@ -383,7 +426,7 @@ static void warn_restart_needed(const struct weir_settings *old, const struct we
 
 void server_reload(struct server *s, struct config *cfg, struct errlist *errs) {
     cfg = with_stored_entities(s, cfg, errs);
-    struct snapshot *snap = cfg ? snapshot_build(cfg, s->n_workers, s->version + 1, errs) : NULL;
+    struct snapshot *snap = cfg ? compile(s, NULL, cfg, errs) : NULL;
     if (!snap) {
         log_err("reload failed, keeping the running configuration (%zu problem%s):", errs->n,
                 errs->n == 1 ? "" : "s");

@@ -379,6 +379,19 @@ static bool token_ok(const struct admin *a, const struct admin_conn *ac) {
     return n == want && CRYPTO_memcmp(v, a->token, n) == 0;
 }
 
+/* A write handler call, for admin_state.run_write. */
+struct write_job {
+    admin_handler handler;
+    struct admin_state *st;
+    const struct admin_request *req;
+    struct admin_response *res;
+};
+
+static void run_write_job(void *arg) {
+    struct write_job *j = arg;
+    j->handler(j->st, j->req, j->res);
+}
+
 static void handle_request(struct admin_conn *ac) {
     struct admin *a = ac->admin;
     struct admin_response res = {0};
@@ -435,12 +448,17 @@ static void handle_request(struct admin_conn *ac) {
             break;
         }
     }
-    if (!route)
+    if (!route) {
         admin_error(&res, 404, "Not found");
-    else if (!handler)
+    } else if (!handler) {
         admin_error(&res, 405, "Method not allowed");
-    else
+    } else if (a->state->run_write && ac->parser.method != HTTP_GET &&
+               ac->parser.method != HTTP_HEAD) {
+        struct write_job job = {handler, a->state, &req, &res};
+        a->state->run_write(a->state->commit_ctx, run_write_job, &job);
+    } else {
         handler(a->state, &req, &res);
+    }
     /* A credential's key can be the last path segment: log the route, not the key. */
     size_t plen_route = route ? strlen(route->path) : 0;
     bool secret_in_path = route && plen_route >= 2 && !strcmp(route->path + plen_route - 2, "{}") &&

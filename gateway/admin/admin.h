@@ -50,6 +50,10 @@ struct admin_state {
     char node_id[37];
     struct timespec started;
     struct model_conflict_cache *conflicts; /* admin_start() to admin_stop() (config/model.h) */
+    /* Runs a write (anything but GET and HEAD) as fn(arg), returning when it is done: the server
+     * puts them on its compile thread (core/idle_runner.h), whose CPU the workers always win.
+     * NULL: on the calling thread. */
+    void (*run_write)(void *commit_ctx, void (*fn)(void *arg), void *arg);
 };
 
 /* What an entity endpoint serves: a kind, maybe nested under an owner

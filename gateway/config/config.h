@@ -83,6 +83,7 @@ struct weir_settings {
     enum log_level log_level;
     struct weir_limits limits;
     char *admin_token; /* NULL: none (admin API on loopback only) */
+    bool admin_compile_idle; /* admin_compile_priority "idle" (core/idle_runner.h), else "low" */
     /* TLS termination (docs/tls.md): the default certificate (absolute paths, NULL when unset),
      * TLS 1.2 ciphers, what an unknown SNI gets, and the handshake's own timeout. */
     char *ssl_cert;

@@ -202,6 +202,8 @@ void config_weir_read(const json_t *weir, const char *base_dir, struct weir_sett
 
     /* The admin API controls everything the gateway does: off loopback it needs a token. */
     if ((v = text(weir, "admin_token"))) w->admin_token = field_xstrdup(v);
+    v = text(weir, "admin_compile_priority");
+    w->admin_compile_idle = !v || !strcmp(v, "idle");
     for (size_t i = 0; i < w->n_admin_listen; i++) {
         if (w->admin_token || loopback(&w->admin_listen[i])) continue;
         char path[FIELD_PATH_MAX];

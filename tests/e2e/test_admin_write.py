@@ -10,8 +10,9 @@ import socket
 import threading
 import time
 
-from harness import (NO_ROUTE_MESSAGE, UUID_RE, Conn, assert_eq, assert_gateway_error, assert_in,
-                     check, echo, fail, gateway, get, http, route, service, base_config, timeout)
+from harness import (Conn, NO_ROUTE_MESSAGE, UUID_RE, assert_eq, assert_gateway_error, assert_in,
+                     base_config, check, echo, fail, gateway, get, http, route, run_weir, service,
+                     start_backend, start_weir, timeout, write_config_file)
 
 TOKEN = "write-admin-token-0123456789"
 STORE = {"type": "file", "path": "store.json"}
@@ -911,3 +912,47 @@ def test_routes_added_under_proxy_load_serve_at_once_and_fail_no_request():
         total = sum(ok for ok, _ in results)
         check(total >= 200, "too few proxied requests to mean anything: %d" % total)
         assert_eq(len(api.all("/routes")), 101, "routes at the end")
+
+
+def _thread_sched(pid, name):
+    """(policy, nice) of the thread of weir process `pid` whose name is `name`, or None."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+        if comm == name:
+            return int(fields[38]), int(fields[16])  # policy (41), nice (19)
+    return None
+
+
+def test_admin_writes_compile_on_an_idle_priority_thread_unless_told_low():
+    SCHED_OTHER, SCHED_IDLE = 0, 5
+    for setting, want in ((None, (SCHED_IDLE, None)), ("idle", (SCHED_IDLE, None)),
+                          ("low", (SCHED_OTHER, 10))):
+        b = start_backend()
+        cfg = base_config(b.port, store=STORE)
+        if setting:
+            cfg["weir"]["admin_compile_priority"] = setting
+        w = start_weir(cfg)
+        try:
+            api = Admin(w)
+            # a write goes through the compile thread, then serves
+            api.ok("POST", "/routes", {"name": "n", "paths": ["/n"], "service": "echo"})
+            assert_eq(echo(get(w.port, "/n/x"))["path"], "/x", "route added (%s)" % setting)
+            sched = _thread_sched(w.pid, "weir compile")
+            check(sched is not None, "no 'weir compile' thread (%s)" % setting)
+            assert_eq(sched[0], want[0], "scheduling policy of the compile thread (%s)" % setting)
+            if want[1] is not None:
+                assert_eq(sched[1], want[1], "nice level of the compile thread (%s)" % setting)
+            assert_eq(_thread_sched(w.pid, "weir")[0], SCHED_OTHER, "the control thread's policy")
+        finally:
+            w.stop()
+            b.stop()
+    cfg = base_config(9, admin_compile_priority="fast")
+    rc, out, err = run_weir(["-t", "-c", write_config_file(cfg)])
+    check(rc != 0, "weir -t accepted admin_compile_priority \"fast\"")
+    check('weir.admin_compile_priority: must be "idle" or "low"' in err, err)

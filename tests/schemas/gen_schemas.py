@@ -930,6 +930,15 @@ def weir_schema():
                              "may leave loopback. At least 16 characters." + NULL_NOTE,
                              type=nullable("string"), minLength=16,
                              errorMessage="must be a string of at least 16 characters"),
+            "admin_compile_priority": d(
+                "CPU priority of the thread that compiles admin API changes and reloads. "
+                "\"idle\" (the default): Linux's SCHED_IDLE, so a change uses only CPU the "
+                "workers leave and never delays a request, but on cores the workers keep fully "
+                "busy it waits for a gap (hundreds of milliseconds or more). \"low\": nice 10, "
+                "like the rest of the control thread: changes compile promptly, at the cost of "
+                "time slices taken from workers on a busy core. Needs a restart."
+                + NULL_NOTE, type=nullable("string"), enum=["idle", "low", None],
+                default="idle", errorMessage="must be \"idle\" or \"low\""),
             "store": d("Where admin API changes persist. {\"type\": \"file\", \"path\": ...} "
                        "(relative to the configuration file's directory): every accepted change is "
                        "written there before it is answered, and on start a non-empty store "
