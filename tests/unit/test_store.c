@@ -377,6 +377,35 @@ static void test_watch_returns_0_and_never_calls_back(void **state) {
     store_close(s);
 }
 
+/* Forks a child running body(path, arg, ack) (it writes each value it acknowledges to `ack`),
+ * waits for its first acknowledgement so that the kill lands mid-stream, not in exec, kills it
+ * with SIGKILL 1-9 ms later and returns the last value it acknowledged. */
+static long kill_9_mid_stream(void (*body)(const char *path, long arg, int ack), const char *path,
+                              long arg) {
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        body(path, arg, fds[1]);
+        _exit(5); /* bodies do not return */
+    }
+    close(fds[1]);
+    long acked;
+    assert_int_equal(read(fds[0], &acked, sizeof acked), sizeof acked);
+    usleep(1000 + (useconds_t)(rand() % 8000));
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    long v;
+    while (read(fds[0], &v, sizeof v) == sizeof v)
+        acked = v;
+    close(fds[0]);
+    return acked;
+}
+
 /* The child: applies {"n": i, "pad": <PAD_BYTES of one letter per n>} for
  * i = first, first+1, ... and writes each i to `ack` once store_apply returned. */
 static _Noreturn void apply_forever(const char *path, long first, int ack) {
@@ -403,27 +432,7 @@ static void test_kill_9_during_apply_leaves_a_complete_acknowledged_state(void *
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     long next = 0;
     for (int round = 0; round < 20; round++) {
-        int fds[2];
-        assert_int_equal(pipe(fds), 0);
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            close(fds[0]);
-            apply_forever(fx->path, next, fds[1]);
-        }
-        close(fds[1]);
-        long acked;
-        /* Wait for one durable apply so the kill lands mid-stream, not in exec. */
-        assert_int_equal(read(fds[0], &acked, sizeof acked), sizeof acked);
-        usleep(1000 + (useconds_t)(rand() % 8000));
-        assert_int_equal(kill(pid, SIGKILL), 0);
-        int status;
-        assert_int_equal(waitpid(pid, &status, 0), pid);
-        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-        long v;
-        while (read(fds[0], &v, sizeof v) == sizeof v)
-            acked = v;
-        close(fds[0]);
+        long acked = kill_9_mid_stream(apply_forever, fx->path, next);
 
         struct store *s = open_ok(fx->path); /* the lock died with the child */
         assert_int_equal(count_temps(fx->dir), 0);
@@ -479,6 +488,18 @@ static char *load_with_records(struct store *s, const char *want_state) {
     return text;
 }
 
+/* Closes `s` (unless NULL), opens the store at `path` again and checks what a load gives: the
+ * state's and the records' compact text. Returns the reopened store. */
+static struct store *reopen_and_check(struct store *s, const char *path, const char *want_state,
+                                      const char *want_records) {
+    store_close(s);
+    s = open_ok(path);
+    char *records = load_with_records(s, want_state);
+    assert_string_equal(records, want_records);
+    free(records);
+    return s;
+}
+
 static void append_bytes(const char *path, const char *bytes) {
     FILE *fp = fopen(path, "ab");
     assert_non_null(fp);
@@ -493,18 +514,11 @@ static void test_appended_records_come_back_in_order_after_a_reopen(void **state
     append_ok(s, "{\"n\":1}");
     append_ok(s, "[\"two\"]");
     append_ok(s, "{\"n\":3,\"s\":\"x y\"}");
-    store_close(s);
-    s = open_ok(fx->path);
-    char *records = load_with_records(s, "{\"a\":1}");
-    assert_string_equal(records, "[{\"n\":1},[\"two\"],{\"n\":3,\"s\":\"x y\"}]");
-    free(records);
+    s = reopen_and_check(s, fx->path, "{\"a\":1}", "[{\"n\":1},[\"two\"],{\"n\":3,\"s\":\"x y\"}]");
     /* appends after a load follow the loaded records */
     append_ok(s, "{\"n\":4}");
-    store_close(s);
-    s = open_ok(fx->path);
-    records = load_with_records(s, "{\"a\":1}");
-    assert_string_equal(records, "[{\"n\":1},[\"two\"],{\"n\":3,\"s\":\"x y\"},{\"n\":4}]");
-    free(records);
+    s = reopen_and_check(s, fx->path, "{\"a\":1}",
+                         "[{\"n\":1},[\"two\"],{\"n\":3,\"s\":\"x y\"},{\"n\":4}]");
     store_close(s);
 }
 
@@ -515,11 +529,7 @@ static void test_an_apply_drops_the_records_before_it(void **state) {
     append_ok(s, "{\"n\":1}");
     apply_ok(s, "{\"a\":2}");
     append_ok(s, "{\"n\":2}");
-    store_close(s);
-    s = open_ok(fx->path);
-    char *records = load_with_records(s, "{\"a\":2}");
-    assert_string_equal(records, "[{\"n\":2}]");
-    free(records);
+    s = reopen_and_check(s, fx->path, "{\"a\":2}", "[{\"n\":2}]");
     store_close(s);
 }
 
@@ -545,21 +555,12 @@ static void test_a_torn_last_record_is_dropped_and_cut_off(void **state) {
     const char *torn[] = {"0123", "deadbeef {\"n\":2}\n", "00000000 {\"n\"", "\n"};
     for (size_t i = 0; i < sizeof torn / sizeof torn[0]; i++) {
         append_bytes(journal, torn[i]);
-        s = open_ok(fx->path);
-        char *records = load_with_records(s, "{\"a\":1}");
-        assert_string_equal(records, "[{\"n\":1}]");
-        free(records);
-        store_close(s);
+        store_close(reopen_and_check(NULL, fx->path, "{\"a\":1}", "[{\"n\":1}]"));
     }
     /* the tail was cut off at the load: a new record follows the good ones */
-    s = open_ok(fx->path);
-    free(load_with_records(s, "{\"a\":1}"));
+    s = reopen_and_check(NULL, fx->path, "{\"a\":1}", "[{\"n\":1}]");
     append_ok(s, "{\"n\":5}");
-    store_close(s);
-    s = open_ok(fx->path);
-    char *records = load_with_records(s, "{\"a\":1}");
-    assert_string_equal(records, "[{\"n\":1},{\"n\":5}]");
-    free(records);
+    s = reopen_and_check(s, fx->path, "{\"a\":1}", "[{\"n\":1},{\"n\":5}]");
     store_close(s);
 }
 
@@ -592,17 +593,10 @@ static void test_a_journal_for_another_state_is_ignored(void **state) {
     store_close(s);
     /* a crash between writing a new state and starting its journal leaves this */
     write_text(fx->path, "{\"a\":2}\n");
-    s = open_ok(fx->path);
-    char *records = load_with_records(s, "{\"a\":2}");
-    assert_string_equal(records, "[]");
-    free(records);
+    s = reopen_and_check(NULL, fx->path, "{\"a\":2}", "[]");
     /* and an append starts a journal for the state loaded */
     append_ok(s, "{\"n\":2}");
-    store_close(s);
-    s = open_ok(fx->path);
-    records = load_with_records(s, "{\"a\":2}");
-    assert_string_equal(records, "[{\"n\":2}]");
-    free(records);
+    s = reopen_and_check(s, fx->path, "{\"a\":2}", "[{\"n\":2}]");
     store_close(s);
 }
 
@@ -656,7 +650,8 @@ static void test_journal_mode_is_0600(void **state) {
 
 /* The child: appends {"n": i} for i = first, first+1, ... after one apply, and writes each i to
  * `ack` once store_append returned. */
-static _Noreturn void append_forever(const char *path, int ack) {
+static _Noreturn void append_forever(const char *path, long unused, int ack) {
+    (void)unused;
     struct errlist errs;
     errlist_init(&errs);
     struct store *s = store_file_open(path, &errs);
@@ -683,26 +678,7 @@ static void test_kill_9_during_appends_loses_no_acknowledged_record(void **state
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     long acked_total = -1;
     for (int round = 0; round < 10; round++) {
-        int fds[2];
-        assert_int_equal(pipe(fds), 0);
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            close(fds[0]);
-            append_forever(fx->path, fds[1]);
-        }
-        close(fds[1]);
-        long acked;
-        assert_int_equal(read(fds[0], &acked, sizeof acked), sizeof acked);
-        usleep(1000 + (useconds_t)(rand() % 8000));
-        assert_int_equal(kill(pid, SIGKILL), 0);
-        int status;
-        assert_int_equal(waitpid(pid, &status, 0), pid);
-        assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-        long v;
-        while (read(fds[0], &v, sizeof v) == sizeof v)
-            acked = v;
-        close(fds[0]);
+        long acked = kill_9_mid_stream(append_forever, fx->path, 0);
         assert_true(acked > acked_total);
         acked_total = acked;
 
