@@ -81,10 +81,12 @@ static void publish(struct server *s, struct snapshot *snap) {
  * a core, the workers must win, so it runs at nice 10 (Linux: setpriority on a thread id affects
  * that thread only; the workers, started before, keep the process's priority). A flood of admin
  * calls then slows the admin API, not the traffic. */
+#define CONTROL_NICE 10
+
 static void lower_control_priority(void) {
     pid_t tid = (pid_t)syscall(SYS_gettid);
     int now = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (now < 10 && setpriority(PRIO_PROCESS, (id_t)tid, 10) != 0)
+    if (now < CONTROL_NICE && setpriority(PRIO_PROCESS, (id_t)tid, CONTROL_NICE) != 0)
         log_warn("cannot lower the control thread's priority: %s", strerror(errno));
 }
 
@@ -350,6 +352,11 @@ struct server *server_start(struct snapshot *snap, struct store *store, const ch
             return NULL;
         }
     }
+    /* before the workers serve: a running gateway has all its threads */
+    s->compiler = idle_runner_start(snap->config->weir.admin_compile_idle, CONTROL_NICE);
+    if (!s->compiler)
+        log_warn("no compile thread (%s): admin changes compile on the control thread",
+                 strerror(errno));
     for (int i = 0; i < s->n_workers; i++)
         if (worker_start(s->workers[i]) != 0) abort();
 
@@ -372,11 +379,6 @@ struct event_base *server_event_base(struct server *s) {
 
 void server_run(struct server *s) {
     lower_control_priority();
-    /* started here, by the control thread at its final priority, which a runner that is not
-     * idle keeps */
-    s->compiler = idle_runner_start(s->snapshot->config->weir.admin_compile_idle);
-    if (!s->compiler) log_warn("no compile thread (%s): admin changes compile on the control thread",
-                               strerror(errno));
     event_base_dispatch(s->base);
 }
 

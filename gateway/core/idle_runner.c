@@ -23,7 +23,7 @@ struct idle_runner {
     bool done; /* the job returned */
     bool stopping;
     bool idle;
-    int nice; /* the starter's, for a thread that is not idle */
+    int nice; /* for a thread that is not idle */
 };
 
 static void *runner_main(void *p) {
@@ -36,10 +36,9 @@ static void *runner_main(void *p) {
                      "control thread's",
                      strerror(errno));
     }
-    /* a thread created by the control thread inherits its nice level already; say it anyway,
-     * since the runner may be started before the control thread lowers its own */
-    if (r->nice > getpriority(PRIO_PROCESS, (id_t)tid))
-        (void)setpriority(PRIO_PROCESS, (id_t)tid, r->nice);
+    if (!r->idle && r->nice > getpriority(PRIO_PROCESS, (id_t)tid) &&
+        setpriority(PRIO_PROCESS, (id_t)tid, r->nice) != 0)
+        log_warn("cannot lower the compile thread's priority: %s", strerror(errno));
     pthread_mutex_lock(&r->lock);
     for (;;) {
         while (!r->fn && !r->stopping)
@@ -58,11 +57,11 @@ static void *runner_main(void *p) {
     return NULL;
 }
 
-struct idle_runner *idle_runner_start(bool idle) {
+struct idle_runner *idle_runner_start(bool idle, int nice) {
     struct idle_runner *r = calloc(1, sizeof *r);
     if (!r) abort();
     r->idle = idle;
-    r->nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    r->nice = nice;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
     int rc = pthread_create(&r->thread, NULL, runner_main, r);

@@ -20,10 +20,10 @@
 
 struct idle_runner;
 
-/* Starts the thread: SCHED_IDLE when `idle`, else the caller's scheduling class and nice level.
- * NULL with errno when the thread cannot start. A class the system refuses is logged once and
- * the thread runs with the caller's. */
-struct idle_runner *idle_runner_start(bool idle);
+/* Starts the thread: SCHED_IDLE when `idle`, else SCHED_OTHER at nice level `nice` (or the
+ * caller's, when that is lower already). NULL with errno when the thread cannot start. A class or
+ * level the system refuses is logged and the thread runs with the caller's. */
+struct idle_runner *idle_runner_start(bool idle, int nice);
 
 /* Runs fn(arg) on the runner's thread and returns when it has returned. */
 void idle_runner_run(struct idle_runner *r, void (*fn)(void *arg), void *arg);
