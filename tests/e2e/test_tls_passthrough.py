@@ -9,6 +9,7 @@ backend end to end. Each backend speaks a tiny line protocol over its TLS sessio
   "SINK <n>\\n" -> waits until the test releases it, then reads n bytes and answers
                   "<bytes> <sha256>\\n" (to check back-pressure: nothing is read meanwhile)."""
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -87,8 +88,22 @@ class TlsBackend(TlsServer):
         TlsServer.stop(self)
 
 
+# A backend the test serves itself on a plain socket, for passthrough_config.
+RawBackend = collections.namedtuple("RawBackend", "name port")
+
+
+def recv_until_eof(s, size=65536):
+    data = b""
+    while True:
+        d = s.recv(size)
+        if not d:
+            return data
+        data += d
+
+
 def passthrough_config(backends, stream_port=None, **overrides):
-    """base_config plus a stream listener and one tcp service per (backend, snis)."""
+    """base_config plus a stream listener and one tcp service per (backend, snis); a backend is
+    anything with .name and .port (a TlsBackend, a RawBackend)."""
     cfg = base_config(None, **overrides)
     cfg["weir"]["stream_listen"] = ["127.0.0.1:%d" % (stream_port or free_port())]
     cfg["services"] = [
@@ -704,34 +719,19 @@ def test_bytes_are_replayed_exactly_and_a_half_close_is_passed_on():
     def backend():
         s, _ = lsock.accept()
         s.settimeout(10)
-        data = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            data += d
-        got["data"] = data
+        got["data"] = data = recv_until_eof(s)
         s.sendall(b"received %d bytes after your FIN\n" % len(data))
         s.close()
     threading.Thread(target=backend, daemon=True).start()
-    cfg = base_config(None)
-    cfg["weir"]["stream_listen"] = ["127.0.0.1:%d" % free_port()]
-    cfg["services"] = [{"name": "raw", "url": "tcp://127.0.0.1:%d" % lsock.getsockname()[1],
-                        "routes": [{"protocols": ["tls_passthrough"],
-                                    "snis": ["raw.example.com"]}]}]
-    w = start_weir(cfg)
+    w = start_weir(passthrough_config([(RawBackend("raw", lsock.getsockname()[1]),
+                                        ["raw.example.com"])]))
     try:
         hello = _client_hello("raw.example.com")
         tail = os.urandom(300000)
         s = socket.create_connection(("127.0.0.1", stream_port(w)), timeout=10)
         s.sendall(hello + tail)
         s.shutdown(socket.SHUT_WR)
-        answer = b""
-        while True:
-            d = s.recv(4096)
-            if not d:
-                break
-            answer += d
+        answer = recv_until_eof(s, 4096)
         s.close()
         assert_eq(answer, b"received %d bytes after your FIN\n" % (len(hello) + len(tail)),
                   "the backend's answer after the half-close")
@@ -768,24 +768,15 @@ def test_a_client_that_sends_then_resets_after_the_backend_closed_is_not_left_op
                 pass
             s.close()
     threading.Thread(target=backend, daemon=True).start()
-    cfg = base_config(None)
-    cfg["weir"]["stream_listen"] = ["127.0.0.1:%d" % free_port()]
-    cfg["services"] = [{"name": "raw", "url": "tcp://127.0.0.1:%d" % lsock.getsockname()[1],
-                        "routes": [{"protocols": ["tls_passthrough"],
-                                    "snis": ["raw.example.com"]}]}]
-    w = start_weir(cfg)
+    w = start_weir(passthrough_config([(RawBackend("raw", lsock.getsockname()[1]),
+                                        ["raw.example.com"])]))
     try:
         hello = _client_hello("raw.example.com")
         n = 5
         for _ in range(n):
             s = socket.create_connection(("127.0.0.1", stream_port(w)), timeout=5)
             s.sendall(hello)
-            got = b""
-            while True:  # the backend's line, then the FIN Weir passed on
-                d = s.recv(100)
-                if not d:
-                    break
-                got += d
+            got = recv_until_eof(s, 100)  # the backend's line, then the FIN Weir passed on
             assert_eq(got, b"bye\n", "the backend's answer")
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             # a last record, then a reset, while weir is paused: one edge for both
