@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int file_write_all(int fd, const char *p, size_t len) {
@@ -27,4 +29,43 @@ int file_fsync_dir(const char *dir) {
     close(fd);
     errno = saved;
     return rc;
+}
+
+int file_read_all(int fd, size_t max, char **out, size_t *len) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    if ((size_t)st.st_size > max) {
+        errno = EFBIG;
+        return -1;
+    }
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) abort();
+    for (;;) {
+        if (n == cap) {
+            if (cap > max) break;
+            cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            buf = realloc(buf, cap + 1);
+            if (!buf) abort();
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int saved = errno;
+            free(buf);
+            errno = saved;
+            return -1;
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    if (n > max) {
+        free(buf);
+        errno = EFBIG;
+        return -1;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
 }

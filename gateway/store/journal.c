@@ -85,40 +85,6 @@ static int header(char *buf, size_t cap, struct journal_base base) {
     return snprintf(buf, cap, "weir-journal 1 %zu %08x\n", base.len, (unsigned)base.crc);
 }
 
-/* Reads the whole file into a new buffer (NUL-terminated); -1 with errno. */
-static int read_all(int fd, char **out, size_t *out_len) {
-    struct stat st;
-    if (fstat(fd, &st) != 0) return -1;
-    if ((size_t)st.st_size > JOURNAL_MAX_BYTES) {
-        errno = EFBIG;
-        return -1;
-    }
-    size_t cap = (size_t)st.st_size + 1, len = 0;
-    char *buf = malloc(cap + 1);
-    if (!buf) abort();
-    for (;;) {
-        if (len == cap) { /* grown since fstat: a writer we do not know of */
-            free(buf);
-            errno = EBUSY;
-            return -1;
-        }
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int saved = errno;
-            free(buf);
-            errno = saved;
-            return -1;
-        }
-        if (n == 0) break;
-        len += (size_t)n;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    *out_len = len;
-    return 0;
-}
-
 /* Parses the record line at `p` (without its '\n', `len` bytes); NULL when torn or damaged. */
 static json_t *parse_record(const char *p, size_t len) {
     if (len < 10 || p[8] != ' ') return NULL;
@@ -149,7 +115,7 @@ int journal_read(struct journal *j, struct journal_base base, json_t **records,
     }
     char *buf;
     size_t len;
-    if (read_all(fd, &buf, &len) != 0) {
+    if (file_read_all(fd, JOURNAL_MAX_BYTES, &buf, &len) != 0) {
         errlist_addf(errs, j->path, "cannot read: %s", strerror(errno));
         close(fd);
         return -1;

@@ -139,39 +139,17 @@ static int file_load(struct store *s, json_t **state, json_t **records, struct e
         close(fd);
         return -1;
     }
-    if ((uint64_t)st.st_size > STORE_MAX_BYTES) {
-        errlist_addf(errs, f->path, "%lld bytes, larger than the store limit of %zu bytes",
-                     (long long)st.st_size, STORE_MAX_BYTES);
-        close(fd);
-        return -1;
-    }
-    /* Read up to one byte past the limit: st_size is only a hint if someone
-     * other than Weir is writing the file. */
-    size_t cap = (size_t)st.st_size + 1, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) abort();
-    for (;;) {
-        if (len == cap) {
-            if (cap > STORE_MAX_BYTES) break;
-            cap = cap * 2 > STORE_MAX_BYTES + 1 ? STORE_MAX_BYTES + 1 : cap * 2;
-            buf = realloc(buf, cap);
-            if (!buf) abort();
-        }
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            errlist_addf(errs, f->path, "cannot read: %s", strerror(errno));
-            free(buf);
-            close(fd);
-            return -1;
-        }
-        if (n == 0) break;
-        len += (size_t)n;
-    }
+    char *buf;
+    size_t len;
+    int rc = file_read_all(fd, STORE_MAX_BYTES, &buf, &len);
+    int saved = errno;
     close(fd); /* read-only: nothing for close() to report */
-    if (len > STORE_MAX_BYTES) {
-        errlist_addf(errs, f->path, "larger than the store limit of %zu bytes", STORE_MAX_BYTES);
-        free(buf);
+    if (rc != 0) {
+        if (saved == EFBIG)
+            errlist_addf(errs, f->path, "larger than the store limit of %zu bytes",
+                         STORE_MAX_BYTES);
+        else
+            errlist_addf(errs, f->path, "cannot read: %s", strerror(saved));
         return -1;
     }
     json_error_t jerr;
